@@ -1,0 +1,38 @@
+"""One error hierarchy for user and environment problems.
+
+Every `DmfnetError` carries a one-line message that says what was expected, what was received and how to fix
+it. The CLI prints that line and exits with `exit_code`; anything that is not a `DmfnetError` is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class DmfnetError(Exception):
+    """Base class for problems the user or the environment can fix."""
+
+    exit_code = 2
+
+
+class InputError(DmfnetError):
+    """Bad input: unreadable, malformed, unsupported or mismatched data, or bad arguments."""
+
+    exit_code = 2
+
+
+class PairingError(InputError):
+    """The two images of a pair (or two volumes) do not match."""
+
+
+class ModelFileError(InputError):
+    """A weights, config or manifest file is missing, damaged or does not match its description."""
+
+
+class EnvironmentProblem(DmfnetError):
+    """The machine lacks something: a package, a device, disk space, a writable folder."""
+
+    exit_code = 3
+
+
+class MissingDependency(EnvironmentProblem):
+    """An optional package is needed for this command."""

@@ -1,0 +1,94 @@
+"""Saving and loading models as safetensors + JSON sidecar (no pickle anywhere)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dmfnet_edge import __version__
+from dmfnet_edge.artifacts import load_sidecar, resolve_weights, sha256_file, write_json_atomic
+from dmfnet_edge.config import ModelConfig, preset
+from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.models.dmfnet import DMFNet
+from dmfnet_edge.models.unet import DiffusionUNet
+
+
+def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+                        ) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def save_model(module: nn.Module, cfg: ModelConfig, base: str | Path, kind: str, info: dict[str, Any]) -> Path:
+    """Write BASE.safetensors and BASE.json for a DMFNet (kind 'dmfnet') or a Stage-I UNet (kind 'unet')."""
+    base = Path(base)
+    tensors = base.with_name(base.name + ".safetensors")
+    save_tensors_atomic(module.state_dict(), tensors, {"kind": kind, "format": "dmfnet-edge"})
+    sidecar = {"kind": kind, "config": cfg.to_dict(), "weights_sha256": sha256_file(tensors),
+               "package_version": __version__, **info}
+    write_json_atomic(base.with_name(base.name + ".json"), sidecar)
+    return tensors
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ModelFileError(f"{source}: tensors do not match the config (missing {missing[:3]}, unexpected "
+                             f"{unexpected[:3]}); the weights belong to another model")
+    for name, value in tensors.items():
+        if value.shape != expected[name].shape:
+            raise ModelFileError(f"{source}: tensor '{name}' has shape {tuple(value.shape)}, the config needs "
+                                 f"{tuple(expected[name].shape)}")
+    module.load_state_dict(tensors, strict=True)
+
+
+def load_model(spec: str | os.PathLike[str], verify: bool = True) -> tuple[DMFNet, dict[str, Any]]:
+    """Load a complete model ('edge' or a path) in eval mode; returns (model, sidecar metadata)."""
+    tensors, sidecar = resolve_weights(spec)
+    meta = load_sidecar(tensors, sidecar, verify=verify)
+    if meta.get("kind") != "dmfnet":
+        raise ModelFileError(f"{sidecar}: holds a '{meta.get('kind')}' checkpoint, expected a complete 'dmfnet' "
+                             "model (a Stage-I UNet alone cannot fuse)")
+    model = DMFNet(ModelConfig.from_dict(meta.get("config", {})))
+    _load_into(model, _read_tensors(tensors), tensors)
+    return model.eval(), meta
+
+
+def load_unet(spec: str | os.PathLike[str]) -> tuple[DiffusionUNet, ModelConfig, dict[str, Any]]:
+    """Load a Stage-I UNet checkpoint (kind 'unet') or the UNet part of a complete model."""
+    tensors, sidecar = resolve_weights(spec)
+    meta = load_sidecar(tensors, sidecar)
+    cfg = ModelConfig.from_dict(meta.get("config", {}))
+    unet = DiffusionUNet(cfg.unet)
+    state = _read_tensors(tensors)
+    if meta.get("kind") == "dmfnet":
+        state = {k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")}
+    _load_into(unet, state, tensors)
+    return unet, cfg, meta
+
+
+def build_model(spec: str) -> DMFNet:
+    """A randomly initialised model from a preset name (for tests, FLOP counts and training)."""
+    return DMFNet(preset(spec)).eval()

@@ -1,0 +1,76 @@
+"""Shared fixtures: generated tiny models and images; the atlas data at ../shared/data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SAMPLES = REPO / "dmfnet_edge" / "samples"
+
+
+def pytest_collection_modifyitems(config, items):
+    import importlib.util
+
+    import torch
+
+    has_gpu = torch.cuda.is_available()
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible to torch here"))
+        if "trt" in item.keywords and not has_trt:
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT; the 'tensorrt' package is not installed"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = SHARED / "data" / "harvard"
+    if not root.is_dir():
+        pytest.skip(f"the atlas data is not at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def metric_fixtures() -> Path:
+    path = SHARED / "reference" / "metric_fixtures.json"
+    if not path.is_file():
+        pytest.skip(f"metric fixtures not at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_base(tmp_path_factory) -> Path:
+    """A randomly initialised tiny DMFNet saved as safetensors + JSON; returns the base path (no suffix)."""
+    import torch
+
+    from dmfnet_edge.config import preset
+    from dmfnet_edge.models.checkpoint import save_model
+    from dmfnet_edge.models.dmfnet import DMFNet
+
+    torch.manual_seed(0)
+    model = DMFNet(preset("tiny")).eval()
+    base = tmp_path_factory.mktemp("model") / "tiny"
+    save_model(model, model.cfg, base, "dmfnet", {"note": "random tiny model for tests"})
+    return base
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def smooth_image(rng: np.random.Generator, h: int, w: int, colour: bool = False) -> np.ndarray:
+    """A uint8 test image with structure (blurred noise + a gradient), grey or RGB."""
+    import cv2
+
+    base = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 3)
+    base = (base - base.min()) / (np.ptp(base) + 1e-9)
+    base = 0.7 * base + 0.3 * np.linspace(0, 1, w, dtype=np.float32)[None, :]
+    grey = np.round(base * 255).astype(np.uint8)
+    if not colour:
+        return grey
+    return cv2.applyColorMap(grey, cv2.COLORMAP_JET)[:, :, ::-1].copy()
