@@ -1,0 +1,117 @@
+"""Reading and writing 2D images (PNG, JPEG, TIFF, BMP) with OpenCV, without torch.
+
+`read_image` returns uint8 pixels: (H, W) for grey or (H, W, 3) RGB for colour. 16-bit and float images are
+mapped linearly from their own min..max to 0..255 (documented in docs/DATA.md), alpha is dropped.
+`write_image` writes atomically: a temporary file in the target folder, renamed into place on success.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dmfnet_edge.errors import EnvironmentProblem, InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def _check_readable(path: Path) -> bytes:
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected an image file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not data:
+        raise InputError(f"{path}: file is empty")
+    return data
+
+
+def to_uint8(pixels: np.ndarray, source: str) -> np.ndarray:
+    """Map any numeric image to uint8; 8-bit is kept, other depths are min..max scaled. Rejects NaN/Inf."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if not np.issubdtype(pixels.dtype, np.number) or np.issubdtype(pixels.dtype, np.complexfloating):
+        raise InputError(f"{source}: pixel type {pixels.dtype} is not supported")
+    values = pixels.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{source}: image contains NaN or Inf values; clean or re-export the image")
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.zeros(pixels.shape, np.uint8)
+    return np.round((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def decode_image(data: bytes, source: str) -> np.ndarray:
+    """Decode image bytes to uint8 (H, W) grey or (H, W, 3) RGB."""
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise InputError(f"{source}: not a readable image (corrupt, truncated or not PNG/JPEG/TIFF/BMP)")
+    if pixels.ndim == 3:
+        channels = pixels.shape[2]
+        if channels == 1:
+            pixels = pixels[:, :, 0]
+        elif channels == 2:
+            pixels = pixels[:, :, 0]  # grey + alpha
+        elif channels in (3, 4):
+            pixels = cv2.cvtColor(pixels[:, :, :3], cv2.COLOR_BGR2RGB)
+        else:
+            raise InputError(f"{source}: {channels} channels are not supported (expected 1, 3 or 4)")
+    elif pixels.ndim != 2:
+        raise InputError(f"{source}: {pixels.ndim}-dimensional image is not supported (expected a 2D image)")
+    return np.ascontiguousarray(to_uint8(pixels, source))
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as uint8 (H, W) grey or (H, W, 3) RGB."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InputError(f"{path}: unsupported file type '{path.suffix}' (expected one of "
+                         f"{', '.join(IMAGE_SUFFIXES)}, or DICOM/NIfTI)")
+    return decode_image(_check_readable(path), str(path))
+
+
+def encode_image(pixels: np.ndarray, suffix: str) -> bytes:
+    """Encode uint8 grey (H, W) or RGB (H, W, 3) pixels into the format named by `suffix`."""
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if suffix.lower() in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(suffix.lower(), pixels, params)
+    if not ok:
+        raise InputError(f"cannot encode an image as '{suffix}'")
+    return buf.tobytes()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise EnvironmentProblem(f"{path.parent}: cannot write here ({exc.strerror}); choose a writable "
+                                 "output folder") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise EnvironmentProblem(f"{path}: writing failed ({exc.strerror}); nothing was written") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | os.PathLike[str], pixels: np.ndarray) -> Path:
+    """Write uint8 grey or RGB pixels atomically; the format follows the file suffix."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InputError(f"{path}: unsupported output type '{path.suffix}' (use .png, .jpg, .tif or .bmp)")
+    atomic_write_bytes(path, encode_image(pixels, path.suffix))
+    return path

@@ -1,0 +1,150 @@
+"""2D slices from DICOM files and NIfTI volumes, as uint8 grey or RGB pixels with their metadata.
+
+DICOM: the modality LUT (RescaleSlope/Intercept) is applied first, giving physical values (HU for CT); then
+the window: `window=(center, width)` if given, else the file's own VOI LUT/window, else the slice's min..max.
+MONOCHROME1 is inverted so that bright means high signal. Colour (RGB, YBR, palette) images become RGB.
+
+NIfTI: a 2D image, or slice `index` along the last axis of a 3D volume. Values are windowed by `window` if
+given, else by the volume's 0.5th..99.5th percentiles, so every slice of one volume shares one scale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmfnet_edge._optional import require
+from dmfnet_edge.errors import InputError
+
+Window = tuple[float, float]
+
+
+def window_to_uint8(values: np.ndarray, lower: float, upper: float, source: str) -> np.ndarray:
+    """Linearly map [lower, upper] to 0..255 (clipped); a degenerate window gives a black image."""
+    values = np.asarray(values, np.float64)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{source}: image contains NaN or Inf values")
+    if upper <= lower:
+        return np.zeros(values.shape, np.uint8)
+    scaled = (values - lower) * (255.0 / (upper - lower))
+    return np.round(np.clip(scaled, 0, 255)).astype(np.uint8)
+
+
+def center_width(window: Window) -> tuple[float, float]:
+    """(center, width) -> (lower, upper), DICOM's linear window convention."""
+    center, width = window
+    if width <= 0:
+        raise InputError(f"window width must be positive, got {width}")
+    return center - width / 2, center + width / 2
+
+
+def is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def is_nifti(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def _dicom_pixels(ds: Any, path: Path, frame: int | None) -> np.ndarray:
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise InputError(f"{path}: DICOM file has no pixel data (not an image object)")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for undecodable pixel data
+        hint = "; install a pydicom decoder plugin (e.g. pylibjpeg)" if "plugin" in str(exc).lower() else ""
+        raise InputError(f"{path}: DICOM pixel data cannot be decoded ({type(exc).__name__}: {exc}){hint}") \
+            from None
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if frames > 1:
+        index = 0 if frame is None else frame
+        if not 0 <= index < frames:
+            raise InputError(f"{path}: frame {index} out of range (the file has {frames} frames)")
+        pixels = pixels[index]
+    elif samples == 1 and pixels.ndim == 3:
+        raise InputError(f"{path}: unexpected pixel array shape {pixels.shape}")
+    return pixels
+
+
+def read_dicom(path: Path, window: Window | None = None, frame: int | None = None) -> tuple[np.ndarray, dict]:
+    """A DICOM image (one frame of a multi-frame file) as uint8 grey or RGB, plus metadata."""
+    pydicom = require("pydicom", purpose="reading DICOM")
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(str(path))
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    pixels = _dicom_pixels(ds, path, frame)
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    meta = {"format": "dicom", "modality": str(getattr(ds, "Modality", "")), "photometric": photometric}
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(pixels, ds)
+        return window_to_uint8(rgb, 0, float(rgb.max()) or 1.0, str(path)), meta
+    if pixels.ndim == 3:  # RGB after pydicom's YBR conversion
+        return (pixels if pixels.dtype == np.uint8 else window_to_uint8(pixels, 0, float(pixels.max()) or 1,
+                                                                          str(path))), meta
+    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    if window is None and "WindowCenter" in ds and "WindowWidth" in ds:
+        window = (_first(ds.WindowCenter), _first(ds.WindowWidth))
+    if window is not None:
+        out = window_to_uint8(values, *center_width(window), str(path))
+    elif "VOILUTSequence" in ds:
+        voi = np.asarray(apply_voi_lut(values, ds, index=0), np.float64)
+        out = window_to_uint8(voi, float(voi.min()), float(voi.max()), str(path))
+    else:
+        out = window_to_uint8(values, float(values.min()), float(values.max()), str(path))
+    if photometric == "MONOCHROME1":
+        out = 255 - out
+    meta["window"] = list(window) if window is not None else None
+    return out, meta
+
+
+def _first(value: Any) -> float:
+    """First value of a possibly multi-valued DICOM number."""
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def read_nifti_slice(path: Path, index: int | None = None, window: Window | None = None
+                     ) -> tuple[np.ndarray, dict]:
+    """A 2D NIfTI image, or one slice along the last axis of a 3D volume, as uint8 grey."""
+    nib = require("nibabel", purpose="reading NIfTI")
+    try:
+        image = nib.load(str(path))
+        volume = np.asarray(image.dataobj, dtype=np.float64)
+    except Exception as exc:  # nibabel raises several types for damaged files
+        raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    volume = np.squeeze(volume) if volume.ndim > 3 else volume
+    if volume.ndim == 3 and volume.shape[2] == 1:
+        volume = volume[:, :, 0]
+    if volume.ndim == 2:
+        plane = volume
+    elif volume.ndim == 3:
+        if index is None:
+            raise InputError(f"{path}: a volume of {volume.shape[2]} slices; pick one with --slice N "
+                             "or fuse the whole volume with 'dmfnet fuse-volume'")
+        if not 0 <= index < volume.shape[2]:
+            raise InputError(f"{path}: slice {index} out of range (0..{volume.shape[2] - 1})")
+        plane = volume[:, :, index]
+    else:
+        raise InputError(f"{path}: {volume.ndim}-dimensional NIfTI data is not supported")
+    if not np.all(np.isfinite(volume)):
+        raise InputError(f"{path}: volume contains NaN or Inf values")
+    lower, upper = center_width(window) if window else tuple(np.percentile(volume, [0.5, 99.5]))
+    # NIfTI stores (x, y); images are (row, column) = (y, x) with the first row at the top
+    pixels = window_to_uint8(np.flipud(plane.T), lower, upper, str(path))
+    return np.ascontiguousarray(pixels), {"format": "nifti", "shape": list(volume.shape)}

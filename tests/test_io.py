@@ -1,0 +1,128 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+
+from dmfnet_edge.errors import InputError, PairingError
+from dmfnet_edge.io.images import read_image, write_image
+from dmfnet_edge.io.loader import load_image
+from dmfnet_edge.io.pairs import find_pairs
+from tests.conftest import smooth_image
+
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".bmp"])
+def test_lossless_round_trip_grey_and_rgb(tmp_path, rng, suffix):
+    for colour in (False, True):
+        img = smooth_image(rng, 40, 56, colour)
+        path = write_image(tmp_path / f"x{int(colour)}{suffix}", img)
+        assert np.array_equal(read_image(path), img)
+
+
+def test_jpeg_is_read_as_rgb(tmp_path, rng):
+    img = smooth_image(rng, 32, 32, colour=True)
+    back = read_image(write_image(tmp_path / "x.jpg", img))
+    assert back.shape == img.shape and np.abs(back.astype(int) - img).mean() < 10  # lossy, subsampled chroma
+
+
+def test_16_bit_images_are_scaled_to_their_range(tmp_path):
+    img = np.linspace(1000, 5000, 64 * 64).reshape(64, 64).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "x.png"), img)
+    out = read_image(tmp_path / "x.png")
+    assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
+
+
+def test_rgba_drops_alpha(tmp_path, rng):
+    rgb = smooth_image(rng, 16, 16, colour=True)
+    bgra = np.concatenate([rgb[:, :, ::-1], np.full((16, 16, 1), 7, np.uint8)], axis=2)
+    cv2.imwrite(str(tmp_path / "x.png"), bgra)
+    assert np.array_equal(read_image(tmp_path / "x.png"), rgb)
+
+
+@pytest.mark.parametrize("content, message", [(b"", "empty"), (b"not an image at all", "not a readable image")])
+def test_bad_files_are_clear_errors(tmp_path, content, message):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        read_image(path)
+
+
+def test_truncated_png(tmp_path, rng):
+    path = write_image(tmp_path / "x.png", smooth_image(rng, 64, 64))
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(InputError, match="not a readable image"):
+        read_image(path)
+
+
+def test_missing_and_unsupported(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_image(tmp_path / "nope.png")
+    (tmp_path / "x.gif").write_bytes(b"GIF89a")
+    with pytest.raises(InputError, match="unsupported file type"):
+        read_image(tmp_path / "x.gif")
+
+
+def test_write_is_atomic_and_leaves_nothing_on_failure(tmp_path, rng):
+    with pytest.raises(InputError):
+        write_image(tmp_path / "x.gif", smooth_image(rng, 8, 8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dicom_ct_applies_rescale_and_window():
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    out = load_image(PYDICOM_FILES / "CT_small.dcm", window=(40, 400)).pixels
+    expected = np.round(np.clip((hu - (40 - 200)) * 255 / 400, 0, 255)).astype(np.uint8)
+    assert np.abs(out.astype(int) - expected).max() <= 1  # rounding of exact .5 cases only
+    assert np.mean(out == expected) > 0.99
+
+
+def test_dicom_uses_its_own_window_and_reads_colour():
+    mr = load_image(PYDICOM_FILES / "MR_small.dcm")
+    assert mr.pixels.dtype == np.uint8 and mr.meta["window"] == [600.0, 1600.0]
+    rgb = load_image(PYDICOM_FILES / "SC_rgb_small_odd.dcm").pixels
+    assert rgb.shape == (3, 3, 3)
+    palette = load_image(PYDICOM_FILES / "examples_palette.dcm").pixels
+    assert palette.ndim == 3
+
+
+@pytest.mark.parametrize("name, message", [("rtplan.dcm", "no pixel data"), ("MR_truncated.dcm", "cannot be decoded")])
+def test_dicom_errors(name, message):
+    with pytest.raises(InputError, match=message):
+        load_image(PYDICOM_FILES / name)
+
+
+def test_nifti_slices(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    volume = np.zeros((20, 30, 4), np.float32)
+    volume[5, 10, 2] = 100.0
+    volume[:, :, 1] = np.arange(30)[None, :]
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
+    with pytest.raises(InputError, match="--slice"):
+        load_image(tmp_path / "v.nii.gz")
+    img = load_image(tmp_path / "v.nii.gz", slice_index=2, window=(50, 100)).pixels
+    assert img.shape == (30, 20)  # rows = y, columns = x
+    assert img[30 - 1 - 10, 5] == 255 and img.sum() == 255
+    with pytest.raises(InputError, match="out of range"):
+        load_image(tmp_path / "v.nii.gz", slice_index=9)
+
+
+def _write_pair(root, task, modality, name, rng, colour=False):
+    write_image(root / task / "MRI" / f"{name}.png", smooth_image(rng, 32, 32))
+    write_image(root / task / modality / f"{name}.png", smooth_image(rng, 32, 32, colour))
+
+
+def test_pair_discovery_and_lonely_files(tmp_path, rng):
+    _write_pair(tmp_path, "MRI-CT", "CT", "a", rng)
+    _write_pair(tmp_path, "MRI-PET", "PET", "b", rng, colour=True)
+    pairs = find_pairs(tmp_path)
+    assert [(p.task, p.name) for p in pairs] == [("MRI-CT", "a"), ("MRI-PET", "b")]
+    assert find_pairs(tmp_path / "MRI-PET")[0].modality == "PET"
+    write_image(tmp_path / "MRI-CT" / "MRI" / "z.png", smooth_image(rng, 32, 32))
+    with pytest.raises(PairingError, match="without a partner"):
+        find_pairs(tmp_path)
+    with pytest.raises(InputError, match="no image pairs"):
+        find_pairs(tmp_path / "MRI-CT" / "MRI")
