@@ -1,0 +1,44 @@
+"""End-of-training validation reports (JSON), written after the final weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dmfnet_edge.artifacts import write_json_atomic
+from dmfnet_edge.models.diffusion import tile_noise
+from dmfnet_edge.train.data import PairBank
+
+
+def _unet_report(task, bank: PairBank) -> dict[str, Any]:
+    """Stage I: x0 reconstruction PSNR (dB, on [-1, 1] data) at the Stage-II noise levels, frozen noise."""
+    from dmfnet_edge.models.dmfnet import DMFNet
+
+    ref = DMFNet(task.cfg)  # only for the frozen noise levels and field
+    psnr: dict[str, list[float]] = {str(t): [] for t in task.cfg.fusion.timesteps}
+    with torch.no_grad():
+        for mri, other in zip(bank.mri, bank.other):
+            x = torch.from_numpy(np.stack([mri, other])[:, None].astype(np.float32) * (2 / 255) - 1)
+            noise = tile_noise(ref.noise, *x.shape[-2:])[0][:, None]
+            for k, t in enumerate(task.cfg.fusion.timesteps):
+                xt = ref.gammas[k] * x + ref.sigmas[k] * noise[k]
+                pred = task.model(xt, ref.gammas[k].repeat(2))
+                mse = float(torch.mean((pred - x) ** 2))
+                psnr[str(t)].append(10 * np.log10(4.0 / max(mse, 1e-12)))
+    return {"x0_psnr_db_by_timestep": {t: round(float(np.mean(v)), 3) for t, v in psnr.items()},
+            "pairs": len(bank)}
+
+
+def validation_report(task, val_dir: Path, out_path: Path) -> dict[str, Any]:
+    """Evaluate the trained stage on the validation split; write and return the summary."""
+    if task.kind == "unet":
+        summary = _unet_report(task, PairBank.from_folder(val_dir))
+    else:
+        from dmfnet_edge.metrics.evaluate import evaluate_model_on_pairs
+
+        summary = evaluate_model_on_pairs(task.model, val_dir)
+    write_json_atomic(out_path, summary)
+    return summary
