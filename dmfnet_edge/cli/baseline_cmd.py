@@ -1,0 +1,36 @@
+"""`dmfnet baseline`: classic fusion baselines written in the same layout as `fuse-dir` (for `dmfnet eval`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dmfnet_edge.baselines import BASELINES
+from dmfnet_edge.cli.progress import track
+from dmfnet_edge.io.images import read_image, write_image
+from dmfnet_edge.io.pairs import find_pairs
+from dmfnet_edge.preprocess.color import merge_luma, split_luma
+
+
+def fuse_with_baseline(method: str, mri, other):
+    """Fuse the lumas with a baseline and restore the other image's chroma, as the model path does."""
+    other_luma, chroma = split_luma(other)
+    return merge_luma(BASELINES[method](split_luma(mri)[0], other_luma), chroma)
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, choices=sorted(BASELINES))
+    p.add_argument("--pairs", required=True, type=Path, help="DIR/MRI-X/{MRI,X}/NAME.png")
+    p.add_argument("--out", required=True, type=Path, help="writes OUT/MRI-X/NAME.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    pairs = find_pairs(args.pairs)
+    for pair in track(pairs, len(pairs), args.method, "pair"):
+        fused = fuse_with_baseline(args.method, read_image(pair.mri), read_image(pair.other))
+        write_image(args.out / pair.task / f"{pair.name}.png", fused)
+    print(f"{len(pairs)} pairs fused with '{args.method}' into {args.out}")
+    return 0
+
+
+COMMANDS = [("baseline", "fuse pairs with a classic baseline (average, max, laplacian)", configure, run)]

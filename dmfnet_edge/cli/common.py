@@ -1,0 +1,32 @@
+"""Options and helpers shared by the CLI commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from dmfnet_edge.errors import InputError
+from dmfnet_edge.runtime import BACKENDS, Runner, open_runner
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="edge", help="shipped model name (edge) or PATH to NAME.safetensors/.json")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, help="CPU threads for inference")
+
+
+def runner_from(args: argparse.Namespace) -> Runner:
+    return open_runner(args.backend, args.model, device=args.device, threads=args.threads)
+
+
+def parse_window(text: str | None) -> tuple[float, float] | None:
+    """'CENTER,WIDTH' (e.g. 40,400 for a CT brain window) -> (center, width)."""
+    if text is None:
+        return None
+    try:
+        center, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--window '{text}': expected CENTER,WIDTH, e.g. 40,400") from None
+    if width <= 0:
+        raise InputError(f"--window '{text}': the width must be positive")
+    return center, width

@@ -1,0 +1,40 @@
+"""`dmfnet info`: what a model is (config, parameters, FLOPs, weights hash, provenance)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from dmfnet_edge._optional import require
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="edge", help="shipped name, preset (paper/edge/tiny) or PATH")
+    p.add_argument("--size", type=int, default=256, help="image side for the FLOP count")
+
+
+def run(args: argparse.Namespace) -> int:
+    require("torch", purpose="'dmfnet info'")
+    from dmfnet_edge.config import PRESETS
+    from dmfnet_edge.models.checkpoint import build_model, load_model
+    from dmfnet_edge.models.dmfnet import parameter_count
+    from dmfnet_edge.models.flops import pair_flops
+
+    if args.model in PRESETS and args.model != "edge":
+        model, meta = build_model(args.model), {"weights": "none (preset, random initialisation)"}
+    else:
+        model, meta = load_model(args.model)
+    flops = pair_flops(model, args.size)
+    info = {
+        "model": model.cfg.name,
+        "parameters": {"unet": parameter_count(model.unet), "fusion": parameter_count(model.fusion)},
+        f"gflop_per_pair_{args.size}": {k: round(v / 1e9, 3) for k, v in flops.items()},
+        "weights_sha256": meta.get("weights_sha256"),
+        "training": meta.get("training_summary", meta.get("weights")),
+        "config": model.cfg.to_dict(),
+    }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+COMMANDS = [("info", "describe a model: parameters, FLOPs, weights and config", configure, run)]

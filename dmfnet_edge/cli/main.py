@@ -1,0 +1,68 @@
+"""`dmfnet` command line: a registry of small subcommands.
+
+User and environment problems (`DmfnetError`) print one line on stderr and exit with 2 (input) or 3
+(environment), never a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from dmfnet_edge import __version__
+from dmfnet_edge.errors import DmfnetError
+
+Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+
+def _commands() -> list[Command]:
+    from dmfnet_edge.cli import baseline_cmd, compare_cmd, eval_cmd, fuse_cmd, info_cmd, train_cmd
+
+    return [*fuse_cmd.COMMANDS, *eval_cmd.COMMANDS, *baseline_cmd.COMMANDS, *compare_cmd.COMMANDS,
+            *train_cmd.COMMANDS, *info_cmd.COMMANDS]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser(prog: str = "dmfnet", commands: list[Command] | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="DM-FNet multimodal medical image fusion.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, help_text, configure, run in commands or _commands():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        configure(cmd)
+        cmd.set_defaults(run=run)
+    return parser
+
+
+def run_cli(argv: Sequence[str] | None, prog: str, commands: list[Command] | None = None) -> int:
+    args = build_parser(prog, commands).parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except DmfnetError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; no partial outputs were kept", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into e.g. `head`
+        sys.stderr.close()
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(argv, "dmfnet")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Reports written next to fused outputs: report.json, report.md and an overview picture."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from dmfnet_edge import __version__
+from dmfnet_edge.artifacts import write_json_atomic
+from dmfnet_edge.io.images import atomic_write_bytes, encode_image, read_image
+from dmfnet_edge.io.pairs import ImagePair
+from dmfnet_edge.metrics.evaluate import pair_metrics, summarise
+from dmfnet_edge.metrics.fusion import CONVENTIONS
+from dmfnet_edge.metrics.table import markdown_table
+
+TILE = 192
+
+
+def _rgb(pixels: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB) if pixels.ndim == 2 else pixels
+
+
+def _tile(pixels: np.ndarray, caption: str) -> np.ndarray:
+    tile = cv2.resize(_rgb(pixels), (TILE, TILE), interpolation=cv2.INTER_AREA)
+    cv2.putText(tile, caption, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+    return tile
+
+
+def overview_picture(rows: list[list[tuple[np.ndarray, str]]]) -> np.ndarray:
+    """A grid of captioned tiles, one row per pair (RGB uint8)."""
+    width = max(len(r) for r in rows)
+    blank = np.zeros((TILE, TILE, 3), np.uint8)
+    lines = [np.concatenate([_tile(p, c) for p, c in row] + [blank] * (width - len(row)), axis=1)
+             for row in rows]
+    return np.concatenate(lines, axis=0)
+
+
+def write_fuse_report(out: Path, pairs: list[ImagePair], written: dict[str, Path], seconds: dict[str, float],
+                      backend: dict[str, Any], with_metrics: bool, max_rows: int = 6) -> dict[str, Any]:
+    per_task: dict[str, list[dict[str, float]]] = {}
+    rows = []
+    for pair in pairs:
+        key = f"{pair.task}/{pair.name}"
+        fused = read_image(written[key])
+        if with_metrics:
+            per_task.setdefault(pair.task, []).append(pair_metrics(pair, fused))
+        if len(rows) < max_rows:
+            rows.append([(read_image(pair.mri), f"MRI {pair.name}"),
+                         (read_image(pair.other), f"{pair.modality} {pair.name}"), (fused, "fused")])
+    times = list(seconds.values())
+    summary = {"pairs": len(pairs), "backend": backend, "package_version": __version__,
+               "seconds_per_pair_median": round(statistics.median(times), 4),
+               "seconds_per_pair_max": round(max(times), 4)}
+    if with_metrics:
+        summary["metrics"] = summarise(per_task)
+        summary["conventions"] = CONVENTIONS
+    report = {"summary": summary, "outputs": {k: str(v) for k, v in written.items()}, "seconds": seconds}
+    write_json_atomic(out / "report.json", report)
+    atomic_write_bytes(out / "overview.png", encode_image(overview_picture(rows), ".png"))
+    atomic_write_bytes(out / "report.md", _markdown(summary).encode())
+    return report
+
+
+def _markdown(summary: dict[str, Any]) -> str:
+    b = summary["backend"]
+    lines = ["# Fusion report", "",
+             f"{summary['pairs']} pairs fused with model `{b.get('model')}` on backend `{b.get('backend')}` "
+             f"({b.get('device', '')}), dmfnet-edge {summary['package_version']}.", "",
+             f"Time per pair: median {summary['seconds_per_pair_median']:.3f} s, "
+             f"max {summary['seconds_per_pair_max']:.3f} s (network call incl. pre/post-processing).", "",
+             "![overview](overview.png)", ""]
+    if "metrics" in summary:
+        lines += ["## Fusion metrics (mean per task)", "", markdown_table(summary["metrics"]), "",
+                  f"Conventions: {summary['conventions']}.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""The `dmfnet` command line, run in-process: outputs, reports, one-line errors and exit codes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dmfnet_edge.cli.main import main
+from dmfnet_edge.io.images import read_image, write_image
+from tests.conftest import smooth_image
+
+
+@pytest.fixture
+def pairs_dir(tmp_path, rng) -> Path:
+    root = tmp_path / "pairs"
+    for task, modality, colour in [("MRI-CT", "CT", False), ("MRI-PET", "PET", True)]:
+        for name in ("01", "02"):
+            write_image(root / task / "MRI" / f"{name}.png", smooth_image(rng, 64, 64))
+            write_image(root / task / modality / f"{name}.png", smooth_image(rng, 64, 64, colour))
+    return root
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_fuse_writes_grey_for_ct_and_rgb_for_pet(capsys, pairs_dir, tmp_path, tiny_model_base):
+    for task, modality, ndim in [("MRI-CT", "CT", 2), ("MRI-PET", "PET", 3)]:
+        out = tmp_path / f"{task}.png"
+        code, stdout, _ = run(capsys, "fuse", "--mri", str(pairs_dir / task / "MRI" / "01.png"), "--other",
+                              str(pairs_dir / task / modality / "01.png"), "-o", str(out), "--model",
+                              str(tiny_model_base), "--backend", "torch")
+        assert code == 0 and out.is_file() and "torch" in stdout
+        assert read_image(out).ndim == ndim
+
+
+def test_fuse_dir_then_eval(capsys, pairs_dir, tmp_path, tiny_model_base):
+    out = tmp_path / "fused"
+    code, stdout, _ = run(capsys, "fuse-dir", "--pairs", str(pairs_dir), "--out", str(out), "--model",
+                          str(tiny_model_base), "--batch", "2", "--metrics")
+    assert code == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("0*.png")) == [
+        "MRI-CT/01.png", "MRI-CT/02.png", "MRI-PET/01.png", "MRI-PET/02.png"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["summary"]["pairs"] == 4 and set(report["summary"]["metrics"]) == {"MRI-CT", "MRI-PET"}
+    assert (out / "overview.png").is_file() and "![overview]" in (out / "report.md").read_text()
+    code, stdout, _ = run(capsys, "eval", "--pairs", str(pairs_dir), "--fused", str(out), "--json",
+                          str(tmp_path / "m.json"))
+    assert code == 0 and "| MRI-PET |" in stdout and "conventions: cdd" in stdout
+    evaluated = json.loads((tmp_path / "m.json").read_text())
+    assert evaluated["tasks"]["MRI-CT"]["Qabf"] == pytest.approx(report["summary"]["metrics"]["MRI-CT"]["Qabf"])
+
+
+def test_batched_and_single_fusion_agree(capsys, pairs_dir, tmp_path, tiny_model_base):
+    for batch in ("1", "4"):
+        run(capsys, "fuse-dir", "--pairs", str(pairs_dir), "--out", str(tmp_path / batch), "--model",
+            str(tiny_model_base), "--batch", batch)
+    for path in (tmp_path / "1").rglob("0*.png"):
+        other = tmp_path / "4" / path.relative_to(tmp_path / "1")
+        assert np.abs(read_image(path).astype(int) - read_image(other)).max() <= 1
+
+
+def test_baseline_command(capsys, pairs_dir, tmp_path):
+    code, _, _ = run(capsys, "baseline", "--method", "max", "--pairs", str(pairs_dir), "--out", str(tmp_path / "b"))
+    assert code == 0
+    mri = read_image(pairs_dir / "MRI-CT" / "MRI" / "01.png")
+    ct = read_image(pairs_dir / "MRI-CT" / "CT" / "01.png")
+    assert np.array_equal(read_image(tmp_path / "b" / "MRI-CT" / "01.png"), np.maximum(mri, ct))
+
+
+@pytest.mark.parametrize("case", ["missing", "mismatch", "bad_output", "not_image", "bad_model"])
+def test_user_errors_are_one_line_exit_2_and_write_nothing(capsys, pairs_dir, tmp_path, rng, tiny_model_base, case):
+    mri = pairs_dir / "MRI-CT" / "MRI" / "01.png"
+    other = pairs_dir / "MRI-CT" / "CT" / "01.png"
+    out = tmp_path / "o" / "fused.png"
+    model = str(tiny_model_base)
+    if case == "missing":
+        other = tmp_path / "nope.png"
+    elif case == "mismatch":
+        other = write_image(tmp_path / "small.png", smooth_image(rng, 32, 48))
+    elif case == "bad_output":
+        out = tmp_path / "o" / "fused.gif"
+    elif case == "not_image":
+        other = tmp_path / "notes.png"
+        other.write_text("hello")
+    else:
+        model = str(tmp_path / "no-model")
+    code, _, err = run(capsys, "fuse", "--mri", str(mri), "--other", str(other), "-o", str(out), "--model", model)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("dmfnet: error: ") and "Traceback" not in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_tampered_weights_are_refused(capsys, tmp_path, tiny_model_base, pairs_dir):
+    import shutil
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tiny_model_base.with_suffix(suffix), tmp_path / f"m{suffix}")
+    data = bytearray((tmp_path / "m.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / "m.safetensors").write_bytes(bytes(data))
+    code, _, err = run(capsys, "fuse", "--mri", str(pairs_dir / "MRI-CT" / "MRI" / "01.png"), "--other",
+                       str(pairs_dir / "MRI-CT" / "CT" / "01.png"), "-o", str(tmp_path / "f.png"), "--model",
+                       str(tmp_path / "m"))
+    assert code == 2 and "does not match" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fuse", "--mri", "x.png"])
+    assert exc.value.code == 2
+    assert "required" in capsys.readouterr().err
+
+
+def test_info_reports_parameters_and_flops(capsys, tiny_model_base):
+    code, stdout, _ = run(capsys, "info", "--model", str(tiny_model_base), "--size", "64")
+    info = json.loads(stdout)
+    assert code == 0 and info["model"] == "tiny" and info["parameters"]["unet"] > 0
+    assert info["gflop_per_pair_64"]["total"] > 0
