@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= train,medical,dev
+EXTRAS ?= train,onnx,quantize,medical,dev
 DEMO_OUT ?= out/demo
 
 .PHONY: demo test test-fast bench clean

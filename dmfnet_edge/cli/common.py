@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.runtime import BACKENDS, Runner, open_runner
@@ -12,11 +13,17 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="edge", help="shipped model name (edge) or PATH to NAME.safetensors/.json")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
     p.add_argument("--device", default="cpu", help="torch device: cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=("fp32", "int8"),
+                   help="onnxruntime with a shipped model: fp32 or int8 graph (default int8); torch: fp32")
     p.add_argument("--threads", type=int, help="CPU threads for inference")
 
 
 def runner_from(args: argparse.Namespace) -> Runner:
-    return open_runner(args.backend, args.model, device=args.device, threads=args.threads)
+    runner = open_runner(args.backend, args.model, device=args.device, threads=args.threads,
+                         precision=args.precision)
+    if args.backend == "auto":
+        print(f"backend: {runner.backend} (auto)", file=sys.stderr)
+    return runner
 
 
 def parse_window(text: str | None) -> tuple[float, float] | None:

@@ -89,6 +89,8 @@ def load_unet(spec: str | os.PathLike[str]) -> tuple[DiffusionUNet, ModelConfig,
     return unet, cfg, meta
 
 
-def build_model(spec: str) -> DMFNet:
-    """A randomly initialised model from a preset name (for tests, FLOP counts and training)."""
-    return DMFNet(preset(spec)).eval()
+def build_model(spec: str, seed: int = 0) -> DMFNet:
+    """A model from a preset name with seeded random weights: the same seed always gives the same model."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return DMFNet(preset(spec)).eval()

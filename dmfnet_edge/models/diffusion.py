@@ -51,12 +51,14 @@ def frozen_noise(seed: int, sources: int, steps: int, tile: int) -> torch.Tensor
 
 
 def tile_noise(noise: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Periodically extend a (S, T, k, k) noise field to (S, T, height, width)."""
-    k = noise.shape[-1]
-    reps_h, reps_w = -(-height // k), -(-width // k)
-    if reps_h > 1 or reps_w > 1:
-        noise = noise.repeat(1, 1, reps_h, reps_w)
-    return noise[..., :height, :width]
+    """Periodically extend a (S, T, k, k) noise field to (S, T, height, width).
+
+    Written as index arithmetic (arange % k, gather) without Python branches, so that an ONNX export with
+    dynamic height and width stays exact for every size.
+    """
+    rows = torch.arange(height, device=noise.device) % noise.shape[-2]
+    cols = torch.arange(width, device=noise.device) % noise.shape[-1]
+    return noise.index_select(-2, rows).index_select(-1, cols)
 
 
 class DiffusionObjective:

@@ -1,37 +1,71 @@
-"""Backends behind one Runner interface; imports without torch (backends load lazily)."""
+"""Backends behind one Runner interface; imports without torch (backends load lazily).
+
+Model specs: a shipped name ('edge'), a torch checkpoint (NAME.safetensors/.json) or an exported graph
+(FILE.onnx with FILE.onnx.json). `auto` picks TensorRT where it is usable, else ONNX Runtime, else torch.
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from dmfnet_edge._optional import available
+from dmfnet_edge.artifacts import SHIPPED, WEIGHTS_DIR
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.runtime.base import Runner
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "onnxruntime", "torch")
+ORT_PRECISIONS = ("fp32", "int8")
+DEFAULT_ORT_PRECISION = "int8"
 
 
-def pick_backend(requested: str) -> str:
-    """Resolve 'auto' to the best usable backend."""
+def shipped_onnx(name: str, precision: str) -> Path:
+    """The shipped graph for a shipped model: weights/dmfnet-<name>-<fp32|int8-onnxruntime>.onnx."""
+    if precision not in ORT_PRECISIONS:
+        raise InputError(f"--precision {precision}: the shipped ONNX graphs are {', '.join(ORT_PRECISIONS)}")
+    suffix = "fp32" if precision == "fp32" else "int8-onnxruntime"
+    return WEIGHTS_DIR / f"dmfnet-{name}-{suffix}.onnx"
+
+
+def pick_backend(requested: str, model: str) -> str:
+    """Resolve 'auto': TensorRT (not available in this build) -> ONNX Runtime -> torch."""
     if requested != "auto":
         return requested
+    if model.endswith(".onnx"):
+        return "onnxruntime"
+    if model in SHIPPED and available("onnxruntime") and shipped_onnx(model, "fp32").is_file():
+        return "onnxruntime"
     if available("torch"):
         return "torch"
-    raise InputError("no usable backend: install the 'train' extra for the torch backend")
+    raise InputError("no usable backend: install 'dmfnet-edge[onnx]' (ONNX Runtime) or 'dmfnet-edge[train]' (torch)")
 
 
-def open_runner(backend: str = "auto", model: str = "edge", device: str = "cpu", threads: int | None = None
-                ) -> Runner:
-    """Create the Runner for `backend` ('auto' picks and logs which)."""
+def open_runner(backend: str = "auto", model: str = "edge", device: str = "cpu", threads: int | None = None,
+                precision: str | None = None) -> Runner:
+    """Create the Runner for `backend`; 'auto' picks and logs its choice."""
     if backend not in BACKENDS:
         raise InputError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-    chosen = pick_backend(backend)
-    if backend == "auto":
-        log.info("backend auto -> %s", chosen)
+    chosen = pick_backend(backend, model)
+    log.info("backend %s -> %s", backend, chosen)
+    if chosen == "onnxruntime":
+        from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
+
+        if model in SHIPPED:
+            path = shipped_onnx(model, precision or DEFAULT_ORT_PRECISION)
+        elif model.endswith(".onnx"):
+            path = Path(model)
+        else:
+            raise InputError(f"--model {model}: the onnxruntime backend needs an exported FILE.onnx "
+                             "(dmfnet-export onnx) or a shipped model name")
+        return OnnxRuntimeRunner(path, threads=threads)
+    if model.endswith(".onnx"):
+        raise InputError(f"--model {model}: an ONNX graph runs on --backend onnxruntime, not {chosen}")
+    if precision not in (None, "fp32"):
+        raise InputError(f"--precision {precision}: the torch backend runs fp32 only")
     from dmfnet_edge.runtime.torch_backend import TorchRunner
 
     return TorchRunner.load(model, device=device, threads=threads)
 
 
-__all__ = ["BACKENDS", "Runner", "open_runner", "pick_backend"]
+__all__ = ["BACKENDS", "Runner", "open_runner", "pick_backend", "shipped_onnx"]

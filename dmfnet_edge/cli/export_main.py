@@ -1,0 +1,163 @@
+"""`dmfnet-export`: ONNX export, calibration sets, precision recipes and accuracy gates."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dmfnet_edge._optional import require
+from dmfnet_edge.artifacts import write_json_atomic
+from dmfnet_edge.cli.main import run_cli
+from dmfnet_edge.cli.progress import bar
+from dmfnet_edge.errors import InputError
+
+
+def _load_reference(spec: str):
+    """A DMFNet for export or as the accuracy reference: shipped/saved weights, or a random preset."""
+    require("torch", purpose="this command")
+    from dmfnet_edge.config import PRESETS
+    from dmfnet_edge.models.checkpoint import build_model, load_model
+
+    if spec in PRESETS and spec != "edge":
+        return build_model(spec), {"weights_sha256": None, "weights": "seeded random initialisation (preset)"}
+    return load_model(spec)
+
+
+def configure_onnx(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="edge", help="edge (shipped), a preset (paper, tiny: random weights) or PATH")
+    p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
+    p.add_argument("--name", help="file stem (default dmfnet-<model>-fp32[-dynamic])")
+    p.add_argument("--size", type=int, default=256, help="static image side (multiple of 16, >= 64)")
+    p.add_argument("--batch", type=int, default=1, help="static batch size")
+    p.add_argument("--dynamic", action="store_true", help="symbolic N, H, W (any multiple of 16)")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+
+
+def run_onnx(args: argparse.Namespace) -> int:
+    from dmfnet_edge.export.contract import IOContract
+    from dmfnet_edge.export.onnx_export import export_onnx
+
+    model, meta = _load_reference(args.model)
+    contract = IOContract.dynamic() if args.dynamic else IOContract(args.batch, args.size, args.size)
+    try:
+        contract.check_static()
+    except ValueError as exc:
+        raise InputError(f"--size {args.size}: {exc}") from None
+    stem = args.name or f"dmfnet-{model.cfg.name}-fp32{'-dynamic' if args.dynamic else ''}"
+    manifest = export_onnx(model, args.out / f"{stem}.onnx", contract, meta, opset=args.opset,
+                           simplify=not args.no_simplify)
+    print(f"{args.out / (stem + '.onnx')}: opset {manifest['opset']}, inputs {manifest['inputs']['mri']}, "
+          f"parity vs PyTorch {manifest['parity_max_abs_vs_torch']:.2e}")
+    return 0
+
+
+def configure_calibrate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pairs", required=True, type=Path, help="training split DIR/MRI-X/{MRI,X}/NAME.png")
+    p.add_argument("--exclude", type=Path, help="validation split that must not overlap (checked by hash)")
+    p.add_argument("--per-modality", type=int, default=16)
+    p.add_argument("-o", "--out", required=True, type=Path, help="calibration manifest (.json)")
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from dmfnet_edge.export.calibration import select_calibration_set
+
+    manifest = select_calibration_set(args.pairs, args.per_modality, args.exclude)
+    write_json_atomic(args.out, manifest)
+    print(f"{args.out}: {manifest['per_modality']} pairs, disjoint check: {manifest['disjoint_from_validation']}")
+    return 0
+
+
+def configure_quantize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", required=True, type=Path, help="the fp32 graph from 'dmfnet-export onnx'")
+    p.add_argument("--precision", required=True, choices=["fp16", "int8"])
+    p.add_argument("--target", default="onnxruntime", choices=["tensorrt", "onnxruntime"],
+                   help="int8 flavour: explicit Q/DQ for TensorRT, or ONNX Runtime's fast CPU graph")
+    p.add_argument("--calibration", type=Path, help="calibration manifest (int8)")
+    p.add_argument("--calibration-root", type=Path, help="where the manifest's images are (default: its source)")
+    p.add_argument("--method", default="entropy", choices=["entropy", "max", "percentile"])
+    p.add_argument("--high-precision", default="fp32", choices=["fp32", "fp16"],
+                   help="int8 tensorrt: type of the layers left unquantized")
+    p.add_argument("-o", "--out", required=True, type=Path, help="output .onnx")
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from dmfnet_edge.export.calibration import load_calibration, network_batches
+    from dmfnet_edge.export.quantize import quantize_onnx
+
+    batches, calibration = None, None
+    if args.calibration is not None:
+        meta, pairs = load_calibration(args.calibration, args.calibration_root)
+        batches = list(network_batches(pairs))
+        calibration = {"manifest": args.calibration.name, "set_sha256": meta["set_sha256"],
+                       "per_modality": meta["per_modality"]}
+    manifest = quantize_onnx(args.onnx, args.out, args.precision, args.target, args.method, batches, calibration,
+                             args.high_precision)
+    print(f"{args.out}: {manifest['precision']} ({manifest['recipe']['tool']})")
+    return 0
+
+
+def configure_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", required=True, type=Path, nargs="+", help="exported graph(s) to check")
+    p.add_argument("--model", default="edge", help="the PyTorch reference the graphs were exported from")
+    p.add_argument("--pairs", required=True, type=Path, help="validation split DIR/MRI-X/{MRI,X}/NAME.png")
+    p.add_argument("--per-modality", type=int, help="use only the first N pairs of every modality")
+    p.add_argument("--report", required=True, type=Path, help="folder for <graph>.verify.json and .worst.png")
+    p.add_argument("--threads", type=int)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from dmfnet_edge.export.verify import verify_runner, write_report
+    from dmfnet_edge.io.pairs import find_pairs
+    from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
+    from dmfnet_edge.runtime.torch_backend import TorchRunner
+
+    pairs = find_pairs(args.pairs)
+    if args.per_modality:
+        pairs = [p for i, p in enumerate(pairs) if sum(q.task == p.task for q in pairs[:i]) < args.per_modality]
+    model, meta = _load_reference(args.model)
+    reference = TorchRunner(model, meta)
+    candidates = [OnnxRuntimeRunner(path, threads=args.threads) for path in args.onnx]
+    for runner in candidates:
+        expected = runner.manifest.get("weights_sha256")
+        if expected and meta.get("weights_sha256") and expected != meta["weights_sha256"]:
+            raise InputError(f"{runner.path.name} was exported from other weights than --model {args.model}")
+    ok = True
+    for runner in candidates:
+        with bar(len(pairs), f"verify {runner.path.name}", "pair") as progress:
+            report, worst = verify_runner(runner, runner.precision, reference, pairs, lambda: progress.update(1))
+        json_path, png_path = write_report(report, worst, args.report, runner.path.stem)
+        _print_verdict(runner.path.name, report, json_path, png_path)
+        ok &= report["passed"]
+    return 0 if ok else 1
+
+
+def _print_verdict(name: str, report: dict, json_path: Path, png_path: Path) -> None:
+    print(f"{name} [{report['precision']}]: {'PASS' if report['passed'] else 'FAIL'}")
+    for task, s in report["tasks"].items():
+        rel = s["metrics_rel_diff"]
+        print(f"  {task:<10} n={s['pairs']:<3} max|d|={s['max_abs']:.2e} p99={s['p99_abs']:.2e} "
+              f"PSNR={s['psnr_db']:.2f} dB (worst {s['psnr_worst_pair_db']:.2f}) "
+              f"dQabf={100 * rel['Qabf']:.2f}% dVIF={100 * rel['VIF']:.2f}% dSSIM={100 * rel['SSIM']:.2f}%")
+    for failure in report["failures"]:
+        print(f"  gate failed: {failure}")
+    print(f"  report: {json_path}  worst pair: {png_path}")
+
+
+COMMANDS = [
+    ("onnx", "export a model to one ONNX graph (fp32) with its manifest", configure_onnx, run_onnx),
+    ("calibrate", "select a hashed INT8 calibration set from a training split", configure_calibrate,
+     run_calibrate),
+    ("quantize", "write an fp16 or int8 precision recipe into the ONNX graph", configure_quantize, run_quantize),
+    ("verify", "accuracy gates of exported graphs against the PyTorch reference", configure_verify, run_verify),
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(argv, "dmfnet-export", COMMANDS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

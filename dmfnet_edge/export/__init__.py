@@ -1,0 +1,1 @@
+"""ONNX export, precision recipes, calibration and accuracy gates."""

@@ -1,0 +1,98 @@
+"""The fixed I/O contract of an exported DM-FNet graph and its manifest; shared by export, runtime and tests.
+
+Graph: inputs `mri` and `other`, float32 (N, 1, H, W) in [-1, 1]; output `fused`, float32 (N, 1, H, W) in
+(-1, 1). H and W are multiples of 16 and at least 64. The frozen noise is baked into the graph. A static graph
+fixes N, H and W (default 1 x 256 x 256); a dynamic graph leaves them symbolic ('N', 'H', 'W').
+
+Every .onnx file has a sidecar `<file>.json` (the manifest): what it is, its SHA-256, the contract it
+implements, the precision recipe and where it came from. Loaders check the hash and the contract first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dmfnet_edge.artifacts import read_json, sha256_file
+from dmfnet_edge.errors import ModelFileError
+
+INPUT_NAMES = ("mri", "other")
+OUTPUT_NAME = "fused"
+OPSET = 18
+SIZE_MULTIPLE = 16
+MIN_SIDE = 64
+DEFAULT_SIZE = 256
+MANIFEST_FORMAT = "dmfnet-edge-onnx"
+MANIFEST_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8-tensorrt", "int8-onnxruntime")
+Dim = int | str
+
+
+@dataclass(frozen=True)
+class IOContract:
+    """Shape of the graph's inputs and output: ints for fixed dimensions, names for symbolic ones."""
+
+    batch: Dim = 1
+    height: Dim = DEFAULT_SIZE
+    width: Dim = DEFAULT_SIZE
+
+    @property
+    def shape(self) -> list[Dim]:
+        return [self.batch, 1, self.height, self.width]
+
+    @property
+    def static_size(self) -> tuple[int, int] | None:
+        if isinstance(self.height, int) and isinstance(self.width, int):
+            return self.height, self.width
+        return None
+
+    @property
+    def static_batch(self) -> int | None:
+        return self.batch if isinstance(self.batch, int) else None
+
+    @classmethod
+    def dynamic(cls) -> IOContract:
+        return cls("N", "H", "W")
+
+    @classmethod
+    def from_shape(cls, shape: list[Dim]) -> IOContract:
+        if len(shape) != 4 or shape[1] != 1:
+            raise ModelFileError(f"graph input shape {shape} is not (N, 1, H, W)")
+        return cls(shape[0], shape[2], shape[3])
+
+    def check_static(self) -> None:
+        for side in (self.height, self.width):
+            if isinstance(side, int) and (side % SIZE_MULTIPLE or side < MIN_SIDE):
+                raise ValueError(f"image side {side} must be a multiple of {SIZE_MULTIPLE} and >= {MIN_SIDE}")
+
+
+def manifest_path(onnx_path: Path) -> Path:
+    return onnx_path.with_name(onnx_path.name + ".json")
+
+
+def read_manifest(onnx_path: Path, verify: bool = True) -> dict[str, Any]:
+    """Read and check the sidecar of an .onnx file: format, version, SHA-256 and contract names."""
+    if not onnx_path.is_file():
+        raise ModelFileError(f"{onnx_path}: ONNX file not found")
+    sidecar = manifest_path(onnx_path)
+    if not sidecar.is_file():
+        raise ModelFileError(f"{sidecar}: manifest missing; export with 'dmfnet-export onnx' to get one")
+    meta = read_json(sidecar)
+    if meta.get("format") != MANIFEST_FORMAT or meta.get("manifest_version") != MANIFEST_VERSION:
+        raise ModelFileError(f"{sidecar}: not a {MANIFEST_FORMAT} manifest version {MANIFEST_VERSION}")
+    if verify:
+        expected = meta.get("onnx_sha256", "")
+        actual = sha256_file(onnx_path)
+        if actual != expected:
+            raise ModelFileError(f"{onnx_path}: SHA-256 {actual[:12]}... does not match {expected[:12]}... in "
+                                 f"{sidecar.name}; the file is damaged or was swapped")
+    if tuple(meta.get("inputs", {})) != INPUT_NAMES or meta.get("output") != OUTPUT_NAME:
+        raise ModelFileError(f"{sidecar}: inputs/outputs do not follow the contract {INPUT_NAMES} -> {OUTPUT_NAME}")
+    if meta.get("precision") not in PRECISIONS:
+        raise ModelFileError(f"{sidecar}: unknown precision '{meta.get('precision')}'")
+    return meta
+
+
+def contract_of(meta: dict[str, Any]) -> IOContract:
+    return IOContract.from_shape(meta["inputs"]["mri"])

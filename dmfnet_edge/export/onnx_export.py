@@ -1,0 +1,125 @@
+"""Export a DMFNet to one ONNX graph (frozen noise baked in) and check it.
+
+Steps: TorchScript-based exporter at opset 18 (attention is MatMul/Softmax/MatMul, GroupNorm becomes the
+Reshape -> InstanceNormalization -> Reshape -> affine form that TensorRT 10 and 11 both parse), onnx.checker
+with full shape inference, simplification with onnxslim, a parity check against PyTorch on a synthetic pair,
+and an atomic write of the .onnx file and its manifest.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmfnet_edge import __version__
+from dmfnet_edge._optional import require
+from dmfnet_edge.artifacts import sha256_file, write_json_atomic
+from dmfnet_edge.errors import InputError
+from dmfnet_edge.export.contract import (INPUT_NAMES, MANIFEST_FORMAT, MANIFEST_VERSION, OPSET, OUTPUT_NAME,
+                                         IOContract, manifest_path)
+from dmfnet_edge.io.images import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+FORBIDDEN_OPS = ("Einsum", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike")
+FP32_PARITY_TOLERANCE = 1e-4
+
+
+def _trace_to_onnx(model: Any, contract: IOContract, opset: int) -> bytes:
+    torch = require("torch", purpose="ONNX export")
+    h, w = contract.static_size or (96, 128)
+    n = contract.static_batch or 1
+    example = tuple(torch.zeros(n, 1, h, w) for _ in INPUT_NAMES)
+    dynamic = None
+    if contract.static_size is None or contract.static_batch is None:
+        axes = {i: str(d) for i, d in enumerate(contract.shape) if isinstance(d, str)}
+        dynamic = {name: axes for name in (*INPUT_NAMES, OUTPUT_NAME)}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected and checked below
+        torch.onnx.export(model.eval(), example, buffer, input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+                          opset_version=opset, dynamo=False, do_constant_folding=True, dynamic_axes=dynamic)
+    return buffer.getvalue()
+
+
+def _check_and_simplify(data: bytes, simplify: bool) -> Any:
+    onnx = require("onnx", purpose="ONNX export")
+    model = onnx.load_from_string(data)
+    onnx.checker.check_model(model, full_check=True)
+    if simplify:
+        onnxslim = require("onnxslim", purpose="ONNX graph simplification")
+        model = onnxslim.slim(model)
+        onnx.checker.check_model(model, full_check=True)
+    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    bad = sorted({n.op_type for n in model.graph.node} & set(FORBIDDEN_OPS))
+    if bad:
+        raise RuntimeError(f"exported graph contains {bad}; the export wrapper must avoid them")
+    return model
+
+
+def op_inventory(model: Any) -> dict[str, int]:
+    return dict(Counter(n.op_type for n in model.graph.node).most_common())
+
+
+def parity_error(model: Any, onnx_bytes: bytes, contract: IOContract, seed: int = 0) -> float:
+    """Max |ONNX Runtime - PyTorch| on a synthetic smooth pair of the contract's size (or 96 x 128)."""
+    torch = require("torch", purpose="ONNX export")
+    ort = require("onnxruntime", purpose="the ONNX parity check")
+    h, w = contract.static_size or (96, 128)
+    n = contract.static_batch or 2
+    gen = torch.Generator().manual_seed(seed)
+    mri, other = (torch.rand(n, 1, h, w, generator=gen) * 2 - 1 for _ in range(2))
+    with torch.inference_mode():
+        ref = model(mri, other).numpy()
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    out = session.run([OUTPUT_NAME], {"mri": mri.numpy(), "other": other.numpy()})[0]
+    return float(np.max(np.abs(out - ref)))
+
+
+def build_manifest(path: Path, contract: IOContract, precision: str, info: dict[str, Any]) -> dict[str, Any]:
+    return {"format": MANIFEST_FORMAT, "manifest_version": MANIFEST_VERSION, "onnx_file": path.name,
+            "onnx_sha256": sha256_file(path), "precision": precision,
+            "inputs": {name: contract.shape for name in INPUT_NAMES}, "output": OUTPUT_NAME,
+            "package_version": __version__, **info}
+
+
+def export_onnx(model: Any, out_path: Path, contract: IOContract, meta: dict[str, Any], opset: int = OPSET,
+                simplify: bool = True) -> dict[str, Any]:
+    """Export `model` (a DMFNet in eval mode) to `out_path`; returns the manifest written beside it."""
+    onnx = require("onnx", purpose="ONNX export")
+    torch = require("torch", purpose="ONNX export")
+    if opset < 18:
+        raise InputError(f"--opset {opset}: the contract needs opset 18 or newer")
+    contract.check_static()
+    graph = _check_and_simplify(_trace_to_onnx(model, contract, opset), simplify)
+    graph.doc_string = f"DM-FNet {model.cfg.name} fused graph, dmfnet-edge {__version__}"
+    data = graph.SerializeToString()
+    error = parity_error(model, data, contract)
+    if error > FP32_PARITY_TOLERANCE:
+        raise RuntimeError(f"ONNX Runtime differs from PyTorch by {error:.3g} (> {FP32_PARITY_TOLERANCE})")
+    atomic_write_bytes(out_path, data)
+    info = {"model": model.cfg.name, "model_config": model.cfg.to_dict(), "weights_sha256":
+            meta.get("weights_sha256"), "opset": opset, "parity_max_abs_vs_torch": error,
+            "ops": op_inventory(graph), "simplified": simplify,
+            "tools": {"torch": torch.__version__, "onnx": onnx.__version__, **_tool_versions()}}
+    manifest = build_manifest(out_path, contract, "fp32", info)
+    write_json_atomic(manifest_path(out_path), manifest)
+    log.info("exported %s (parity %.2e)", out_path, error)
+    return manifest
+
+
+def _tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("onnxruntime", "onnxslim"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,145 @@
+"""Accuracy gates: an exported graph against the PyTorch FP32 reference on real pairs of every modality.
+
+Per modality it measures (1) tensor error of the network output (max / mean / p99 |diff|), (2) the PSNR of the
+fused 8-bit luma against the PyTorch output's (pooled over the modality's pairs; the worst pair is reported
+too), (3) the eleven fusion metrics of both outputs and their relative differences. Gates (edge model):
+
+| precision | gate |
+|---|---|
+| fp32 | max abs error <= 1e-4 |
+| fp16 | fused PSNR >= 45 dB |
+| int8-* | fused PSNR >= 35 dB and Qabf, VIF, SSIM each within 2 % of FP32 |
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmfnet_edge.io.images import read_image
+from dmfnet_edge.io.pairs import ImagePair
+from dmfnet_edge.metrics.evaluate import pair_metrics
+from dmfnet_edge.metrics.fusion import METRIC_NAMES
+from dmfnet_edge.pipeline import FusedImage, finish, prepare_pair
+from dmfnet_edge.runtime.base import Runner
+
+
+@dataclass(frozen=True)
+class Gate:
+    max_abs: float | None = None
+    min_psnr_db: float | None = None
+    metric_rel_tol: float | None = None
+    gated_metrics: tuple[str, ...] = ("Qabf", "VIF", "SSIM")
+
+
+GATES: dict[str, Gate] = {
+    "fp32": Gate(max_abs=1e-4),
+    "fp16": Gate(min_psnr_db=45.0),
+    "int8-tensorrt": Gate(min_psnr_db=35.0, metric_rel_tol=0.02),
+    "int8-onnxruntime": Gate(min_psnr_db=35.0, metric_rel_tol=0.02),
+}
+
+
+def psnr_db(mse: float) -> float:
+    """PSNR of 8-bit images in dB, capped at 99 dB (99 = identical)."""
+    return 99.0 if mse == 0 else min(99.0, 10 * math.log10(255.0**2 / mse))
+
+
+@dataclass
+class PairResult:
+    task: str
+    name: str
+    diff: np.ndarray  # |test - reference| of the network output over the image, float32 (H, W)
+    mse: float  # of the fused 8-bit luma
+    ref: FusedImage
+    test: FusedImage
+    ref_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+
+
+def compare_pair(pair: ImagePair, reference: Runner, candidate: Runner) -> PairResult:
+    mri, other = read_image(pair.mri), read_image(pair.other)
+    prepared = prepare_pair(mri, other, f"{pair.task}/{pair.name}")
+    inputs = prepared.mri[None, None], prepared.other[None, None]
+    ref_raw, test_raw = reference.fuse(*inputs)[0, 0], candidate.fuse(*inputs)[0, 0]
+    ref, test = finish(prepared, ref_raw), finish(prepared, test_raw)
+    h, w = prepared.height, prepared.width
+    diff = np.abs(test_raw[:h, :w] - ref_raw[:h, :w]).astype(np.float32)
+    mse = float(np.mean((test.luma.astype(np.float64) - ref.luma) ** 2))
+    return PairResult(pair.task, pair.name, diff, mse, ref, test, pair_metrics(pair, ref.pixels, mri, other),
+                      pair_metrics(pair, test.pixels, mri, other))
+
+
+def summarise_task(results: list[PairResult]) -> dict[str, Any]:
+    diffs = np.concatenate([r.diff.ravel() for r in results])
+    ref = {m: float(np.mean([r.ref_metrics[m] for r in results])) for m in METRIC_NAMES}
+    test = {m: float(np.mean([r.test_metrics[m] for r in results])) for m in METRIC_NAMES}
+    rel = {m: abs(test[m] - ref[m]) / abs(ref[m]) if ref[m] else abs(test[m]) for m in METRIC_NAMES}
+    return {"pairs": len(results), "max_abs": float(diffs.max()), "mean_abs": float(diffs.mean()),
+            "p99_abs": float(np.percentile(diffs, 99)),
+            "psnr_db": psnr_db(float(np.mean([r.mse for r in results]))),
+            "psnr_worst_pair_db": min(psnr_db(r.mse) for r in results),
+            "metrics_reference": ref, "metrics_candidate": test, "metrics_rel_diff": rel}
+
+
+def check_gate(task: str, summary: dict[str, Any], gate: Gate) -> list[str]:
+    """Human-readable failures of one modality against `gate` (empty when it passes)."""
+    failures = []
+    if gate.max_abs is not None and summary["max_abs"] > gate.max_abs:
+        failures.append(f"{task}: max abs error {summary['max_abs']:.2e} > {gate.max_abs:.0e}")
+    if gate.min_psnr_db is not None and summary["psnr_db"] < gate.min_psnr_db:
+        failures.append(f"{task}: fused PSNR {summary['psnr_db']:.2f} dB < {gate.min_psnr_db} dB")
+    if gate.metric_rel_tol is not None:
+        for m in gate.gated_metrics:
+            if summary["metrics_rel_diff"][m] > gate.metric_rel_tol:
+                failures.append(f"{task}: {m} differs by {100 * summary['metrics_rel_diff'][m]:.2f} % "
+                                f"(> {100 * gate.metric_rel_tol:.0f} %)")
+    return failures
+
+
+def verify_runner(candidate: Runner, precision: str, reference: Runner, pairs: list[ImagePair],
+                  progress=None) -> tuple[dict[str, Any], PairResult]:
+    """Run the gate for one candidate; returns the report and the worst pair (lowest PSNR)."""
+    by_task: dict[str, list[PairResult]] = {}
+    for pair in pairs:
+        by_task.setdefault(pair.task, []).append(compare_pair(pair, reference, candidate))
+        if progress:
+            progress()
+    gate = GATES[precision]
+    tasks = {task: summarise_task(results) for task, results in by_task.items()}
+    failures = [f for task, s in tasks.items() for f in check_gate(task, s, gate)]
+    worst = max((r for rs in by_task.values() for r in rs), key=lambda r: (r.mse, float(r.diff.max())))
+    report = {"precision": precision, "gate": gate.__dict__, "tasks": tasks, "passed": not failures,
+              "failures": failures, "worst_pair": f"{worst.task}/{worst.name}", "candidate": candidate.describe(),
+              "reference": reference.describe()}
+    return report, worst
+
+
+def heatmap_picture(worst: PairResult, title: str) -> np.ndarray:
+    """RGB strip: reference fused | candidate fused | |diff| heat-map (scale printed on it)."""
+    import cv2
+
+    def rgb(p: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(p, cv2.COLOR_GRAY2RGB) if p.ndim == 2 else p
+
+    peak = float(worst.diff.max()) or 1.0
+    heat = cv2.applyColorMap(np.round(worst.diff / peak * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1]
+    strip = np.concatenate([rgb(worst.ref.pixels), rgb(worst.test.pixels), heat], axis=1).copy()
+    w = worst.diff.shape[1]
+    for i, text in enumerate(["PyTorch FP32", title, f"|diff| 0..{peak:.2e}"]):
+        cv2.putText(strip, text, (i * w + 5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 0), 1, cv2.LINE_AA)
+    return strip
+
+
+def write_report(report: dict[str, Any], worst: PairResult, out_dir: Path, stem: str) -> tuple[Path, Path]:
+    from dmfnet_edge.artifacts import write_json_atomic
+    from dmfnet_edge.io.images import write_image
+
+    json_path, png_path = out_dir / f"{stem}.verify.json", out_dir / f"{stem}.worst.png"
+    write_json_atomic(json_path, report)
+    write_image(png_path, heatmap_picture(worst, f"{report['precision']} {report['worst_pair']}"))
+    return json_path, png_path

@@ -1,0 +1,178 @@
+"""ONNX export, manifests, the ONNX Runtime backend, calibration sets, precision recipes and the verify gate."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from dmfnet_edge.cli.export_main import main as export_main
+from dmfnet_edge.errors import InputError, ModelFileError
+from dmfnet_edge.export.calibration import load_calibration, network_batches, select_calibration_set
+from dmfnet_edge.export.contract import IOContract, read_manifest
+from dmfnet_edge.export.onnx_export import export_onnx
+from dmfnet_edge.export.verify import verify_runner
+from dmfnet_edge.io.images import write_image
+from dmfnet_edge.io.pairs import find_pairs
+from dmfnet_edge.models.checkpoint import build_model
+from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
+from dmfnet_edge.runtime.torch_backend import TorchRunner
+from tests.conftest import smooth_image
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    rng = np.random.default_rng(11)
+    root = tmp_path_factory.mktemp("pairs")
+    for task, modality, colour in [("MRI-CT", "CT", False), ("MRI-PET", "PET", True)]:
+        for name in ("1", "2", "3"):
+            write_image(root / task / "MRI" / f"{name}.png", smooth_image(rng, 64, 64))
+            write_image(root / task / modality / f"{name}.png", smooth_image(rng, 64, 64, colour))
+    return root
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    assert export_main(["onnx", "--model", "tiny", "-o", str(out), "--size", "64"]) == 0
+    assert export_main(["onnx", "--model", "tiny", "-o", str(out), "--dynamic"]) == 0
+    return {"static": out / "dmfnet-tiny-fp32.onnx", "dynamic": out / "dmfnet-tiny-fp32-dynamic.onnx"}
+
+
+def test_graph_follows_the_contract(exported):
+    manifest = read_manifest(exported["static"])
+    assert manifest["inputs"] == {"mri": [1, 1, 64, 64], "other": [1, 1, 64, 64]} and manifest["output"] == "fused"
+    assert manifest["opset"] >= 18 and manifest["parity_max_abs_vs_torch"] <= 1e-4
+    graph = onnx.load(str(exported["dynamic"]))
+    ops = {n.op_type for n in graph.graph.node}
+    assert "Einsum" not in ops and {"MatMul", "Softmax", "InstanceNormalization"} <= ops
+    assert not ops & {"RandomNormal", "RandomNormalLike"}  # the noise is baked in
+    dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["N", "", "H", "W"]
+
+
+def test_onnxruntime_matches_torch_for_any_size(exported, rng):
+    reference = TorchRunner(build_model("tiny"))
+    runner = OnnxRuntimeRunner(exported["dynamic"])
+    for shape in [(1, 1, 64, 64), (3, 1, 80, 112)]:
+        mri, other = (rng.random(shape, dtype=np.float32) * 2 - 1 for _ in range(2))
+        assert np.abs(runner.fuse(mri, other) - reference.fuse(mri, other)).max() <= 1e-4
+
+
+def test_static_graph_pads_smaller_images_and_refuses_larger(exported, rng):
+    runner = OnnxRuntimeRunner(exported["static"])
+    mri, other = (rng.random((2, 1, 64, 64), dtype=np.float32) for _ in range(2))
+    assert runner.fuse(mri, other).shape == (2, 1, 64, 64)
+    with pytest.raises(InputError, match="--dynamic"):
+        runner.fuse(np.zeros((1, 1, 80, 64), np.float32), np.zeros((1, 1, 80, 64), np.float32))
+
+
+def test_static_batch_is_filled_and_trimmed(tmp_path, rng):
+    export_onnx(build_model("tiny"), tmp_path / "b2.onnx", IOContract(2, 64, 64), {})
+    runner, reference = OnnxRuntimeRunner(tmp_path / "b2.onnx"), TorchRunner(build_model("tiny"))
+    mri, other = (rng.random((3, 1, 64, 64), dtype=np.float32) for _ in range(2))
+    assert np.abs(runner.fuse(mri, other) - reference.fuse(mri, other)).max() <= 1e-4
+
+
+def test_damaged_or_unmanifested_graphs_are_refused(exported, tmp_path):
+    copy = tmp_path / "x.onnx"
+    shutil.copy(exported["static"], copy)
+    with pytest.raises(ModelFileError, match="manifest missing"):
+        OnnxRuntimeRunner(copy)
+    shutil.copy(exported["static"].with_name(exported["static"].name + ".json"), tmp_path / "x.onnx.json")
+    copy.write_bytes(copy.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelFileError, match="does not match"):
+        OnnxRuntimeRunner(copy)
+
+
+def test_export_rejects_bad_sizes(tmp_path, capsys):
+    assert export_main(["onnx", "--model", "tiny", "-o", str(tmp_path), "--size", "100"]) == 2
+    assert "multiple of 16" in capsys.readouterr().err
+
+
+def test_calibration_set_is_hashed_deterministic_and_disjoint(pairs, tmp_path):
+    a = select_calibration_set(pairs, 2, None)
+    assert a == select_calibration_set(pairs, 2, None)
+    assert a["per_modality"] == {"MRI-CT": 2, "MRI-PET": 2}
+    with pytest.raises(InputError, match="also appear"):
+        select_calibration_set(pairs, 2, pairs)
+    (tmp_path / "cal.json").write_text(json.dumps(a))
+    meta, chosen = load_calibration(tmp_path / "cal.json")
+    batches = list(network_batches(chosen))
+    assert len(batches) == 4 and batches[0]["mri"].shape == (1, 1, 64, 64)
+    a["pairs"][0]["mri_sha256"] = "0" * 64
+    (tmp_path / "bad.json").write_text(json.dumps(a))
+    with pytest.raises(ModelFileError, match="SHA-256"):
+        load_calibration(tmp_path / "bad.json")
+
+
+@pytest.fixture(scope="module")
+def calibration(pairs, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cal") / "cal.json"
+    assert export_main(["calibrate", "--pairs", str(pairs), "--per-modality", "2", "-o", str(path)]) == 0
+    return path
+
+
+@pytest.mark.parametrize("target, marker_op", [("onnxruntime", "QLinearConv"), ("tensorrt", "QuantizeLinear")])
+def test_int8_recipes(exported, calibration, tmp_path, target, marker_op):
+    out = tmp_path / f"int8-{target}.onnx"
+    assert export_main(["quantize", "--onnx", str(exported["dynamic"]), "--precision", "int8", "--target", target,
+                        "--calibration", str(calibration), "--method", "max", "-o", str(out)]) == 0
+    manifest = read_manifest(out)
+    assert manifest["precision"] == f"int8-{target}" and manifest["calibration"]["per_modality"]["MRI-CT"] == 2
+    assert manifest["ops"].get(marker_op, 0) > 0
+    rng = np.random.default_rng(0)
+    mri, other = (rng.random((1, 1, 64, 64), dtype=np.float32) * 2 - 1 for _ in range(2))
+    diff = np.abs(OnnxRuntimeRunner(out).fuse(mri, other) - TorchRunner(build_model("tiny")).fuse(mri, other))
+    assert diff.max() < 0.1
+
+
+def test_fp16_recipe_keeps_normalisation_in_fp32(exported, tmp_path):
+    out = tmp_path / "fp16.onnx"
+    assert export_main(["quantize", "--onnx", str(exported["dynamic"]), "--precision", "fp16", "-o", str(out)]) == 0
+    graph = onnx.load(str(out))
+    init_types = {i.name: i.data_type for i in graph.graph.initializer}
+    conv_weights = [n.input[1] for n in graph.graph.node if n.op_type == "Conv"]
+    assert any(init_types.get(w) == onnx.TensorProto.FLOAT16 for w in conv_weights)
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    norms = [n for n in graph.graph.node if n.op_type == "InstanceNormalization"]
+    assert norms and all(init_types.get(n.input[1], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for n in norms)
+    assert read_manifest(out)["precision"] == "fp16"
+
+
+def test_int8_needs_calibration(exported, tmp_path, capsys):
+    assert export_main(["quantize", "--onnx", str(exported["dynamic"]), "--precision", "int8", "-o",
+                        str(tmp_path / "x.onnx")]) == 2
+    assert "calibration" in capsys.readouterr().err
+
+
+def test_verify_passes_fp32_and_catches_a_wrong_graph(exported, pairs, tmp_path):
+    code = export_main(["verify", "--onnx", str(exported["dynamic"]), "--model", "tiny", "--pairs", str(pairs),
+                        "--report", str(tmp_path)])
+    assert code == 0
+    report = json.loads((tmp_path / "dmfnet-tiny-fp32-dynamic.verify.json").read_text())
+    assert report["passed"] and set(report["tasks"]) == {"MRI-CT", "MRI-PET"}
+    assert (tmp_path / "dmfnet-tiny-fp32-dynamic.worst.png").is_file()
+    other_weights = TorchRunner(build_model("tiny", seed=1))
+    report, _ = verify_runner(OnnxRuntimeRunner(exported["dynamic"]), "fp32", other_weights, find_pairs(pairs))
+    assert not report["passed"] and "max abs error" in report["failures"][0]
+
+
+def test_runtime_works_without_torch(exported, pairs, tmp_path):
+    """The ONNX Runtime path imports and runs with torch made unimportable."""
+    out = tmp_path / "fused.png"
+    code = f"""
+import sys
+sys.modules['torch'] = None
+from dmfnet_edge.cli.main import main
+rc = main(['fuse', '--mri', {str(pairs / 'MRI-PET/MRI/1.png')!r}, '--other', {str(pairs / 'MRI-PET/PET/1.png')!r},
+           '-o', {str(out)!r}, '--model', {str(exported['dynamic'])!r}])
+assert 'torch' not in sys.modules or sys.modules['torch'] is None
+sys.exit(rc)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and "onnxruntime" in result.stdout
