@@ -1,0 +1,190 @@
+"""Volumes: DICOM series and NIfTI in, fused NIfTI / DICOM derived series out, geometry, UIDs, provenance."""
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+
+from dmfnet_edge.cli.main import main
+from dmfnet_edge.errors import InputError, PairingError
+from dmfnet_edge.io.volumes import read_volume
+from dmfnet_edge.pipeline import fuse_pixels
+from dmfnet_edge.preprocess.intensity import to_uint8, value_range
+from dmfnet_edge.runtime.torch_backend import TorchRunner
+from tests.conftest import smooth_image
+from tests.volume_fixtures import read_series, write_nifti, write_series
+
+nib = pytest.importorskip("nibabel")
+SLICES = 4
+
+
+@pytest.fixture(scope="module")
+def stacks():
+    rng = np.random.default_rng(3)
+    mri = np.stack([smooth_image(rng, 64, 80) for _ in range(SLICES)])
+    ct = np.stack([smooth_image(rng, 64, 80) for _ in range(SLICES)])
+    pet = np.stack([smooth_image(rng, 64, 80, colour=True) for _ in range(SLICES)])
+    return mri, ct, pet
+
+
+@pytest.fixture(scope="module")
+def series(stacks, tmp_path_factory):
+    root = tmp_path_factory.mktemp("dicom")
+    mri, ct, pet = stacks
+    uids = {"MR": write_series(root / "mri", mri, "MR"), "CT": write_series(root / "ct", ct, "CT", slope=1.0,
+                                                                             intercept=-1024.0)}
+    uids["PT"] = write_series(root / "pet", pet, "PT")
+    return root, uids
+
+
+def fuse(*argv):
+    return main(["fuse-volume", *argv])
+
+
+def test_dicom_series_is_sorted_by_position_with_modality_lut(series, stacks):
+    root, _ = series
+    volume = read_volume(root / "ct")
+    assert volume.slices == SLICES and volume.spacing == pytest.approx((2.0, 0.9, 0.9))
+    assert np.allclose(volume.data, stacks[1].astype(np.float64))  # stored = v + 1024, the LUT undoes it
+    assert np.allclose(volume.origin, [-100, -120, 10]) and volume.modality == "CT"
+
+
+def test_round_trip_matches_the_2d_path_pixel_for_pixel(series, stacks, tmp_path, tiny_model_base):
+    root, uids = series
+    runner = TorchRunner.load(str(tiny_model_base))
+    for other, stack, modality in [("ct", stacks[1], "CT"), ("pet", stacks[2], "PT")]:
+        out = tmp_path / f"fused-{other}"
+        assert fuse("--mri", str(root / "mri"), "--other", str(root / other), "-o", str(out), "--model",
+                    str(tiny_model_base), "--backend", "torch", "--mri-intensity", "none", "--other-intensity",
+                    "none", "--batch", "1") == 0
+        back = read_series(out)
+        assert len(back) == SLICES
+        for i, ds in enumerate(back):
+            expected = fuse_pixels(runner, stacks[0][i], stack[i]).pixels
+            assert np.array_equal(ds.pixel_array, expected)
+            refs = {r.ReferencedSOPInstanceUID for r in ds.SourceImageSequence}
+            assert refs == {uids["MR"][i], uids[modality][i]}
+            assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"] and "DM-FNet" in ds.SeriesDescription
+        assert len({ds.SOPInstanceUID for ds in back}) == SLICES and len({ds.SeriesInstanceUID for ds in back}) == 1
+        assert back[0].SeriesInstanceUID not in {pydicom.dcmread(next((root / "mri").iterdir())).SeriesInstanceUID}
+        geometry = read_volume(out)
+        assert geometry.spacing == pytest.approx((2.0, 0.9, 0.9)) and np.allclose(geometry.origin, [-100, -120, 10])
+        assert json.loads(out.with_name(out.name + ".provenance.json").read_text())["inputs"]["mri"]["sha256"]
+
+
+def test_nifti_output_keeps_the_mri_affine(tmp_path, stacks, tiny_model_base):
+    mri_affine = write_nifti(tmp_path / "mri.nii.gz", stacks[0].astype(np.float32))
+    write_nifti(tmp_path / "ct.nii.gz", stacks[1].astype(np.float32) * 4 - 1000)
+    out = tmp_path / "fused.nii.gz"
+    assert fuse("--mri", str(tmp_path / "mri.nii.gz"), "--other", str(tmp_path / "ct.nii.gz"), "--other-modality",
+                "CT", "-o", str(out), "--model", str(tiny_model_base), "--backend", "torch") == 0
+    image = nib.load(out)
+    assert np.allclose(image.affine, mri_affine) and image.shape == (80, 64, SLICES)
+    assert image.get_data_dtype() == np.uint8
+    back = read_volume(out)
+    assert back.data.shape == (SLICES, 64, 80)
+    provenance = json.loads((tmp_path / "fused.nii.gz.provenance.json").read_text())
+    assert provenance["intensity"]["other"] == "brain" and provenance["model"]["model"] == "tiny"
+
+
+def test_simpleitk_reads_the_outputs_with_correct_geometry(series, tmp_path, tiny_model_base):
+    sitk = pytest.importorskip("SimpleITK")
+    root, _ = series
+    out = tmp_path / "fused"
+    assert fuse("--mri", str(root / "mri"), "--other", str(root / "pet"), "-o", str(out), "--model",
+                str(tiny_model_base), "--backend", "torch") == 0
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(out)))
+    image = reader.Execute()
+    assert image.GetSize() == (80, 64, SLICES) and image.GetNumberOfComponentsPerPixel() == 3
+    assert np.allclose(image.GetSpacing(), (0.9, 0.9, 2.0)) and np.allclose(image.GetOrigin(), (-100, -120, 10))
+
+
+@pytest.mark.parametrize("change, message", [("slices", "slice count differs"), ("spacing", "spacing differs")])
+def test_mismatched_volumes_are_refused_before_any_work(stacks, tmp_path, tiny_model_base, change, message, capsys):
+    write_series(tmp_path / "mri", stacks[0], "MR")
+    other = stacks[1][:-1] if change == "slices" else stacks[1]
+    write_series(tmp_path / "ct", other, "CT", spacing=(2.0, 0.9, 0.9) if change == "slices" else (3.0, 0.9, 0.9))
+    assert fuse("--mri", str(tmp_path / "mri"), "--other", str(tmp_path / "ct"), "-o", str(tmp_path / "out"),
+                "--model", str(tiny_model_base)) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_resample_puts_the_other_volume_on_the_mri_grid(stacks, tmp_path, tiny_model_base):
+    pytest.importorskip("SimpleITK")
+    write_series(tmp_path / "mri", stacks[0], "MR")
+    write_series(tmp_path / "ct", stacks[1], "CT", spacing=(2.0, 0.9, 0.9), origin=(-100.0, -120.0, 10.0))
+    write_series(tmp_path / "ct2", np.repeat(stacks[1], 2, axis=0), "CT", spacing=(1.0, 0.9, 0.9))
+    assert fuse("--mri", str(tmp_path / "mri"), "--other", str(tmp_path / "ct2"), "-o", str(tmp_path / "o.nii"),
+                "--model", str(tiny_model_base), "--backend", "torch", "--resample") == 0
+
+
+def test_wrong_modality_tags_are_refused(series, tmp_path, tiny_model_base, capsys):
+    root, _ = series
+    assert fuse("--mri", str(root / "ct"), "--other", str(root / "mri"), "-o", str(tmp_path / "x"), "--model",
+                str(tiny_model_base)) == 2
+    assert "swap" in capsys.readouterr().err
+
+
+def test_failed_write_leaves_no_series(series, tmp_path, tiny_model_base, monkeypatch):
+    root, _ = series
+    calls = {"n": 0}
+    original = pydicom.Dataset.save_as
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom.Dataset, "save_as", flaky)
+    assert fuse("--mri", str(root / "mri"), "--other", str(root / "ct"), "-o", str(tmp_path / "out"), "--model",
+                str(tiny_model_base), "--backend", "torch") == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rescale_slope_is_applied(tmp_path, stacks):
+    even = (stacks[1] // 2 * 2).astype(np.float64) - 500
+    write_series(tmp_path / "ct", even, "CT", slope=2.0, intercept=-1024.0)
+    assert np.array_equal(read_volume(tmp_path / "ct").data, even)
+
+
+def test_intensity_specs():
+    values = np.linspace(-1000, 1000, 2001)
+    assert value_range(values, "brain") == (0.0, 80.0)
+    assert value_range(values, "window:100,50") == (75.0, 125.0)
+    assert value_range(values, "percentile:0,100") == (-1000.0, 1000.0)
+    assert to_uint8(values, "minmax")[[0, -1]].tolist() == [0, 255]
+    with pytest.raises(InputError, match="0..255"):
+        to_uint8(values, "none")
+    with pytest.raises(InputError, match="two numbers"):
+        value_range(values, "window:abc")
+
+
+def test_multiple_series_need_a_choice(stacks, tmp_path):
+    write_series(tmp_path / "mix", stacks[0], "MR")
+    write_series(tmp_path / "mix", stacks[0], "MR")
+    with pytest.raises(InputError, match="holds 2 series"):
+        read_volume(tmp_path / "mix")
+
+
+def test_pairing_error_is_an_input_error():
+    assert issubclass(PairingError, InputError)
+
+
+def test_nifti_and_dicom_outputs_agree_in_a_standard_reader(series, tmp_path, tiny_model_base):
+    """From DICOM inputs, the NIfTI and the DICOM outputs hold the same voxels at the same physical places."""
+    sitk = pytest.importorskip("SimpleITK")
+    root, _ = series
+    common = ["--mri", str(root / "mri"), "--other", str(root / "ct"), "--model", str(tiny_model_base),
+              "--backend", "torch"]
+    assert fuse(*common, "-o", str(tmp_path / "d")) == 0
+    assert fuse(*common, "-o", str(tmp_path / "n.nii.gz")) == 0
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "d")))
+    dicom, nifti = reader.Execute(), sitk.ReadImage(str(tmp_path / "n.nii.gz"))
+    assert np.array_equal(sitk.GetArrayFromImage(dicom), sitk.GetArrayFromImage(nifti))
+    assert np.allclose(dicom.GetOrigin(), nifti.GetOrigin(), atol=1e-4)
+    assert np.allclose(dicom.GetDirection(), nifti.GetDirection(), atol=1e-6)
+    assert np.allclose(dicom.GetSpacing(), nifti.GetSpacing(), atol=1e-6)
