@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.runtime import BACKENDS, Runner, open_runner
@@ -19,11 +18,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def runner_from(args: argparse.Namespace) -> Runner:
-    runner = open_runner(args.backend, args.model, device=args.device, threads=args.threads,
-                         precision=args.precision)
-    if args.backend == "auto":
-        print(f"backend: {runner.backend} (auto)", file=sys.stderr)
-    return runner
+    return open_runner(args.backend, args.model, device=args.device, threads=args.threads, precision=args.precision)
 
 
 def parse_window(text: str | None) -> tuple[float, float] | None:

@@ -7,6 +7,7 @@ mapped linearly from their own min..max to 0..255 (documented in docs/DATA.md), 
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 
 from dmfnet_edge.errors import EnvironmentProblem, InputError
+from dmfnet_edge.limits import check_pixel_budget
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -48,11 +50,30 @@ def to_uint8(pixels: np.ndarray, source: str) -> np.ndarray:
     return np.round((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
+def probe_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the file header without decoding pixels; None when the header is not understood."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = None  # our own budget applies (limits.py); Pillow only reads the header here
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
 def decode_image(data: bytes, source: str) -> np.ndarray:
-    """Decode image bytes to uint8 (H, W) grey or (H, W, 3) RGB."""
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    """Decode image bytes to uint8 (H, W) grey or (H, W, 3) RGB, refusing images over the pixel budget."""
+    size = probe_size(data)
+    if size is not None:
+        check_pixel_budget(*size, source)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise InputError(f"{source}: not a readable image ({str(exc).strip().splitlines()[-1]})") from None
     if pixels is None:
         raise InputError(f"{source}: not a readable image (corrupt, truncated or not PNG/JPEG/TIFF/BMP)")
+    check_pixel_budget(pixels.shape[1], pixels.shape[0], source)
     if pixels.ndim == 3:
         channels = pixels.shape[2]
         if channels == 1:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from dmfnet_edge._optional import require
-from dmfnet_edge.errors import InputError
+from dmfnet_edge.errors import DmfnetError, InputError
+from dmfnet_edge.limits import check_pixel_budget
 
 Window = tuple[float, float]
 
@@ -58,11 +59,12 @@ def is_nifti(path: Path) -> bool:
 def _dicom_pixels(ds: Any, path: Path, frame: int | None) -> np.ndarray:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InputError(f"{path}: DICOM file has no pixel data (not an image object)")
+    check_pixel_budget(int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "Rows", 0) or 0), str(path))
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for undecodable pixel data
         hint = "; install a pydicom decoder plugin (e.g. pylibjpeg)" if "plugin" in str(exc).lower() else ""
-        raise InputError(f"{path}: DICOM pixel data cannot be decoded ({type(exc).__name__}: {exc}){hint}") \
+        raise InputError(f"{path}: DICOM pixel data cannot be decoded ({describe_exception(exc)}){hint}") \
             from None
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
@@ -76,16 +78,28 @@ def _dicom_pixels(ds: Any, path: Path, frame: int | None) -> np.ndarray:
     return pixels
 
 
+def describe_exception(exc: BaseException, limit: int = 160) -> str:
+    """'Type: first line of the message', shortened (third-party messages can embed whole byte strings)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def read_dicom(path: Path, window: Window | None = None, frame: int | None = None) -> tuple[np.ndarray, dict]:
     """A DICOM image (one frame of a multi-frame file) as uint8 grey or RGB, plus metadata."""
     pydicom = require("pydicom", purpose="reading DICOM")
-    from pydicom.errors import InvalidDicomError
+    try:
+        return _read_dicom(pydicom, path, window, frame)
+    except DmfnetError:
+        raise
+    except Exception as exc:  # pydicom parses lazily: damaged elements raise many exception types, anywhere
+        raise InputError(f"{path}: not a readable DICOM file ({describe_exception(exc)})") from None
+
+
+def _read_dicom(pydicom: Any, path: Path, window: Window | None, frame: int | None) -> tuple[np.ndarray, dict]:
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-    try:
-        ds = pydicom.dcmread(str(path))
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    ds = pydicom.dcmread(str(path))
     pixels = _dicom_pixels(ds, path, frame)
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     meta = {"format": "dicom", "modality": str(getattr(ds, "Modality", "")), "photometric": photometric}
@@ -125,7 +139,11 @@ def read_nifti_slice(path: Path, index: int | None = None, window: Window | None
     nib = require("nibabel", purpose="reading NIfTI")
     try:
         image = nib.load(str(path))
+        shape = image.shape
+        check_pixel_budget(int(shape[0]), int(shape[1]) if len(shape) > 1 else 1, str(path))
         volume = np.asarray(image.dataobj, dtype=np.float64)
+    except InputError:
+        raise
     except Exception as exc:  # nibabel raises several types for damaged files
         raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
     volume = np.squeeze(volume) if volume.ndim > 3 else volume

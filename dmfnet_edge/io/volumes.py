@@ -19,8 +19,9 @@ import numpy as np
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import sha256_file
-from dmfnet_edge.errors import InputError
-from dmfnet_edge.io.medical import is_nifti
+from dmfnet_edge.errors import DmfnetError, InputError
+from dmfnet_edge.io.medical import describe_exception, is_nifti
+from dmfnet_edge.limits import check_pixel_budget, check_voxel_budget
 
 
 @dataclass
@@ -74,7 +75,12 @@ def read_nifti_volume(path: Path) -> Volume:
     nib = require("nibabel", purpose="reading NIfTI")
     try:
         image = nib.load(str(path))
+        shape = image.shape
+        check_pixel_budget(int(shape[0]), int(shape[1]) if len(shape) > 1 else 1, str(path))
+        check_voxel_budget(int(np.prod(shape[:3])), str(path))
         raw = np.asanyarray(image.dataobj)
+    except InputError:
+        raise
     except Exception as exc:  # nibabel raises several types for damaged files
         raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
     if raw.dtype.names:  # RGB24
@@ -137,6 +143,16 @@ def _select_series(datasets: list[Any], folder: Path, series_uid: str | None) ->
 
 
 def read_dicom_series(path: Path, series_uid: str | None = None) -> Volume:
+    """A DICOM series (or one multi-frame file) as a Volume; damaged files give an InputError."""
+    try:
+        return _read_dicom_series(path, series_uid)
+    except DmfnetError:
+        raise
+    except Exception as exc:  # pydicom parses lazily: damaged elements raise many exception types, anywhere
+        raise InputError(f"{path}: not a readable DICOM series ({describe_exception(exc)})") from None
+
+
+def _read_dicom_series(path: Path, series_uid: str | None) -> Volume:
     from dmfnet_edge.io.dicom_geometry import frames_of
 
     files = _dicom_files(path)
@@ -146,6 +162,9 @@ def read_dicom_series(path: Path, series_uid: str | None = None) -> Volume:
     for frame in frames:
         if not np.allclose(frame.orientation, frames[0].orientation, atol=1e-4):
             raise InputError(f"{path}: slices have different orientations; not one stack")
+    rows, cols = int(getattr(datasets[0], "Rows", 0) or 0), int(getattr(datasets[0], "Columns", 0) or 0)
+    check_pixel_budget(cols, rows, str(path))
+    check_voxel_budget(rows * cols * len(frames), str(path))
     frames.sort(key=lambda fr: float(np.dot(fr.position, normal)))
     positions = np.array([float(np.dot(fr.position, normal)) for fr in frames])
     gaps = np.diff(positions)

@@ -1,0 +1,45 @@
+"""Resource limits checked before any large allocation.
+
+The pixel budget bounds one image (or one slice): the fusion network needs a few kB of working memory per
+pixel, so an unchecked 20000 x 20000 file would exhaust the machine instead of failing cleanly. Override with
+the environment variable DMFNET_MAX_PIXELS (or --max-pixels where a command offers it).
+"""
+
+from __future__ import annotations
+
+import os
+
+from dmfnet_edge.errors import InputError
+
+DEFAULT_MAX_PIXELS = 2048 * 2048
+
+
+def max_pixels() -> int:
+    text = os.environ.get("DMFNET_MAX_PIXELS")
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(f"DMFNET_MAX_PIXELS={text!r}: expected a whole number of pixels") from None
+    if value < 1:
+        raise InputError(f"DMFNET_MAX_PIXELS={value}: must be positive")
+    return value
+
+
+def check_pixel_budget(width: int, height: int, source: str) -> None:
+    """Refuse an image larger than the pixel budget, before its pixels are decoded."""
+    budget = max_pixels()
+    if width * height > budget:
+        raise InputError(f"{source}: {width}x{height} = {width * height:,} pixels exceeds the budget of "
+                         f"{budget:,}; downsample it or raise DMFNET_MAX_PIXELS")
+
+
+MAX_VOXELS = 512 * 1024 * 1024
+
+
+def check_voxel_budget(voxels: int, source: str) -> None:
+    """Refuse volumes over MAX_VOXELS (they are held in memory as float64)."""
+    if voxels > MAX_VOXELS:
+        raise InputError(f"{source}: {voxels:,} voxels exceed the volume budget of {MAX_VOXELS:,}; "
+                         "split the volume")

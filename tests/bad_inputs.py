@@ -1,0 +1,199 @@
+"""The bad-input catalogue: every case builds its inputs in a folder, runs one CLI command in-process and
+states the exit code and the message it must produce. Used by tests/test_bad_inputs.py and by
+benchmarks/reliability_report.py (which prints the observed errors for docs/RELIABILITY.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+import cv2
+import numpy as np
+
+PYDICOM_FILES = None
+
+
+def _pydicom_file(name: str) -> Path:
+    import pydicom
+
+    return Path(pydicom.__file__).parent / "data" / "test_files" / name
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[Path, Path], list[str]]  # (folder, model base) -> argv
+    exit_code: int
+    message: str
+    patch: Callable[[], contextlib.AbstractContextManager] | None = None
+
+
+def _img(folder: Path, name: str, pixels: np.ndarray) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), pixels):
+        raise RuntimeError(f"could not write fixture {path}")
+    return path
+
+
+def _grey(h: int = 64, w: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8)
+
+
+def _pair(folder: Path, other: Path | None = None, mri: Path | None = None) -> list[str]:
+    mri = mri or _img(folder, "mri.png", _grey())
+    other = other or _img(folder, "ct.png", _grey(seed=1))
+    return ["fuse", "--mri", str(mri), "--other", str(other), "-o", str(folder / "out" / "fused.png")]
+
+
+def _raw(folder: Path, name: str, data: bytes) -> Path:
+    path = folder / name
+    path.write_bytes(data)
+    return path
+
+
+def _huge_png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (the pixel data is a stub that never gets decoded)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def _truncated_png(folder: Path) -> Path:
+    path = _img(folder, "t.png", _grey(256, 256))
+    path.write_bytes(path.read_bytes()[:300])
+    return path
+
+
+def _float_tiff(folder: Path, nan: bool) -> Path:
+    values = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    if nan:
+        values[3, 3] = np.nan
+    return _img(folder, "f.tif", values)
+
+
+def _series(folder: Path, name: str, slices: int, modality: str, spacing=(2.0, 1.0, 1.0)) -> Path:
+    from tests.volume_fixtures import write_series
+
+    write_series(folder / name, np.stack([_grey(seed=i) for i in range(slices)]), modality, spacing=spacing)
+    return folder / name
+
+
+def _volume(folder: Path, mri: Path, other: Path) -> list[str]:
+    return ["fuse-volume", "--mri", str(mri), "--other", str(other), "-o", str(folder / "out" / "fused")]
+
+
+def _nifti(folder: Path, data: np.ndarray) -> Path:
+    import nibabel as nib
+
+    path = folder / "v.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    return path
+
+
+def _disk_full() -> contextlib.AbstractContextManager:
+    real = os.replace
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return mock.patch("os.replace", side_effect=full) if real else contextlib.nullcontext()
+
+
+CATALOGUE: list[Case] = [
+    Case("missing file", lambda d, m: _pair(d, other=d / "nope.png"), 2, "file not found"),
+    Case("folder instead of a file", lambda d, m: _pair(d, other=d), 2, "is a folder"),
+    Case("empty file", lambda d, m: _pair(d, other=_raw(d, "e.png", b"")), 2, "file is empty"),
+    Case("truncated PNG", lambda d, m: _pair(d, other=_truncated_png(d)), 2, "not a readable image"),
+    Case("corrupt bytes named .png", lambda d, m: _pair(d, other=_raw(d, "c.png", os.urandom(4096))), 2,
+         "not a readable image"),
+    Case("text file named .png", lambda d, m: _pair(d, other=_raw(d, "t.png", b"hello world\n" * 20)), 2,
+         "not a readable image"),
+    Case("unsupported format (.gif)", lambda d, m: _pair(d, other=_raw(d, "x.gif", b"GIF89a" + b"\0" * 64)), 2,
+         "unsupported file type"),
+    Case("mismatched shapes", lambda d, m: _pair(d, other=_img(d, "s.png", _grey(48, 64))), 2, "co-registered"),
+    Case("two-channel (grey + alpha) image", lambda d, m: _pair(d, other=_grey_alpha(d)), 0, ""),
+    Case("16-bit PNG", lambda d, m: _pair(d, other=_img(d, "w.png", (_grey().astype(np.uint16) * 257))), 0, ""),
+    Case("float TIFF", lambda d, m: _pair(d, other=_float_tiff(d, nan=False)), 0, ""),
+    Case("float TIFF with NaN", lambda d, m: _pair(d, other=_float_tiff(d, nan=True)), 2, "NaN or Inf"),
+    Case("all-zero images", lambda d, m: _pair(d, mri=_img(d, "z1.png", np.zeros((64, 64), np.uint8)),
+                                               other=_img(d, "z2.png", np.zeros((64, 64), np.uint8))), 0, ""),
+    Case("constant images", lambda d, m: _pair(d, mri=_img(d, "k1.png", np.full((64, 64), 77, np.uint8)),
+                                               other=_img(d, "k2.png", np.full((64, 64), 200, np.uint8))), 0, ""),
+    Case("image too small (8x8)", lambda d, m: _pair(d, mri=_img(d, "a.png", _grey(8, 8)),
+                                                     other=_img(d, "b.png", _grey(8, 8))), 2, "too small"),
+    Case("enormous image (header 40000x40000)", lambda d, m: _pair(d, other=_raw(
+        d, "big.png", _huge_png_header(40000, 40000))), 2, "exceeds the budget"),
+    Case("DICOM without pixel data", lambda d, m: _pair(d, other=_pydicom_file("rtplan.dcm")), 2, "no pixel data"),
+    Case("truncated DICOM pixel data", lambda d, m: _pair(d, other=_pydicom_file("MR_truncated.dcm")), 2,
+         "cannot be decoded"),
+    Case("NIfTI volume without --slice", lambda d, m: _pair(d, other=_nifti(d, np.zeros((64, 64, 3), np.float32))),
+         2, "--slice"),
+    Case("NIfTI with NaN", lambda d, m: [*_pair(d, other=_nifti(d, np.full((64, 64, 2), np.nan, np.float32))),
+                                         "--slice", "0"], 2, "NaN or Inf"),
+    Case("corrupt NIfTI", lambda d, m: _pair(d, other=_raw(d, "bad.nii", b"\0" * 400)), 2, "not a readable NIfTI"),
+    Case("bad --window", lambda d, m: [*_pair(d), "--window-other", "wide"], 2, "CENTER,WIDTH"),
+    Case("unknown model", lambda d, m: [*_pair(d), "--model", str(d / "nothing")], 2, "missing"),
+    Case("damaged weights", lambda d, m: [*_pair(d), "--model", _damaged_model(d, m)], 2, "does not match"),
+    Case("output folder not writable (under a file)", lambda d, m: [*_pair(d)[:-1], str(
+        _raw(d, "afile", b"x") / "sub" / "f.png")], 3, "cannot write here"),
+    Case("disk full while writing", lambda d, m: _pair(d), 3, "No space left", _disk_full),
+    Case("volumes not registered (slice count)", lambda d, m: _volume(d, _series(d, "mri", 4, "MR"),
+                                                                      _series(d, "ct", 3, "CT")), 2,
+         "slice count differs"),
+    Case("volumes not registered (spacing)", lambda d, m: _volume(d, _series(d, "mri", 3, "MR"), _series(
+        d, "ct", 3, "CT", spacing=(3.0, 1.0, 1.0))), 2, "spacing differs"),
+    Case("wrong modality tags (CT given as MRI)", lambda d, m: _volume(d, _series(d, "ct", 3, "CT"),
+                                                                       _series(d, "mri", 3, "MR")), 2, "swap"),
+    Case("empty DICOM folder", lambda d, m: _volume(d, _series(d, "mri", 3, "MR"), _empty(d)), 2, "empty folder"),
+    Case("invalid option value (--batch 0)", lambda d, m: ["fuse-dir", "--pairs", str(d), "--out", str(d / "out"),
+                                                           "--batch", "0"], 2, "at least 1"),
+]
+
+
+def _grey_alpha(folder: Path) -> Path:
+    from PIL import Image
+
+    Image.fromarray(np.dstack([_grey(), _grey(seed=2)]), mode="LA").save(folder / "la.png")
+    return folder / "la.png"
+
+
+def _empty(folder: Path) -> Path:
+    (folder / "empty").mkdir()
+    return folder / "empty"
+
+
+def _damaged_model(folder: Path, model: Path) -> str:
+    for suffix in (".safetensors", ".json"):
+        (folder / f"m{suffix}").write_bytes(model.with_suffix(suffix).read_bytes())
+    data = bytearray((folder / "m.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0x55
+    (folder / "m.safetensors").write_bytes(bytes(data))
+    return str(folder / "m")
+
+
+def run_case(case: Case, folder: Path, model: Path) -> tuple[int, str, list[Path]]:
+    """Run one case; returns (exit code, stderr, files left under folder/out)."""
+    from dmfnet_edge.cli.main import main
+
+    argv = case.build(folder, model)
+    if "--model" not in argv:
+        argv += ["--model", str(model)]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        with case.patch() if case.patch else contextlib.nullcontext():
+            code = main(argv)
+    out = folder / "out"
+    left = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    return code, err.getvalue(), left
