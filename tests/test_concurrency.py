@@ -1,0 +1,33 @@
+"""One runner shared by several threads gives the same outputs as serial use (ONNX Runtime and torch)."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from dmfnet_edge.export.contract import IOContract
+from dmfnet_edge.export.onnx_export import export_onnx
+from dmfnet_edge.models.checkpoint import build_model
+from dmfnet_edge.pipeline import fuse_pixels
+from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
+from dmfnet_edge.runtime.torch_backend import TorchRunner
+from tests.conftest import smooth_image
+
+
+@pytest.fixture(scope="module")
+def runners(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    export_onnx(build_model("tiny"), path, IOContract.dynamic(), {})
+    return {"onnxruntime": OnnxRuntimeRunner(path, threads=1), "torch": TorchRunner(build_model("tiny"))}
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_threads_match_serial(runners, backend):
+    runner = runners[backend]
+    rng = np.random.default_rng(9)
+    pairs = [(smooth_image(rng, 64, 64), smooth_image(rng, 64, 64, colour=i % 2 == 1)) for i in range(12)]
+    serial = [fuse_pixels(runner, m, o).pixels for m, o in pairs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(lambda p: fuse_pixels(runner, *p).pixels, pairs * 2))
+    for i, out in enumerate(threaded):
+        assert np.array_equal(out, serial[i % len(pairs)])
