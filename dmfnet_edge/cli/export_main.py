@@ -146,12 +146,70 @@ def _print_verdict(name: str, report: dict, json_path: Path, png_path: Path) -> 
     print(f"  report: {json_path}  worst pair: {png_path}")
 
 
+def configure_profile(p: argparse.ArgumentParser) -> None:
+    from dmfnet_edge.cli.common import add_model_options
+
+    add_model_options(p)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--batch", type=int, default=1, help="pairs per network call")
+    p.add_argument("--pair", nargs=2, type=Path, metavar=("MRI", "OTHER"),
+                   help="images to fuse (default: the bundled MRI-PET sample)")
+    p.add_argument("--budget-ms", type=float, help="fail (exit 1) when the p99 latency exceeds this")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--csv", type=Path)
+    p.add_argument("--plot", type=Path, help="PNG: latency over runs and the stage breakdown")
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from dmfnet_edge.cli.common import runner_from
+    from dmfnet_edge.io.images import read_image
+    from dmfnet_edge.profiling import budget_verdict, ort_stage_split, profile_runner, torch_stage_split, \
+        write_outputs
+
+    if args.runs < 1 or args.batch < 1 or args.warmup < 0:
+        raise InputError("--runs and --batch must be at least 1, --warmup at least 0")
+    sample = Path(__file__).resolve().parents[1] / "samples" / "MRI-PET"
+    mri_path, other_path = args.pair or (sample / "MRI" / "11.png", sample / "PET" / "11.png")
+    mri, other = read_image(mri_path), read_image(other_path)
+    runner = runner_from(args)
+    stages_runs = max(3, min(args.runs, 10))
+    if runner.backend == "torch":
+        split = torch_stage_split(runner, mri, other, stages_runs, args.batch)
+    else:
+        split = ort_stage_split(runner.path, args.threads, mri, other, stages_runs, args.batch)
+    sync = _cuda_sync(runner)
+    report = profile_runner(runner, mri, other, args.runs, args.warmup, args.batch, split, sync)
+    ok, verdict = budget_verdict(report, args.budget_ms)
+    report["budget"] = {"budget_ms": args.budget_ms, "passed": ok, "verdict": verdict}
+    write_outputs(report, args.json, args.csv, args.plot)
+    lat = report["latency_ms"]
+    print(f"{runner.backend} {report['backend'].get('precision', 'fp32')} batch {args.batch}: "
+          f"p50 {lat['p50']:.2f} p90 {lat['p90']:.2f} p99 {lat['p99']:.2f} max {lat['max']:.2f} ms, "
+          f"{report['throughput_pairs_per_s']:.2f} pairs/s, peak RSS {report['peak_rss_mib']:.0f} MiB")
+    print("stages (median ms): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                              {**report["stages_ms_median"], **split}.items()))
+    print(f"budget: {verdict}")
+    return 0 if ok else 1
+
+
+def _cuda_sync(runner):
+    device = getattr(runner, "device", None)
+    if device is not None and getattr(device, "type", "") == "cuda":
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
+
+
 COMMANDS = [
     ("onnx", "export a model to one ONNX graph (fp32) with its manifest", configure_onnx, run_onnx),
     ("calibrate", "select a hashed INT8 calibration set from a training split", configure_calibrate,
      run_calibrate),
     ("quantize", "write an fp16 or int8 precision recipe into the ONNX graph", configure_quantize, run_quantize),
     ("verify", "accuracy gates of exported graphs against the PyTorch reference", configure_verify, run_verify),
+    ("profile", "latency percentiles, stage breakdown and a budget gate for any backend", configure_profile,
+     run_profile),
 ]
 
 
