@@ -174,7 +174,7 @@ def run_profile(args: argparse.Namespace) -> int:
     mri, other = read_image(mri_path), read_image(other_path)
     runner = runner_from(args)
     stages_runs = max(3, min(args.runs, 10))
-    if runner.backend == "torch":
+    if runner.backend in ("torch", "gpu"):
         split = torch_stage_split(runner, mri, other, stages_runs, args.batch)
     else:
         split = ort_stage_split(runner.path, args.threads, mri, other, stages_runs, args.batch)

@@ -44,6 +44,7 @@ class CrossModalAttention(nn.Module):
 
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
+        self.use_fused_kernel = False  # route the pixel stage through dmfnet::pixel_attention_fuse
         hidden = max(channels // reduction, 1)
         self.channel = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), nn.ReLU(),
                                      nn.Conv2d(hidden, channels, 1))
@@ -59,6 +60,11 @@ class CrossModalAttention(nn.Module):
         return s * torch.sigmoid(self.pixel(interleaved))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.use_fused_kernel:
+            from dmfnet_edge.models.kernels import attention_maps, pixel_attention_fuse
+
+            a_s, a_c = attention_maps(self, x + y)
+            return pixel_attention_fuse(x, y, a_s, a_c, self.pixel.weight, self.pixel.bias)
         w = self.weight(x + y)
         return w * x + (1 - w) * y + x + y
 

@@ -15,7 +15,7 @@ from dmfnet_edge.errors import InputError
 from dmfnet_edge.runtime.base import Runner
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "onnxruntime", "torch")
+BACKENDS = ("auto", "onnxruntime", "torch", "gpu")
 ORT_PRECISIONS = ("fp32", "int8")
 DEFAULT_ORT_PRECISION = "int8"
 
@@ -61,6 +61,10 @@ def open_runner(backend: str = "auto", model: str = "edge", device: str = "cpu",
         return OnnxRuntimeRunner(path, threads=threads)
     if model.endswith(".onnx"):
         raise InputError(f"--model {model}: an ONNX graph runs on --backend onnxruntime, not {chosen}")
+    if chosen == "gpu":
+        from dmfnet_edge.runtime.gpu_backend import GpuRunner
+
+        return GpuRunner(model, device=device if device.startswith("cuda") else "cuda", precision=precision or "fp16")
     if precision not in (None, "fp32"):
         raise InputError(f"--precision {precision}: the torch backend runs fp32 only")
     from dmfnet_edge.runtime.torch_backend import TorchRunner
