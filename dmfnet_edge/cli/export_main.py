@@ -34,6 +34,9 @@ def configure_onnx(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dynamic", action="store_true", help="symbolic N, H, W (any multiple of 16)")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+    p.add_argument("--trt-plugins", action="store_true",
+                   help="TensorRT-only graph: the cross-modal attention pixel stage as DmfnetPixelAttentionFuse "
+                        "plugin nodes (ONNX Runtime cannot run it)")
 
 
 def run_onnx(args: argparse.Namespace) -> int:
@@ -41,16 +44,23 @@ def run_onnx(args: argparse.Namespace) -> int:
     from dmfnet_edge.export.onnx_export import export_onnx
 
     model, meta = _load_reference(args.model)
+    if args.trt_plugins:
+        from dmfnet_edge.export.onnx_export import use_plugin_nodes
+
+        use_plugin_nodes(model, args.opset)
     contract = IOContract.dynamic() if args.dynamic else IOContract(args.batch, args.size, args.size)
     try:
         contract.check_static()
     except ValueError as exc:
         raise InputError(f"--size {args.size}: {exc}") from None
-    stem = args.name or f"dmfnet-{model.cfg.name}-fp32{'-dynamic' if args.dynamic else ''}"
+    stem = args.name or (f"dmfnet-{model.cfg.name}-fp32{'-dynamic' if args.dynamic else ''}"
+                         f"{'-trtplugins' if args.trt_plugins else ''}")
     manifest = export_onnx(model, args.out / f"{stem}.onnx", contract, meta, opset=args.opset,
                            simplify=not args.no_simplify)
+    parity = manifest["parity_max_abs_vs_torch"]
     print(f"{args.out / (stem + '.onnx')}: opset {manifest['opset']}, inputs {manifest['inputs']['mri']}, "
-          f"parity vs PyTorch {manifest['parity_max_abs_vs_torch']:.2e}")
+          + (f"parity vs PyTorch {parity:.2e}" if parity is not None else
+             f"{len(manifest['tensorrt_plugins'])} TensorRT plugin nodes (TensorRT only)"))
     return 0
 
 
@@ -146,6 +156,28 @@ def _print_verdict(name: str, report: dict, json_path: Path, png_path: Path) -> 
     print(f"  report: {json_path}  worst pair: {png_path}")
 
 
+def configure_build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", required=True, type=Path, help="fp32 or precision-recipe graph with its manifest")
+    p.add_argument("--out", required=True, type=Path, help="engine cache folder")
+    p.add_argument("--opt-level", type=int, default=3, help="builder optimisation level (pinned)")
+    p.add_argument("--timing-cache", type=Path, help="persisted timing cache file (read, then updated)")
+    p.add_argument("--lock-timing-cache", action="store_true",
+                   help="never update the cache; fail on cache misses where TensorRT supports it")
+    p.add_argument("--workspace-mib", type=int, default=2048)
+    p.add_argument("--plugin-lib", type=Path, action="append", default=[],
+                   help="plugin library to load (libdmfnet_trt_plugins.so), recorded in the manifest")
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from dmfnet_edge.build.trt_builder import build_engine
+
+    manifest = build_engine(args.onnx, args.out, args.opt_level, args.timing_cache, args.lock_timing_cache,
+                            args.workspace_mib, plugin_libraries=args.plugin_lib)
+    print(f"{args.out / manifest['engine_file']}: {manifest['precision']}, layers by precision "
+          f"{manifest['layer_precisions']}")
+    return 0
+
+
 def configure_profile(p: argparse.ArgumentParser) -> None:
     from dmfnet_edge.cli.common import add_model_options
 
@@ -208,6 +240,8 @@ COMMANDS = [
      run_calibrate),
     ("quantize", "write an fp16 or int8 precision recipe into the ONNX graph", configure_quantize, run_quantize),
     ("verify", "accuracy gates of exported graphs against the PyTorch reference", configure_verify, run_verify),
+    ("build", "build a TensorRT engine (strongly typed, static profile, cached, checked)", configure_build,
+     run_build),
     ("profile", "latency percentiles, stage breakdown and a budget gate for any backend", configure_profile,
      run_profile),
 ]

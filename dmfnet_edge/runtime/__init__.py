@@ -15,7 +15,7 @@ from dmfnet_edge.errors import InputError
 from dmfnet_edge.runtime.base import Runner
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "onnxruntime", "torch", "gpu")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch", "gpu")
 ORT_PRECISIONS = ("fp32", "int8")
 DEFAULT_ORT_PRECISION = "int8"
 
@@ -29,9 +29,13 @@ def shipped_onnx(name: str, precision: str) -> Path:
 
 
 def pick_backend(requested: str, model: str) -> str:
-    """Resolve 'auto': TensorRT (not available in this build) -> ONNX Runtime -> torch."""
+    """Resolve 'auto': TensorRT (an .engine model and the tensorrt package) -> ONNX Runtime -> torch."""
     if requested != "auto":
         return requested
+    if model.endswith(".engine"):
+        if available("tensorrt"):
+            return "tensorrt"
+        raise InputError(f"--model {model}: a TensorRT engine needs the tensorrt package (dmfnet-edge[trt])")
     if model.endswith(".onnx"):
         return "onnxruntime"
     if model in SHIPPED and available("onnxruntime") and shipped_onnx(model, "fp32").is_file():
@@ -48,6 +52,12 @@ def open_runner(backend: str = "auto", model: str = "edge", device: str = "cpu",
         raise InputError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     chosen = pick_backend(backend, model)
     log.info("backend %s -> %s", backend, chosen)
+    if chosen == "tensorrt":
+        if not model.endswith(".engine"):
+            raise InputError(f"--model {model}: the tensorrt backend runs an engine built by 'dmfnet-export build'")
+        from dmfnet_edge.runtime.tensorrt_backend import TensorRTRunner
+
+        return TensorRTRunner.load(model)
     if chosen == "onnxruntime":
         from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
 

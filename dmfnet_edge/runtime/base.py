@@ -6,6 +6,7 @@ A Runner maps network inputs to the fused luma: `fuse(mri, other)` takes two flo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,3 +29,28 @@ def check_network_inputs(mri: np.ndarray, other: np.ndarray) -> None:
         raise ValueError(f"H and W must be multiples of 16 and at least 64, got {mri.shape[2:]}")
     if mri.dtype != np.float32 or other.dtype != np.float32:
         raise ValueError(f"expected float32 inputs, got {mri.dtype} and {other.dtype}")
+
+
+def run_with_contract(contract: Any, run: Callable[[np.ndarray, np.ndarray], np.ndarray], mri: np.ndarray,
+                      other: np.ndarray, name: str) -> np.ndarray:
+    """Call `run` on inputs shaped for a graph's contract: smaller images are mirror-padded up to a static size
+    (and cropped back), larger ones refused; a static batch is filled with copies and trimmed."""
+    from dmfnet_edge.errors import InputError
+
+    n, _, h, w = mri.shape
+    if contract.static_size is not None:
+        sh, sw = contract.static_size
+        if h > sh or w > sw:
+            raise InputError(f"{name} was built for {sw}x{sh} images, this one needs {w}x{h}; export with "
+                             "'dmfnet-export onnx --dynamic' (and rebuild) for larger images")
+        pad = ((0, 0), (0, 0), (0, sh - h), (0, sw - w))
+        mri, other = np.pad(mri, pad, mode="reflect"), np.pad(other, pad, mode="reflect")
+    step = contract.static_batch or n
+    outputs = []
+    for i in range(0, n, step):
+        a, b = mri[i:i + step], other[i:i + step]
+        short = step - a.shape[0]
+        if short:
+            a, b = (np.concatenate([x, np.repeat(x[-1:], short, axis=0)]) for x in (a, b))
+        outputs.append(run(np.ascontiguousarray(a), np.ascontiguousarray(b))[:step - short])
+    return np.concatenate(outputs)[:, :, :h, :w]

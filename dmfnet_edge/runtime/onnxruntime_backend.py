@@ -1,8 +1,6 @@
 """ONNX Runtime backend (the embedded default): torch-free, CPU by default.
 
-A static graph (fixed N x H x W) still serves smaller images: they are mirror-padded up to the graph's size
-and cropped back; larger ones are refused with the fix (export with --dynamic). A static batch is filled by
-running the batch in slices.
+A static graph (fixed N x H x W) still serves smaller images and any batch (runtime.base.run_with_contract).
 """
 
 from __future__ import annotations
@@ -14,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from dmfnet_edge._optional import require
-from dmfnet_edge.errors import InputError, ModelFileError
+from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.export.contract import INPUT_NAMES, OUTPUT_NAME, contract_of, read_manifest
-from dmfnet_edge.runtime.base import check_network_inputs
+from dmfnet_edge.runtime.base import check_network_inputs, run_with_contract
 
 
 class OnnxRuntimeRunner:
@@ -27,6 +25,9 @@ class OnnxRuntimeRunner:
         ort = require("onnxruntime", purpose="the onnxruntime backend")
         self.path = Path(onnx_path)
         self.manifest = read_manifest(self.path)
+        if not self.manifest.get("onnxruntime_runnable", True):
+            raise ModelFileError(f"{self.path.name} holds TensorRT plugin nodes; build an engine from it with "
+                                 "'dmfnet-export build', or run the plain graph on ONNX Runtime")
         self.contract = contract_of(self.manifest)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -49,30 +50,9 @@ class OnnxRuntimeRunner:
     def _run(self, mri: np.ndarray, other: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {"mri": mri, "other": other})[0]
 
-    def _fit_static(self, mri: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sh, sw = self.contract.static_size
-        h, w = mri.shape[2:]
-        if h > sh or w > sw:
-            raise InputError(f"{self.path.name} was exported for {sw}x{sh} images, this one needs {w}x{h}; "
-                             "export with 'dmfnet-export onnx --dynamic' for larger images")
-        pad = ((0, 0), (0, 0), (0, sh - h), (0, sw - w))
-        return np.pad(mri, pad, mode="reflect"), np.pad(other, pad, mode="reflect")
-
     def fuse(self, mri: np.ndarray, other: np.ndarray) -> np.ndarray:
         check_network_inputs(mri, other)
-        h, w = mri.shape[2:]
-        if self.contract.static_size is not None:
-            mri, other = self._fit_static(mri, other)
-        n = mri.shape[0]
-        step = self.contract.static_batch or n
-        outputs = []
-        for i in range(0, n, step):
-            a, b = mri[i:i + step], other[i:i + step]
-            short = step - a.shape[0]
-            if short:  # fill a static batch with copies of the last pair, then drop their outputs
-                a, b = (np.concatenate([x, np.repeat(x[-1:], short, axis=0)]) for x in (a, b))
-            outputs.append(self._run(a, b)[:step - short])
-        return np.concatenate(outputs)[:, :, :h, :w]
+        return run_with_contract(self.contract, self._run, mri, other, self.path.name)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "device": "cpu", "model": self.model_name, "precision": self.precision,
