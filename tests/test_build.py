@@ -139,7 +139,7 @@ class FakeContext:
 
 
 def test_runner_buffers_addresses_graph_and_contract():
-    shape = (2, 1, 64, 64)
+    shape = (2, 1, 96, 96)
     memory = FakeMemory()
     context = FakeContext(memory, shape)
     tensors = [IOTensor(n, n != "fused", np.dtype(np.float32), shape) for n in ("mri", "other", "fused")]
@@ -147,12 +147,12 @@ def test_runner_buffers_addresses_graph_and_contract():
     assert set(context.addresses) == {"mri", "other", "fused"} and len(set(context.addresses.values())) == 3
     assert runner.graph == "graph" and context.streams == [7]  # the warm-up ran; capture only records
     rng = np.random.default_rng(0)
-    mri, other = (rng.random((3, 1, 48, 64), dtype=np.float32) for _ in range(2))  # smaller, odd batch
+    mri, other = (rng.random((3, 1, 64, 80), dtype=np.float32) for _ in range(2))  # smaller, odd batch
     out = runner.fuse(mri, other)
-    assert out.shape == (3, 1, 48, 64) and np.allclose(out, (mri + other) / 2)
+    assert out.shape == (3, 1, 64, 80) and np.allclose(out, (mri + other) / 2)
     assert memory.launches == 2  # 3 pairs in static batches of 2
     with pytest.raises(Exception, match="--dynamic"):
-        runner.fuse(np.zeros((1, 1, 80, 64), np.float32), np.zeros((1, 1, 80, 64), np.float32))
+        runner.fuse(np.zeros((1, 1, 112, 96), np.float32), np.zeros((1, 1, 112, 96), np.float32))
 
 
 @pytest.mark.trt
