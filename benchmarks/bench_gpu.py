@@ -1,0 +1,114 @@
+"""GPU latency per 256x256 pair (batch 1), all variants measured in this one script on the same GPU:
+
+  official        6 serial FP32 eager UNet passes (unpruned) + fusion head (the published call pattern)
+  batched FP32    the 6 passes as one batch, pruned tail, FP32 eager
+  compile         batched FP16 autocast under torch.compile (default, and mode="reduce-overhead")
+  fast path       dmfnet's --backend gpu: FP16, channels_last, pruned, fused kernel, one CUDA graph
+plus the fused cross-modal attention kernel against the PyTorch module it replaces, and the edge model on the
+fast path at batch 1 and 64 slices. Medians of --runs timed runs after warm-up; ratios against `official`.
+
+    python benchmarks/bench_gpu.py [--model paper] [--runs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cpu import official_pattern  # noqa: E402
+
+from dmfnet_edge.config import PRESETS  # noqa: E402
+from dmfnet_edge.models.checkpoint import build_model, load_model  # noqa: E402
+from dmfnet_edge.models.fusion import CrossModalAttention  # noqa: E402
+from dmfnet_edge.models.kernels import attention_maps, pixel_attention_fuse  # noqa: E402
+from dmfnet_edge.runtime.gpu_backend import GpuRunner  # noqa: E402
+
+
+def cuda_ms(fn, runs: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(runs):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def load(spec: str):
+    return build_model(spec) if spec in PRESETS and spec != "edge" else load_model(spec)[0]
+
+
+def model_table(spec: str, runs: int) -> None:
+    model = load(spec).cuda().eval()
+    x = torch.rand(1, 1, 256, 256, device="cuda") * 2 - 1
+    rows = {}
+    with torch.inference_mode():
+        rows["official: 6 serial FP32 eager passes + head"] = cuda_ms(lambda: official_pattern(model, x, x), runs)
+        rows["batched, pruned, FP32 eager"] = cuda_ms(lambda: model(x, x), runs)
+        for mode in ("default", "reduce-overhead"):
+            compiled = torch.compile(model, mode=mode)
+
+            def run(compiled=compiled):
+                with torch.autocast("cuda", dtype=torch.float16):
+                    return compiled(x, x)
+
+            rows[f"batched FP16 torch.compile ({mode})"] = cuda_ms(run, runs, warmup=10)
+    fast = GpuRunner(spec, precision="fp16")
+    host = x.cpu().numpy()
+    rows["dmfnet --backend gpu (FP16, graph, fused kernel)"] = cuda_ms(lambda: fast.fuse(host, host), runs)
+    base = rows["official: 6 serial FP32 eager passes + head"]
+    print(f"\n{spec} model, 256x256 pair, batch 1, {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    print(f"{'variant':<52} {'ms':>8} {'vs official':>12}")
+    for name, ms in rows.items():
+        print(f"{name:<52} {ms:>8.2f} {base / ms:>11.1f}x")
+
+
+def kernel_table(runs: int) -> None:
+    print(f"\nfused cross-modal attention pixel stage vs the PyTorch module (FP32, batch 1)")
+    for c, size in ((256, 16), (128, 64), (128, 256)):
+        module = CrossModalAttention(c, 8).cuda().eval()
+        x, y = (torch.randn(1, c, size, size, device="cuda") for _ in range(2))
+        with torch.inference_mode():
+            ref = cuda_ms(lambda: module(x, y), runs)
+            a_s, a_c = attention_maps(module, x + y)
+            fused = cuda_ms(lambda: pixel_attention_fuse(x, y, a_s, a_c, module.pixel.weight, module.pixel.bias),
+                            runs)
+            maps = cuda_ms(lambda: attention_maps(module, x + y), runs)
+        print(f"  C={c:<4} {size}x{size}: module {ref:.3f} ms, maps {maps:.3f} + fused {fused:.3f} ms "
+              f"= {ref / (maps + fused):.2f}x")
+
+
+def edge_batches(runs: int) -> None:
+    runner = GpuRunner("edge", precision="fp16")
+    print("\nedge model on the GPU fast path")
+    for batch in (1, 64):
+        host = (torch.rand(batch, 1, 256, 256) * 2 - 1).numpy()
+        ms = cuda_ms(lambda: runner.fuse(host, host), runs)
+        print(f"  batch {batch:>2}: {ms:.2f} ms per call, {1000 * batch / ms:.0f} pairs/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="paper")
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_gpu.py needs a CUDA GPU")
+    torch.backends.cudnn.benchmark = True
+    model_table(args.model, args.runs)
+    kernel_table(args.runs)
+    edge_batches(args.runs)
+
+
+if __name__ == "__main__":
+    main()
