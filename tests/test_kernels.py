@@ -34,6 +34,17 @@ def test_cmake_builds_the_cuda_kernels_without_a_gpu(build_dir):
     assert (build_dir / "libdmfnet_kernels.so").is_file()
 
 
+def test_plugin_ptx_has_the_aot_entry_point():
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed")
+    from dmfnet_edge.build.qdp_plugin import KERNEL_NAME, compile_ptx, plugin_record
+
+    ptx = compile_ptx()
+    assert f".visible .entry {KERNEL_NAME}(".encode() in ptx
+    assert ptx.count(b".param") >= 11  # 6 inputs, 4 int32 extras, 1 output
+    assert plugin_record()["op"] == "dmfnet::DmfnetPixelAttentionFuse"
+
+
 def _ptr(a: np.ndarray):
     return a.ctypes.data_as(F32P)
 

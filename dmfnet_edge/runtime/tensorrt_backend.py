@@ -86,7 +86,8 @@ class TensorRTRunner:
         manifest = read_engine_manifest(path)
         check_compatible(manifest, current_device(trt.__version__))
         for plugin in manifest.get("plugins", []):
-            ctypes.CDLL(plugin["library"], mode=ctypes.RTLD_GLOBAL)
+            if "library" in plugin:  # AOT plugins are embedded in the engine and need nothing here
+                ctypes.CDLL(plugin["library"], mode=ctypes.RTLD_GLOBAL)
         engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise ModelFileError(f"{path}: TensorRT could not deserialise the engine (see the log above)")
