@@ -74,7 +74,7 @@ def model_table(spec: str, runs: int) -> None:
 
 
 def kernel_table(runs: int) -> None:
-    print(f"\nfused cross-modal attention pixel stage vs the PyTorch module (FP32, batch 1)")
+    print("\nfused cross-modal attention pixel stage vs the PyTorch module (FP32, batch 1)")
     for c, size in ((256, 16), (128, 64), (128, 256)):
         module = CrossModalAttention(c, 8).cuda().eval()
         x, y = (torch.randn(1, c, size, size, device="cuda") for _ in range(2))

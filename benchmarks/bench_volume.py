@@ -60,9 +60,10 @@ def main() -> None:
 
         start = time.perf_counter()
         for i in range(args.loop_slices):
-            subprocess.run([sys.executable, "-m", "dmfnet_edge.cli.main", "fuse", "--mri", str(root / "png" / f"m{i}.png"),
-                            "--other", str(root / "png" / f"c{i}.png"), "-o", str(root / "png" / f"f{i}.png"),
-                            *common], check=True, capture_output=True)
+            png = root / "png"
+            subprocess.run([sys.executable, "-m", "dmfnet_edge.cli.main", "fuse", "--mri", str(png / f"m{i}.png"),
+                            "--other", str(png / f"c{i}.png"), "-o", str(png / f"f{i}.png"), *common],
+                           check=True, capture_output=True)
         cli_per_slice = (time.perf_counter() - start) / args.loop_slices
 
         runner = open_runner(args.backend, args.model, threads=args.threads)
@@ -78,7 +79,8 @@ def main() -> None:
         volume_total = time.perf_counter() - start
         assert code == 0
     n = args.slices
-    print(f"\n{n}-slice 256x256 MRI-CT volume pair, backend {runner.backend} ({runner.describe().get('precision', 'fp32')}), "
+    precision = runner.describe().get("precision", "fp32")
+    print(f"\n{n}-slice 256x256 MRI-CT volume pair, backend {runner.backend} ({precision}), "
           f"{args.threads} threads, batch {args.batch}")
     print(f"{'variant':<44} {'s/slice':>8} {'slices/s':>9} {'vs 2D CLI loop':>15}")
     rows = [("2D CLI loop (process per slice, extrapolated)", cli_per_slice),

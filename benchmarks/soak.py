@@ -46,7 +46,8 @@ def sources(folder: Path) -> list[tuple[Path, Path]]:
             a, b = read_image(mri), read_image(other)
             if flip is not None:
                 a, b = np.flip(a, flip).copy(), np.flip(b, flip).copy()
-            pairs.append((write_image(folder / f"{task.name}-{k}-m.png", a), write_image(folder / f"{task.name}-{k}-o.png", b)))
+            stem = folder / f"{task.name}-{k}"
+            pairs.append((write_image(Path(f"{stem}-m.png"), a), write_image(Path(f"{stem}-o.png"), b)))
     return pairs
 
 

@@ -2,7 +2,6 @@
 the plugin-node graph, and the runner's buffer logic against a fake engine and fake device memory."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -50,7 +49,8 @@ def test_manifest_is_checked_before_deserialising(engine):
 
 
 INSPECTOR = {"Layers": [
-    {"Name": "conv1", "Outputs": [{"Name": "a", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
+    {"Name": "conv1", "Outputs": [{"Name": "a", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}
+                                  ]},
     {"Name": "conv2", "Outputs": [{"Name": "b", "Format/Datatype": "Row major linear Int8 format"}]},
     {"Name": "norm", "Outputs": [{"Name": "c", "Format/Datatype": "Row major linear FP32"}]},
     {"Name": "q", "Outputs": [{"Name": "d", "Format/Datatype": "Row major linear Int8 format"}]},

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from dmfnet_edge.cli.main import main
-from dmfnet_edge.errors import DmfnetError, InputError
+from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.images import decode_image, encode_image
 from dmfnet_edge.io.loader import load_image
 from dmfnet_edge.pipeline import prepare_pair

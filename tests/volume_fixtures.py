@@ -15,8 +15,9 @@ SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 ORIENTATION = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 
 
-def write_series(folder: Path, slices: np.ndarray, modality: str, spacing=(2.0, 0.9, 0.9), origin=(-100.0, -120.0, 10.0),
-                 slope: float = 1.0, intercept: float = 0.0, study_uid: str | None = None, shuffle: bool = True) -> list[str]:
+def write_series(folder: Path, slices: np.ndarray, modality: str, spacing=(2.0, 0.9, 0.9),
+                 origin=(-100.0, -120.0, 10.0), slope: float = 1.0, intercept: float = 0.0,
+                 study_uid: str | None = None, shuffle: bool = True) -> list[str]:
     """One file per slice; file names are shuffled so that only positions give the order. Returns SOP UIDs."""
     folder.mkdir(parents=True, exist_ok=True)
     series_uid, study_uid, frame_uid = generate_uid(), study_uid or generate_uid(), generate_uid()

@@ -2,9 +2,10 @@
 
 Inputs are grey images as float64 (H, W) in 0..255 (`preprocess.color.grey_of`): A = MRI, B = other, F = fused.
 Conventions ("cdd"): EN in bits; MI in nats, summed over both sources; VIF = pixel-domain VIFp (sigma_n^2 = 2)
-summed over both sources (scales too coarse for a small image are left out); Qabf = Xydeas-Petrovic with the evaluator's quirk (strength ratio = g_F where
-g_A == g_F); SSIM = skimage SSIM (7x7 uniform window, sample covariance, data_range 255) summed over both
-sources; PSNR = 10 log10(max(F)^2 / mean(MSE(A,F), MSE(B,F))); CC = mean of the two Pearson correlations;
+summed over both sources (scales too coarse for a small image are left out); Qabf = Xydeas-Petrovic with the
+evaluator's quirk (strength ratio = g_F where g_A == g_F); SSIM = skimage SSIM (7x7 uniform window, sample
+covariance, data_range 255) summed over both sources; PSNR = 10 log10(max(F)^2 / mean(MSE(A,F), MSE(B,F)));
+CC = mean of the two Pearson correlations;
 SCD = corr(A, F - B) + corr(B, F - A). An undefined correlation (a constant image) counts as 0.
 Higher is better for all eleven.
 """
