@@ -30,7 +30,7 @@ class PairBank:
                 raise InputError(f"{pair.mri} {mri.shape} and {pair.other} {other.shape} differ in size")
             self.mri.append(mri)
             self.other.append(other)
-        log.info("loaded %d training pairs", len(pairs))
+        log.info("loaded %d pairs", len(pairs))
 
     @classmethod
     def from_folder(cls, root: str | Path) -> PairBank:

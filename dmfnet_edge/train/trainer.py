@@ -135,9 +135,10 @@ def train(task: Stage1Task | Stage2Task, bank: PairBank, settings: TrainSettings
     opt = task.optimizer(settings.lr)
     rng = np.random.default_rng(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
-    step = 0
+    step, earlier = 0, 0.0
     if resume and (out / "last.json").exists():
-        step = int(load_state(out, module, opt, rng, gen)["step"])
+        state = load_state(out, module, opt, rng, gen)
+        step, earlier = int(state["step"]), float(state.get("train_seconds", 0.0))
         log.info("resumed from step %d", step)
     record = {"settings": asdict(settings), "stage": task.kind, **(info or {})}
     started = time.perf_counter()
@@ -153,9 +154,11 @@ def train(task: Stage1Task | Stage2Task, bank: PairBank, settings: TrainSettings
         if progress:
             progress(step, stats)
         if step % settings.checkpoint_every == 0 or step == settings.steps:
+            record["train_seconds"] = round(earlier + time.perf_counter() - started, 1)
             save_state(out, module, opt, step, rng, gen, record)
             log.info("step %d/%d %s (%.0f s)", step, settings.steps,
                      " ".join(f"{k}={v:.4f}" for k, v in stats.items()), time.perf_counter() - started)
     module.eval()
-    record["train_seconds_this_run"] = round(time.perf_counter() - started, 1)
+    record["train_seconds"] = round(earlier + time.perf_counter() - started, 1)
+    record["steps_done"] = step
     return save_model(task.export_module(), task.cfg, out / task.kind, task.kind, {"training": record})
