@@ -119,3 +119,15 @@ def test_cross_modal_attention_interleaves_and_fuses_as_specified():
     w = s * torch.sigmoid(att.pixel(interleaved))
     with torch.no_grad():
         assert torch.allclose(att(x, y), w * x + (1 - w) * y + x + y, atol=1e-6)
+
+
+def test_low_noise_timestep_sampling_puts_half_the_mass_below_100():
+    obj = DiffusionObjective(PRESETS["tiny"].diffusion, "low-noise")
+    t = obj.sample_t(20000, torch.Generator().manual_seed(0))
+    assert t.min() >= 1 and t.max() <= 2000
+    share = float((t <= 100).float().mean())
+    assert 0.5 < share < 0.55  # 1/2 from 1..100 plus 1/2 * 100/2000 from the uniform half
+    uniform = DiffusionObjective(PRESETS["tiny"].diffusion).sample_t(20000, torch.Generator().manual_seed(0))
+    assert float((uniform <= 100).float().mean()) < 0.07
+    with pytest.raises(ValueError):
+        DiffusionObjective(PRESETS["tiny"].diffusion, "bogus")

@@ -29,6 +29,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.* if present")
+    p.add_argument("--t-sampling", default="uniform", choices=["uniform", "low-noise"],
+                   help="stage1 timesteps: the method's uniform t, or half of them drawn from t <= 100 (the "
+                        "levels stage 2 reads), for short training budgets")
 
 
 def _check_split(args: argparse.Namespace) -> None:
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     torch.manual_seed(args.seed)  # the orthogonal initialisation draws from the global generator
     if args.stage == "stage1":
-        task = Stage1Task(preset(args.preset), device)
+        task = Stage1Task(preset(args.preset), device, args.t_sampling)
         lr = args.lr or 2e-4
     else:
         if not args.unet:
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         lr = args.lr or 1e-4
     settings = TrainSettings(steps=args.steps, batch_size=args.batch, crop=args.crop, lr=lr, device=args.device,
                              amp=args.amp, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                             threads=args.threads)
+                             threads=args.threads, t_sampling=args.t_sampling)
     bank = PairBank.from_folder(args.data)
     info = {"data": str(args.data), "pairs": len(bank), "hardware": _hardware(torch, device),
             "torch": torch.__version__, "unet_checkpoint": args.unet}

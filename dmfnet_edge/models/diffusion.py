@@ -61,18 +61,37 @@ def tile_noise(noise: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return noise.index_select(-2, rows).index_select(-1, cols)
 
 
-class DiffusionObjective:
-    """Stage-I training step helper: random timestep, gamma within its interval, noise, x0 target."""
+T_SAMPLING = ("uniform", "low-noise")
+LOW_NOISE_T = 100  # Stage II reads features at t <= 20; "low-noise" draws half of the timesteps from 1..100
 
-    def __init__(self, cfg: DiffusionConfig) -> None:
+
+class DiffusionObjective:
+    """Stage-I training step helper: random timestep, gamma within its interval, noise, x0 target.
+
+    `t_sampling="uniform"` is the method's t ~ U{1..T}. "low-noise" draws each t with probability 1/2 from
+    U{1..LOW_NOISE_T} and otherwise from U{1..T}: the same objective, importance-sampled towards the noise levels
+    Stage II uses, for short (CPU) training budgets in which uniform sampling leaves them under-trained.
+    """
+
+    def __init__(self, cfg: DiffusionConfig, t_sampling: str = "uniform") -> None:
+        if t_sampling not in T_SAMPLING:
+            raise ValueError(f"t_sampling must be one of {T_SAMPLING}, got {t_sampling!r}")
         self.grid = torch.from_numpy(gamma_grid(cfg)).float()
         self.timesteps = cfg.timesteps
+        self.t_sampling = t_sampling
+
+    def sample_t(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        t = torch.randint(1, self.timesteps + 1, (n,), generator=generator)
+        if self.t_sampling == "low-noise":
+            low = torch.randint(1, min(LOW_NOISE_T, self.timesteps) + 1, (n,), generator=generator)
+            t = torch.where(torch.rand(n, generator=generator) < 0.5, low, t)
+        return t
 
     def noised(self, x0: torch.Tensor, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (x_t, gamma) for a batch x0 (N, 1, H, W): t ~ U{1..T}, gamma ~ U(grid[t], grid[t-1])."""
+        """Return (x_t, gamma) for a batch x0 (N, 1, H, W): t from sample_t, gamma ~ U(grid[t], grid[t-1])."""
         n = x0.shape[0]
-        t = torch.randint(1, self.timesteps + 1, (n,), generator=generator)
+        t = self.sample_t(n, generator)
         lo, hi = self.grid[t], self.grid[t - 1]
         gamma = lo + (hi - lo) * torch.rand(n, generator=generator)
         eps = torch.randn(x0.shape, generator=generator)

@@ -45,6 +45,7 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 200
     threads: int | None = None
+    t_sampling: str = "uniform"  # stage 1 only: see DiffusionObjective
 
 
 def orthogonal_init(module: nn.Module) -> None:
@@ -61,11 +62,11 @@ class Stage1Task:
 
     kind = "unet"
 
-    def __init__(self, cfg: ModelConfig, device: torch.device) -> None:
+    def __init__(self, cfg: ModelConfig, device: torch.device, t_sampling: str = "uniform") -> None:
         self.cfg = cfg
         self.model = DiffusionUNet(cfg.unet).to(device)
         orthogonal_init(self.model)
-        self.objective = DiffusionObjective(cfg.diffusion)
+        self.objective = DiffusionObjective(cfg.diffusion, t_sampling)
         self.device = device
 
     def trainable(self) -> nn.Module:
@@ -135,12 +136,15 @@ def train(task: Stage1Task | Stage2Task, bank: PairBank, settings: TrainSettings
     opt = task.optimizer(settings.lr)
     rng = np.random.default_rng(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
-    step, earlier = 0, 0.0
+    step, earlier, segments = 0, 0.0, []
     if resume and (out / "last.json").exists():
         state = load_state(out, module, opt, rng, gen)
         step, earlier = int(state["step"]), float(state.get("train_seconds", 0.0))
+        segments = state.get("segments", [])
         log.info("resumed from step %d", step)
     record = {"settings": asdict(settings), "stage": task.kind, **(info or {})}
+    # every run that resumes a folder is one segment: the steps it trained and with which settings
+    record["segments"] = [*segments, {"from_step": step, "settings": asdict(settings)}]
     started = time.perf_counter()
     module.train()
     while step < settings.steps:

@@ -1,0 +1,83 @@
+"""The shipped edge model: weights, graphs and gates. These run in CI on the real validation pairs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dmfnet_edge.artifacts import WEIGHTS_DIR
+from dmfnet_edge.cli.export_main import main as export_main
+from dmfnet_edge.config import PRESETS
+from dmfnet_edge.export.contract import read_manifest
+from dmfnet_edge.models.checkpoint import load_model
+from dmfnet_edge.models.dmfnet import parameter_count
+from dmfnet_edge.models.flops import pair_flops
+from dmfnet_edge.runtime import shipped_onnx
+
+
+def test_shipped_weights_load_verified_and_match_the_edge_preset():
+    model, meta = load_model("edge")
+    assert model.cfg == PRESETS["edge"]
+    assert meta["kind"] == "dmfnet" and len(meta["weights_sha256"]) == 64
+    assert pair_flops(model)["total"] <= 60e9
+    assert parameter_count(model) > 0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_shipped_graphs_come_from_the_shipped_weights(precision):
+    _, meta = load_model("edge")
+    manifest = read_manifest(shipped_onnx("edge", precision))
+    assert manifest["weights_sha256"] == meta["weights_sha256"]
+    assert manifest["inputs"]["mri"] == ["N", 1, "H", "W"]
+
+
+def _first_pairs(root, per_task, tmp_path):
+    """A copy of the first `per_task` validation pairs of every modality."""
+    import shutil
+
+    out = tmp_path / "val"
+    for task in sorted(p for p in root.iterdir() if p.is_dir()):
+        for sub in task.iterdir():
+            for f in sorted(sub.iterdir())[:per_task]:
+                (out / task.name / sub.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, out / task.name / sub.name / f.name)
+    return out
+
+
+@pytest.mark.slow
+def test_shipped_graphs_pass_their_gates_on_validation_pairs(shared_data, tmp_path):
+    val = _first_pairs(shared_data / "val", 4, tmp_path)
+    graphs = [str(shipped_onnx("edge", "fp32")), str(shipped_onnx("edge", "int8"))]
+    code = export_main(["verify", "--onnx", *graphs, "--model", "edge", "--pairs", str(val), "--report",
+                        str(tmp_path / "report")])
+    reports = [json.loads(p.read_text()) for p in sorted((tmp_path / "report").glob("*.verify.json"))]
+    assert code == 0, [r["failures"] for r in reports]
+    assert {r["precision"] for r in reports} == {"fp32", "int8-onnxruntime"}
+
+
+@pytest.mark.slow
+def test_export_quantize_verify_the_edge_model_from_scratch(shared_data, tmp_path):
+    """The CI path: export the edge weights, quantize both INT8 flavours on the calibration set, verify."""
+    out = tmp_path / "onnx"
+    assert export_main(["onnx", "--model", "edge", "-o", str(out), "--dynamic"]) == 0
+    fp32 = out / "dmfnet-edge-fp32-dynamic.onnx"
+    calibration = WEIGHTS_DIR.parents[1] / "calibration" / "harvard-train-16.json"
+    cal = json.loads(calibration.read_text())
+    small = dict(cal, pairs=[p for i, p in enumerate(cal["pairs"]) if i % 4 == 0])  # 4 per modality, for time
+    (tmp_path / "cal.json").write_text(json.dumps(small))
+    root = str(shared_data / "train")
+    for target, method in (("onnxruntime", "percentile"), ("tensorrt", "max")):
+        assert export_main(["quantize", "--onnx", str(fp32), "--precision", "int8", "--target", target, "--method",
+                            method, "--calibration", str(tmp_path / "cal.json"), "--calibration-root", root,
+                            "-o", str(out / f"int8-{target}.onnx")]) == 0
+    val = _first_pairs(shared_data / "val", 2, tmp_path)
+    code = export_main(["verify", "--onnx", str(fp32), str(out / "int8-onnxruntime.onnx"),
+                        str(out / "int8-tensorrt.onnx"), "--model", "edge", "--pairs", str(val), "--report",
+                        str(tmp_path / "report")])
+    reports = {r["precision"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "report").glob("*.json"))}
+    assert reports["fp32"]["passed"], reports["fp32"]["failures"]
+    for name in ("int8-onnxruntime", "int8-tensorrt"):
+        for task, summary in reports[name]["tasks"].items():
+            assert summary["psnr_db"] > 30, (name, task, summary["psnr_db"])
+    assert np.isfinite([s["max_abs"] for r in reports.values() for s in r["tasks"].values()]).all()
+    assert code in (0, 1)
