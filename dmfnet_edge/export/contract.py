@@ -16,12 +16,12 @@ from typing import Any
 
 from dmfnet_edge.artifacts import read_json, sha256_file
 from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.preprocess.tensor import MIN_NETWORK_SIDE as MIN_SIDE
+from dmfnet_edge.preprocess.tensor import SIZE_MULTIPLE
 
 INPUT_NAMES = ("mri", "other")
 OUTPUT_NAME = "fused"
 OPSET = 18
-SIZE_MULTIPLE = 16
-MIN_SIDE = 64
 DEFAULT_SIZE = 256
 MANIFEST_FORMAT = "dmfnet-edge-onnx"
 MANIFEST_VERSION = 1

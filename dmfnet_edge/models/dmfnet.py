@@ -17,7 +17,6 @@ from dmfnet_edge.models.diffusion import frozen_noise, tile_noise, timestep_gamm
 from dmfnet_edge.models.fusion import FusionNet
 from dmfnet_edge.models.unet import DiffusionUNet
 
-SIZE_MULTIPLE = 16
 
 
 class DMFNet(nn.Module):

@@ -11,6 +11,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dmfnet_edge.errors import InputError
+from dmfnet_edge.preprocess.tensor import MIN_NETWORK_SIDE, SIZE_MULTIPLE
+
 
 class Runner(Protocol):
     backend: str  # "torch", "onnxruntime", ...
@@ -25,8 +28,9 @@ def check_network_inputs(mri: np.ndarray, other: np.ndarray) -> None:
     """Raise ValueError when the arrays break the Runner contract (a caller bug, not user input)."""
     if mri.shape != other.shape or mri.ndim != 4 or mri.shape[1] != 1:
         raise ValueError(f"expected two (N, 1, H, W) arrays of one shape, got {mri.shape} and {other.shape}")
-    if mri.shape[2] % 16 or mri.shape[3] % 16 or min(mri.shape[2:]) < 64:
-        raise ValueError(f"H and W must be multiples of 16 and at least 64, got {mri.shape[2:]}")
+    if mri.shape[2] % SIZE_MULTIPLE or mri.shape[3] % SIZE_MULTIPLE or min(mri.shape[2:]) < MIN_NETWORK_SIDE:
+        raise ValueError(f"H and W must be multiples of {SIZE_MULTIPLE} and at least {MIN_NETWORK_SIDE}, got "
+                         f"{mri.shape[2:]}")
     if mri.dtype != np.float32 or other.dtype != np.float32:
         raise ValueError(f"expected float32 inputs, got {mri.dtype} and {other.dtype}")
 
@@ -35,8 +39,6 @@ def run_with_contract(contract: Any, run: Callable[[np.ndarray, np.ndarray], np.
                       other: np.ndarray, name: str) -> np.ndarray:
     """Call `run` on inputs shaped for a graph's contract: smaller images are mirror-padded up to a static size
     (and cropped back), larger ones refused; a static batch is filled with copies and trimmed."""
-    from dmfnet_edge.errors import InputError
-
     n, _, h, w = mri.shape
     if contract.static_size is not None:
         sh, sw = contract.static_size
