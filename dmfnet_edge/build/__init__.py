@@ -1,0 +1,1 @@
+"""TensorRT engine building, engine manifests and cache keys (TensorRT itself is imported lazily)."""
