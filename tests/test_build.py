@@ -2,6 +2,8 @@
 the plugin-node graph, and the runner's buffer logic against a fake engine and fake device memory."""
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -118,6 +120,8 @@ class FakeMemory:
         assert graph == "graph"
         self.launches += 1
         self.captured()
+        time.sleep(0.002)  # widen the window between the engine run and the copy back: races would show
+
 
 
 class FakeContext:
@@ -153,6 +157,20 @@ def test_runner_buffers_addresses_graph_and_contract():
     assert memory.launches == 2  # 3 pairs in static batches of 2
     with pytest.raises(Exception, match="--dynamic"):
         runner.fuse(np.zeros((1, 1, 112, 96), np.float32), np.zeros((1, 1, 112, 96), np.float32))
+
+
+def test_runner_shared_by_threads_matches_serial_use():
+    shape = (1, 1, 64, 64)
+    memory = FakeMemory()
+    tensors = [IOTensor(n, n != "fused", np.dtype(np.float32), shape) for n in ("mri", "other", "fused")]
+    runner = TensorRTRunner(tensors, FakeContext(memory, shape), memory, {"model": "edge", "engine_file": "x"})
+    rng = np.random.default_rng(3)
+    pairs = [tuple(rng.random(shape, dtype=np.float32) for _ in range(2)) for _ in range(8)]
+    serial = [runner.fuse(*p) for p in pairs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(lambda p: runner.fuse(*p), pairs * 3))
+    for i, out in enumerate(threaded):
+        assert np.array_equal(out, serial[i % len(pairs)])
 
 
 @pytest.mark.trt

@@ -7,6 +7,7 @@ buffers, so a call is: pinned host -> device copy, replay, device -> host copy.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ class GpuRunner:
         self.dtype = getattr(torch, DTYPES[precision])
         self.fused_kernels, self.cuda_graphs = fused_kernels, cuda_graphs
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any, Any]] = {}
+        self._lock = threading.Lock()  # CUDA graphs replay on shared static buffers: one call at a time
 
     def _forward(self, a, b):
         torch = self._torch
@@ -75,11 +77,12 @@ class GpuRunner:
         b = torch.from_numpy(other).pin_memory().to(self.device, non_blocking=True)
         if not self.cuda_graphs:
             return self._forward(a, b).float().cpu().numpy()
-        graph, static_a, static_b, out = self._graph(tuple(mri.shape))
-        static_a.copy_(a)
-        static_b.copy_(b)
-        graph.replay()
-        return out.float().cpu().numpy()
+        with self._lock:
+            graph, static_a, static_b, out = self._graph(tuple(mri.shape))
+            static_a.copy_(a)
+            static_b.copy_(b)
+            graph.replay()
+            return out.float().cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
         torch = self._torch

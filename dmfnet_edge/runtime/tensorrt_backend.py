@@ -9,6 +9,7 @@ tested with a fake engine and fake memory where no GPU and no TensorRT exist. To
 from __future__ import annotations
 
 import ctypes
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,6 +75,7 @@ class TensorRTRunner:
         for name, ptr in self.device_ptrs.items():
             context.set_tensor_address(name, ptr)
         self.model_name = manifest.get("model", "?")
+        self._lock = threading.Lock()  # one set of preallocated buffers: calls from several threads take turns
         self._run_once()  # warm-up (and lazy initialisation) outside any capture
         self.graph = memory.capture(self._enqueue) if cuda_graph else None
 
@@ -108,10 +110,11 @@ class TensorRTRunner:
         self.memory.synchronize()
 
     def _run(self, mri: np.ndarray, other: np.ndarray) -> np.ndarray:
-        self.host["mri"][...] = mri
-        self.host["other"][...] = other
-        self._run_once()
-        return self.host[OUTPUT_NAME].astype(np.float32, copy=True)
+        with self._lock:
+            self.host["mri"][...] = mri
+            self.host["other"][...] = other
+            self._run_once()
+            return self.host[OUTPUT_NAME].astype(np.float32, copy=True)
 
     def fuse(self, mri: np.ndarray, other: np.ndarray) -> np.ndarray:
         check_network_inputs(mri, other)
