@@ -40,13 +40,23 @@ def _version(dist: str) -> str:
 
 
 class _Reader:
-    """onnxruntime.quantization CalibrationDataReader over a list of input dicts."""
+    """onnxruntime.quantization CalibrationDataReader over a list of input dicts, readable in strides."""
 
     def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
-        self._items = iter(batches)
+        self._batches = batches
+        self.set_range(0, len(batches))
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._items = iter(self._batches[start_index:end_index])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._items, None)
+
+
+CALIBRATION_STRIDE = 2  # pairs whose activations are held at once before they are folded into the statistics
 
 
 def _ort_int8(src: Path, dst: Path, batches: list[dict[str, np.ndarray]], method: str) -> dict[str, Any]:
@@ -54,13 +64,17 @@ def _ort_int8(src: Path, dst: Path, batches: list[dict[str, np.ndarray]], method
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    stride = CALIBRATION_STRIDE if len(batches) % CALIBRATION_STRIDE == 0 else 1
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(Path(tmp) / "q.onnx"), _Reader(batches), quant_format=QuantFormat.QOperator,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]),
-                        extra_options={"CalibTensorRangeSymmetric": False})
+                        extra_options={"CalibTensorRangeSymmetric": False,
+                                       # collect in strides: the calibrators otherwise keep every intermediate
+                                       # tensor of every calibration pair (hundreds of MB per pair) at once
+                                       "CalibStridedMinMax": stride})
         atomic_write_bytes(dst, (Path(tmp) / "q.onnx").read_bytes())
     return {"tool": "onnxruntime.quantization.quantize_static", "tool_version": _version("onnxruntime"),
             "format": "QOperator", "per_channel": True, "activations": "uint8 asymmetric",
