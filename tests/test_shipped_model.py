@@ -45,14 +45,25 @@ def _first_pairs(root, per_task, tmp_path):
 
 
 @pytest.mark.slow
-def test_shipped_graphs_pass_their_gates_on_validation_pairs(shared_data, tmp_path):
+def test_shipped_fp32_graph_passes_its_gate_on_validation_pairs(shared_data, tmp_path):
     val = _first_pairs(shared_data / "val", 4, tmp_path)
-    graphs = [str(shipped_onnx("edge", "fp32")), str(shipped_onnx("edge", "int8"))]
-    code = export_main(["verify", "--onnx", *graphs, "--model", "edge", "--pairs", str(val), "--report",
-                        str(tmp_path / "report")])
-    reports = [json.loads(p.read_text()) for p in sorted((tmp_path / "report").glob("*.verify.json"))]
-    assert code == 0, [r["failures"] for r in reports]
-    assert {r["precision"] for r in reports} == {"fp32", "int8-onnxruntime"}
+    code = export_main(["verify", "--onnx", str(shipped_onnx("edge", "fp32")), "--model", "edge", "--pairs", str(val),
+                        "--report", str(tmp_path / "report")])
+    report = json.loads(next((tmp_path / "report").glob("*.verify.json")).read_text())
+    assert code == 0 and report["passed"], report["failures"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known: the ONNX Runtime INT8 graph of the shipped edge model misses its "
+                                       "accuracy gate (fused PSNR ~31 dB < 35 dB, Qabf/VIF 10-20 % off); "
+                                       "see docs/DEPLOYMENT.md. FP32 stays the default until it passes.")
+def test_shipped_int8_graph_passes_its_gate_on_validation_pairs(shared_data, tmp_path):
+    val = _first_pairs(shared_data / "val", 4, tmp_path)
+    code = export_main(["verify", "--onnx", str(shipped_onnx("edge", "int8")), "--model", "edge", "--pairs", str(val),
+                        "--report", str(tmp_path / "report")])
+    report = json.loads(next((tmp_path / "report").glob("*.verify.json")).read_text())
+    assert report["precision"] == "int8-onnxruntime" and all(s["psnr_db"] > 25 for s in report["tasks"].values())
+    assert code == 0 and report["passed"], report["failures"]
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from dmfnet_edge.runtime.base import Runner
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch", "gpu")
 ORT_PRECISIONS = ("fp32", "int8")
-DEFAULT_ORT_PRECISION = "int8"
+DEFAULT_ORT_PRECISION = "fp32"
 
 
 def shipped_onnx(name: str, precision: str) -> Path:
