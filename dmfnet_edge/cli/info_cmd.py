@@ -30,11 +30,21 @@ def run(args: argparse.Namespace) -> int:
         "parameters": {"unet": parameter_count(model.unet), "fusion": parameter_count(model.fusion)},
         f"gflop_per_pair_{args.size}": {k: round(v / 1e9, 3) for k, v in flops.items()},
         "weights_sha256": meta.get("weights_sha256"),
-        "training": meta.get("training_summary", meta.get("weights")),
+        "training": _training_summary(meta),
         "config": model.cfg.to_dict(),
     }
     print(json.dumps(info, indent=2))
     return 0
+
+
+def _training_summary(meta: dict) -> object:
+    """What the sidecar says about how the weights were trained (segments, steps, time, hardware, torch)."""
+    training = meta.get("training")
+    if not isinstance(training, dict):
+        return meta.get("weights", "not recorded")
+    keys = ("stage", "steps_done", "step", "train_seconds", "hardware", "torch", "pairs", "unet_checkpoint",
+            "segments")
+    return {k: training[k] for k in keys if k in training}
 
 
 COMMANDS = [("info", "describe a model: parameters, FLOPs, weights and config", configure, run)]
