@@ -13,7 +13,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
     p.add_argument("--device", default="cpu", help="torch device: cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=("fp32", "int8", "fp16", "bf16"),
-                   help="onnxruntime with a shipped model: fp32 or int8 graph (default int8); torch: fp32; "
+                   help="onnxruntime with a shipped model: fp32 (default) or int8 graph; torch: fp32; "
                         "gpu: fp16 (default), bf16 or fp32")
     p.add_argument("--threads", type=int, help="CPU threads for inference")
 
