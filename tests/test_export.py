@@ -130,6 +130,17 @@ def test_int8_recipes(exported, calibration, tmp_path, target, marker_op):
     assert diff.max() < 0.1
 
 
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_onnxruntime_int8_after_a_tensorrt_recipe_in_the_same_process(exported, calibration, tmp_path, method):
+    """Model Optimizer patches onnxruntime.quantization process-wide; ONNX Runtime's recipe must not notice."""
+    common = ["--onnx", str(exported["dynamic"]), "--precision", "int8", "--calibration", str(calibration)]
+    assert export_main(["quantize", *common, "--target", "tensorrt", "--method", "max",
+                        "-o", str(tmp_path / "trt.onnx")]) == 0
+    assert export_main(["quantize", *common, "--target", "onnxruntime", "--method", method,
+                        "-o", str(tmp_path / "ort.onnx")]) == 0
+    assert read_manifest(tmp_path / "ort.onnx")["ops"].get("QLinearConv", 0) > 0
+
+
 def test_fp16_recipe_keeps_normalisation_in_fp32(exported, tmp_path):
     out = tmp_path / "fp16.onnx"
     assert export_main(["quantize", "--onnx", str(exported["dynamic"]), "--precision", "fp16", "-o", str(out)]) == 0

@@ -11,6 +11,8 @@ Both INT8 flavours calibrate on the same manifest of real slices (see calibratio
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -60,6 +62,15 @@ CALIBRATION_STRIDE = 2  # pairs whose activations are held at once before they a
 
 
 def _ort_int8(src: Path, dst: Path, batches: list[dict[str, np.ndarray]], method: str) -> dict[str, Any]:
+    if "modelopt.onnx.quantization.ort_patching" in sys.modules:
+        # Model Optimizer patches onnxruntime.quantization's calibrators for the whole process once it is imported
+        # (after an int8-tensorrt recipe); ONNX Runtime's own quantizer then runs in a fresh, unpatched process.
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(_ort_int8_here, (src, dst, batches, method))
+    return _ort_int8_here(src, dst, batches, method)
+
+
+def _ort_int8_here(src: Path, dst: Path, batches: list[dict[str, np.ndarray]], method: str) -> dict[str, Any]:
     require("onnxruntime", purpose="INT8 quantization for ONNX Runtime")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
