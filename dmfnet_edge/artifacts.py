@@ -38,6 +38,14 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_versioned_manifest(path: Path, fmt: str, version: int) -> dict[str, Any]:
+    """A manifest sidecar (plain JSON) whose `format` and `manifest_version` must be exactly these."""
+    meta = read_json(path)
+    if meta.get("format") != fmt or meta.get("manifest_version") != version:
+        raise ModelFileError(f"{path}: not a {fmt} manifest version {version}")
+    return meta
+
+
 def resolve_weights(spec: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Turn 'edge', 'path/name', 'path/name.json' or 'path/name.safetensors' into (safetensors, json) paths."""
     text = str(spec)

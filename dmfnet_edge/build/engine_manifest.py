@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dmfnet_edge.artifacts import read_json, sha256_file
+from dmfnet_edge.artifacts import read_versioned_manifest, sha256_file
 from dmfnet_edge.errors import ModelFileError
 
 ENGINE_FORMAT = "dmfnet-edge-engine"
@@ -67,9 +67,7 @@ def read_engine_manifest(engine: Path, verify: bool = True) -> dict[str, Any]:
     sidecar = engine_manifest_path(engine)
     if not engine.is_file():
         raise ModelFileError(f"{engine}: engine file not found")
-    meta = read_json(sidecar)
-    if meta.get("format") != ENGINE_FORMAT or meta.get("manifest_version") != ENGINE_MANIFEST_VERSION:
-        raise ModelFileError(f"{sidecar}: not a {ENGINE_FORMAT} manifest version {ENGINE_MANIFEST_VERSION}")
+    meta = read_versioned_manifest(sidecar, ENGINE_FORMAT, ENGINE_MANIFEST_VERSION)
     if verify and sha256_file(engine) != meta.get("engine_sha256"):
         raise ModelFileError(f"{engine}: SHA-256 does not match its manifest; the engine is damaged or was swapped")
     return meta

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dmfnet_edge.artifacts import read_json, sha256_file
+from dmfnet_edge.artifacts import read_versioned_manifest, sha256_file
 from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.preprocess.tensor import MIN_NETWORK_SIDE as MIN_SIDE
 from dmfnet_edge.preprocess.tensor import SIZE_MULTIPLE
@@ -78,9 +78,7 @@ def read_manifest(onnx_path: Path, verify: bool = True) -> dict[str, Any]:
     sidecar = manifest_path(onnx_path)
     if not sidecar.is_file():
         raise ModelFileError(f"{sidecar}: manifest missing; export with 'dmfnet-export onnx' to get one")
-    meta = read_json(sidecar)
-    if meta.get("format") != MANIFEST_FORMAT or meta.get("manifest_version") != MANIFEST_VERSION:
-        raise ModelFileError(f"{sidecar}: not a {MANIFEST_FORMAT} manifest version {MANIFEST_VERSION}")
+    meta = read_versioned_manifest(sidecar, MANIFEST_FORMAT, MANIFEST_VERSION)
     if verify:
         expected = meta.get("onnx_sha256", "")
         actual = sha256_file(onnx_path)
