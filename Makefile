@@ -47,15 +47,18 @@ weights: $(VENV)/.installed
 	cp $(RUN)/dmfnet.json $(WEIGHTS)/dmfnet-edge.json
 	$(BIN)/dmfnet-export onnx --model edge -o $(WEIGHTS) --dynamic --name dmfnet-edge-fp32
 	$(BIN)/dmfnet-export quantize --onnx $(WEIGHTS)/dmfnet-edge-fp32.onnx --precision int8 --target onnxruntime \
-	    --method $(INT8_METHOD) --calibration calibration/harvard-train-16.json -o $(WEIGHTS)/dmfnet-edge-int8-onnxruntime.onnx
+	    --method $(INT8_METHOD) --calibration calibration/harvard-train-16.json --plot docs/figures/int8_sensitivity.png \
+	    -o $(WEIGHTS)/dmfnet-edge-int8-onnxruntime.onnx
 
-# The other recipes from the shipped weights: static fp32, fp16 (AutoCast), int8 Q/DQ for TensorRT, plugin graph.
+# The other recipes from the shipped weights: static fp32, fp16 (AutoCast), int8 Q/DQ for TensorRT (with the
+# mixed-precision plan of the shipped ONNX Runtime INT8 graph), plugin graph.
 export: $(VENV)/.installed
 	$(BIN)/dmfnet-export onnx --model edge -o $(EXPORT_OUT)
 	$(BIN)/dmfnet-export onnx --model edge -o $(EXPORT_OUT) --trt-plugins
 	$(BIN)/dmfnet-export quantize --onnx $(WEIGHTS)/dmfnet-edge-fp32.onnx --precision fp16 -o $(EXPORT_OUT)/dmfnet-edge-fp16.onnx
 	$(BIN)/dmfnet-export quantize --onnx $(WEIGHTS)/dmfnet-edge-fp32.onnx --precision int8 --target tensorrt \
-	    --method $(INT8_METHOD) --calibration calibration/harvard-train-16.json -o $(EXPORT_OUT)/dmfnet-edge-int8-tensorrt.onnx
+	    --method $(INT8_METHOD) --calibration calibration/harvard-train-16.json \
+	    --keep-fp32 $(WEIGHTS)/dmfnet-edge-int8-onnxruntime.onnx -o $(EXPORT_OUT)/dmfnet-edge-int8-tensorrt.onnx
 
 # Accuracy gates of every graph against the PyTorch reference on the whole validation split.
 verify: $(VENV)/.installed

@@ -48,7 +48,8 @@ def test_graph_follows_the_contract(exported):
     assert manifest["opset"] >= 18 and manifest["parity_max_abs_vs_torch"] <= 1e-4
     graph = onnx.load(str(exported["dynamic"]))
     ops = {n.op_type for n in graph.graph.node}
-    assert "Einsum" not in ops and {"MatMul", "Softmax", "InstanceNormalization"} <= ops
+    assert "Einsum" not in ops and {"MatMul", "Softmax", "LayerNormalization"} <= ops
+    assert "InstanceNormalization" not in ops  # rewritten for accuracy (accurate_group_norms)
     assert not ops & {"RandomNormal", "RandomNormalLike"}  # the noise is baked in
     dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["N", "", "H", "W"]
@@ -124,6 +125,9 @@ def test_int8_recipes(exported, calibration, tmp_path, target, marker_op):
     manifest = read_manifest(out)
     assert manifest["precision"] == f"int8-{target}" and manifest["calibration"]["per_modality"]["MRI-CT"] == 2
     assert manifest["ops"].get(marker_op, 0) > 0
+    plan = manifest["recipe"]["mixed_precision"]  # the default sensitivity search ran and is on record
+    assert plan["mode"] == "auto" and plan["probes"] == 4 and "ups.0" in plan["sensitivity_psnr_db"]
+    assert plan["probe_psnr_db"] >= 46.0 or plan["quantized_groups"] == 0
     rng = np.random.default_rng(0)
     mri, other = (rng.random((1, 1, 64, 64), dtype=np.float32) * 2 - 1 for _ in range(2))
     diff = np.abs(OnnxRuntimeRunner(out).fuse(mri, other) - TorchRunner(build_model("tiny")).fuse(mri, other))
@@ -149,9 +153,26 @@ def test_fp16_recipe_keeps_normalisation_in_fp32(exported, tmp_path):
     conv_weights = [n.input[1] for n in graph.graph.node if n.op_type == "Conv"]
     assert any(init_types.get(w) == onnx.TensorProto.FLOAT16 for w in conv_weights)
     assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    norms = [n for n in graph.graph.node if n.op_type == "InstanceNormalization"]
+    norms = [n for n in graph.graph.node if n.op_type == "LayerNormalization"]
     assert norms and all(init_types.get(n.input[1], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for n in norms)
     assert read_manifest(out)["precision"] == "fp16"
+
+
+def test_int8_layer_groups_can_be_named_or_all_quantized(exported, calibration, tmp_path, capsys):
+    common = ["quantize", "--onnx", str(exported["dynamic"]), "--precision", "int8", "--calibration",
+              str(calibration), "--method", "max"]
+    assert export_main([*common, "--keep-fp32", "none", "-o", str(tmp_path / "all.onnx")]) == 0
+    assert read_manifest(tmp_path / "all.onnx")["recipe"]["mixed_precision"]["kept_fp32"] == []
+    assert export_main([*common, "--keep-fp32", "ups.0,fusion/head", "-o", str(tmp_path / "two.onnx")]) == 0
+    graph = onnx.load(str(tmp_path / "two.onnx"))
+    assert all(n.op_type == "Conv" for n in graph.graph.node if n.name.startswith(("/ups.0/", "/fusion/head/"))
+               and n.op_type in ("Conv", "QLinearConv"))
+    assert any(n.op_type == "QLinearConv" for n in graph.graph.node if n.name.startswith("/ups.1/"))
+    capsys.readouterr()
+    assert export_main([*common, "--keep-fp32", "ups.0,no.such", "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "no.such" in err and "no such layer group" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_int8_needs_calibration(exported, tmp_path, capsys):

@@ -54,9 +54,6 @@ def test_shipped_fp32_graph_passes_its_gate_on_validation_pairs(shared_data, tmp
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known: the ONNX Runtime INT8 graph of the shipped edge model misses its "
-                                       "accuracy gate (fused PSNR ~31 dB < 35 dB, Qabf/VIF 10-20 % off); "
-                                       "see docs/DEPLOYMENT.md. FP32 stays the default until it passes.")
 def test_shipped_int8_graph_passes_its_gate_on_validation_pairs(shared_data, tmp_path):
     val = _first_pairs(shared_data / "val", 4, tmp_path)
     code = export_main(["verify", "--onnx", str(shipped_onnx("edge", "int8")), "--model", "edge", "--pairs", str(val),
@@ -77,18 +74,22 @@ def test_export_quantize_verify_the_edge_model_from_scratch(shared_data, tmp_pat
     small = dict(cal, pairs=[p for i, p in enumerate(cal["pairs"]) if i % 4 == 0])  # 4 per modality, for time
     (tmp_path / "cal.json").write_text(json.dumps(small))
     root = str(shared_data / "train")
-    for target, method in (("onnxruntime", "percentile"), ("tensorrt", "max")):
+    for target, method, keep in (("onnxruntime", "percentile", "auto"),
+                                 ("tensorrt", "max", str(out / "int8-onnxruntime.onnx"))):  # reuse the plan
         assert export_main(["quantize", "--onnx", str(fp32), "--precision", "int8", "--target", target, "--method",
                             method, "--calibration", str(tmp_path / "cal.json"), "--calibration-root", root,
-                            "-o", str(out / f"int8-{target}.onnx")]) == 0
+                            "--keep-fp32", keep, "-o", str(out / f"int8-{target}.onnx")]) == 0
+    plans = {t: read_manifest(out / f"int8-{t}.onnx")["recipe"]["mixed_precision"] for t in ("onnxruntime", "tensorrt")}
+    assert plans["onnxruntime"]["mode"] == "auto" and plans["onnxruntime"]["probe_psnr_db"] >= 46.0
+    assert plans["tensorrt"]["kept_fp32"] == plans["onnxruntime"]["kept_fp32"]
     val = _first_pairs(shared_data / "val", 2, tmp_path)
     code = export_main(["verify", "--onnx", str(fp32), str(out / "int8-onnxruntime.onnx"),
                         str(out / "int8-tensorrt.onnx"), "--model", "edge", "--pairs", str(val), "--report",
                         str(tmp_path / "report")])
     reports = {r["precision"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "report").glob("*.json"))}
     assert reports["fp32"]["passed"], reports["fp32"]["failures"]
-    for name in ("int8-onnxruntime", "int8-tensorrt"):
+    for name in ("int8-onnxruntime", "int8-tensorrt"):  # the gate asks >= 35 dB; all-INT8 gave 31-32 dB
         for task, summary in reports[name]["tasks"].items():
-            assert summary["psnr_db"] > 30, (name, task, summary["psnr_db"])
+            assert summary["psnr_db"] > 38, (name, task, summary["psnr_db"])
     assert np.isfinite([s["max_abs"] for r in reports.values() for s in r["tasks"].values()]).all()
     assert code in (0, 1)

@@ -90,7 +90,29 @@ def configure_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="entropy", choices=["entropy", "max", "percentile"])
     p.add_argument("--high-precision", default="fp32", choices=["fp32", "fp16"],
                    help="int8 tensorrt: type of the layers left unquantized")
+    p.add_argument("--keep-fp32", default="auto", metavar="auto|none|GROUP[,GROUP...]|INT8.onnx",
+                   help="int8: layer groups left in FP32. auto (default): a sensitivity search on calibration "
+                        "pairs keeps the fewest groups that reach --target-psnr against FP32; none: quantize "
+                        "everything; named groups (e.g. ups.12,fusion/head); or an INT8 graph of the same model "
+                        "whose recorded plan to reuse (e.g. the ONNX Runtime flavour for the TensorRT one)")
+    p.add_argument("--target-psnr", type=float, default=46.0,
+                   help="int8 --keep-fp32 auto: probe PSNR vs FP32 (dB) the search must reach (default 46)")
+    p.add_argument("--plot", type=Path, help="int8 with --keep-fp32 auto: PNG bar chart of the sensitivity search")
     p.add_argument("-o", "--out", required=True, type=Path, help="output .onnx")
+
+
+def _keep_fp32(value: str) -> str | list[str]:
+    """--keep-fp32: auto, none, a comma-separated group list, or an INT8 graph whose recorded plan is reused."""
+    if value in ("auto", "none"):
+        return value
+    if value.endswith(".onnx"):
+        from dmfnet_edge.export.contract import read_manifest
+
+        plan = read_manifest(Path(value)).get("recipe", {}).get("mixed_precision")
+        if not plan:
+            raise InputError(f"--keep-fp32 {value}: its manifest records no mixed-precision plan")
+        return list(plan["kept_fp32"]) or "none"
+    return [g for g in value.split(",") if g]
 
 
 def run_quantize(args: argparse.Namespace) -> int:
@@ -103,9 +125,22 @@ def run_quantize(args: argparse.Namespace) -> int:
         batches = list(network_batches(pairs))
         calibration = {"manifest": args.calibration.name, "set_sha256": meta["set_sha256"],
                        "per_modality": meta["per_modality"]}
+    keep = _keep_fp32(args.keep_fp32)
     manifest = quantize_onnx(args.onnx, args.out, args.precision, args.target, args.method, batches, calibration,
-                             args.high_precision)
+                             args.high_precision, keep, args.target_psnr)
     print(f"{args.out}: {manifest['precision']} ({manifest['recipe']['tool']})")
+    plan = manifest["recipe"].get("mixed_precision")
+    if plan:
+        kept = ", ".join(plan["kept_fp32"]) or "none"
+        probe = f"; probe PSNR vs FP32 {plan['probe_psnr_db']:.1f} dB" if "probe_psnr_db" in plan else ""
+        full = plan.get("all_int8_probe_psnr_db")
+        full = f" (all-INT8 on ONNX Runtime: {full:.1f} dB)" if full is not None else ""
+        print(f"  kept in FP32 ({plan['mode']}): {kept}{probe}{full}")
+        if args.plot:
+            from dmfnet_edge.export.quantize import plot_mixed_precision
+
+            plot_mixed_precision(plan, args.plot, f"{manifest.get('model', '?')} {manifest['precision']}")
+            print(f"  sensitivity plot: {args.plot}")
     return 0
 
 

@@ -5,13 +5,18 @@
   ONNX Runtime for accuracy checks only (it is slower there than FP32).
 * int8-onnxruntime: ONNX Runtime's static quantizer (QOperator, per-channel weights, entropy/minmax/percentile
   calibration), the fast graph for the CPU default.
-Both INT8 flavours calibrate on the same manifest of real slices (see calibration.py).
+Both INT8 flavours calibrate on the same manifest of real slices (see calibration.py), and both are mixed
+precision by default: a sensitivity search on calibration pairs (never validation pairs) finds the layer groups
+whose 8-bit activations cost the most accuracy and keeps them in FP32 (see `plan_mixed_precision`).
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import multiprocessing
+import re
 import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
@@ -28,8 +33,8 @@ from dmfnet_edge.export.onnx_export import build_manifest, op_inventory
 from dmfnet_edge.io.images import atomic_write_bytes
 
 log = logging.getLogger(__name__)
-FP16_KEEP_FP32 = ["InstanceNormalization", "GroupNormalization", "ReduceMean", "ReduceMax", "GlobalAveragePool",
-                  "Softmax", "Tanh", "Sqrt", "Pow", "Div"]
+FP16_KEEP_FP32 = ["LayerNormalization", "InstanceNormalization", "GroupNormalization", "ReduceMean", "ReduceMax",
+                  "GlobalAveragePool", "Softmax", "Tanh", "Sqrt", "Pow", "Div"]
 ORT_METHODS = {"entropy": "Entropy", "max": "MinMax", "percentile": "Percentile"}
 MODELOPT_METHODS = {"entropy": "entropy", "max": "max"}
 
@@ -59,53 +64,190 @@ class _Reader:
 
 
 CALIBRATION_STRIDE = 2  # pairs whose activations are held at once before they are folded into the statistics
+KEEP_FP32_AUTO, KEEP_FP32_NONE = "auto", "none"
+# What the mixed-precision search aims for on its probes. The INT8 gate asks for >= 35 dB and Qabf/VIF/SSIM within
+# 2 %; the metrics are the binding part: on the edge model a plan at 42.7 dB still moved SPECT's VIF by 2.5 %.
+TARGET_PROBE_PSNR_DB = 46.0
+PROBE_PAIRS = 6  # calibration pairs (evenly spaced, so every modality) the search measures PSNR on
+FINE_GROUPED = ("fusion",)  # top-level modules split one level further (the fusion network's per-scale modules)
+SHAPE_OPS = {"Gather", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Split", "Pad"}  # quantizable, but move data
 
 
-def _ort_int8(src: Path, dst: Path, batches: list[dict[str, np.ndarray]], method: str) -> dict[str, Any]:
+def layer_group(node_name: str) -> str:
+    """The layer group of an exported node: its top-level module ('downs.0', 'ups.12', 'fusion/head', ...);
+    nodes of the top-level graph itself (noising, skip concatenations) form the group 'graph'."""
+    parts = node_name.strip("/").split("/")
+    if len(parts) == 1:
+        return "graph"
+    if parts[0] in FINE_GROUPED and len(parts) > 2:
+        return f"{parts[0]}/{parts[1]}"
+    return parts[0]
+
+
+def layer_groups(model: Any) -> dict[str, list[str]]:
+    """Group -> names of its nodes that INT8 would quantize (compute ops; data-movement ops left out)."""
+    from onnxruntime.quantization.registry import QLinearOpsRegistry
+
+    groups: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        if node.op_type in QLinearOpsRegistry and node.op_type not in SHAPE_OPS:
+            groups.setdefault(layer_group(node.name), []).append(node.name)
+    return groups
+
+
+def _output_psnr(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """PSNR in dB of network outputs ([-1, 1], scaled to 8 bits) against the FP32 graph's, over all probes."""
+    mse = float(np.mean([np.mean(((o - r) * 127.5).astype(np.float64) ** 2) for o, r in zip(outputs, reference)]))
+    return 99.0 if mse == 0 else min(99.0, 10 * math.log10(255.0**2 / mse))
+
+
+def _session_outputs(path: Path, probes: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [session.run(None, probe)[0] for probe in probes]
+
+
+def _probes(batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    picks = np.unique(np.round(np.linspace(0, len(batches) - 1, min(PROBE_PAIRS, len(batches)))).astype(int))
+    return [batches[i] for i in picks]
+
+
+def plan_mixed_precision(groups: dict[str, list[str]], quantize_only, measure, target_db: float = TARGET_PROBE_PSNR_DB
+                         ) -> dict[str, Any]:
+    """Choose the layer groups to keep in FP32 so that the INT8 graph reaches `target_db` on the probes.
+
+    `quantize_only(names)` writes a graph in which only `names` are quantized (None: all but nothing excluded)
+    and returns its path; `measure(path)` returns its probe PSNR. Sensitivity of a group = the PSNR with only that
+    group quantized. Quantization errors of separate groups add roughly as independent noise, so their MSEs are
+    summed: the most sensitive groups are kept in FP32 until the predicted PSNR reaches the target; the plan is
+    then checked on the real mixed graph and widened one group at a time while it falls short.
+    """
+    sensitivity = {g: measure(quantize_only(names)) for g, names in groups.items()}
+    mse = {g: 255.0**2 * 10 ** (-db / 10) for g, db in sensitivity.items()}
+    order = sorted(groups, key=lambda g: -mse[g])
+    keep: list[str] = []
+    while order[len(keep):]:
+        predicted = sum(mse[g] for g in order[len(keep):])
+        if 10 * math.log10(255.0**2 / max(predicted, 1e-12)) >= target_db:
+            break
+        keep.append(order[len(keep)])
+    while True:
+        names = [n for g in order if g not in keep for n in groups[g]]
+        achieved = measure(quantize_only(names)) if names else 99.0
+        if achieved >= target_db or len(keep) == len(order):
+            break
+        keep.append(order[len(keep)])
+    return {"mode": KEEP_FP32_AUTO, "target_probe_psnr_db": target_db, "kept_fp32": keep,
+            "quantized_groups": len(order) - len(keep), "probe_psnr_db": round(achieved, 2),
+            "sensitivity_psnr_db": {g: round(sensitivity[g], 2) for g in order}}
+
+
+def _given_plan(groups: dict[str, list[str]], keep_fp32: str | list[str]) -> dict[str, Any]:
+    keep = [] if keep_fp32 == KEEP_FP32_NONE else list(keep_fp32)
+    unknown = sorted(set(keep) - set(groups))
+    if unknown:
+        raise InputError(f"--keep-fp32 {','.join(unknown)}: no such layer group; the groups are {', '.join(groups)}")
+    return {"mode": "given" if keep else KEEP_FP32_NONE, "kept_fp32": keep, "quantized_groups": len(groups) - len(keep),
+            "excluded_nodes": [n for g in keep for n in groups[g]]}
+
+
+def _ort_int8(src: Path, dst: Path | None, batches: list[dict[str, np.ndarray]], method: str,
+              keep_fp32: str | list[str], target_db: float = TARGET_PROBE_PSNR_DB) -> dict[str, Any]:
     if "modelopt.onnx.quantization.ort_patching" in sys.modules:
         # Model Optimizer patches onnxruntime.quantization's calibrators for the whole process once it is imported
         # (after an int8-tensorrt recipe); ONNX Runtime's own quantizer then runs in a fresh, unpatched process.
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            return pool.apply(_ort_int8_here, (src, dst, batches, method))
-    return _ort_int8_here(src, dst, batches, method)
+            return pool.apply(_ort_int8_here, (src, dst, batches, method, keep_fp32, target_db))
+    return _ort_int8_here(src, dst, batches, method, keep_fp32, target_db)
 
 
-def _ort_int8_here(src: Path, dst: Path, batches: list[dict[str, np.ndarray]], method: str) -> dict[str, Any]:
+def _ort_int8_here(src: Path, dst: Path | None, batches: list[dict[str, np.ndarray]], method: str,
+                   keep_fp32: str | list[str], target_db: float = TARGET_PROBE_PSNR_DB) -> dict[str, Any]:
+    """ONNX Runtime static INT8 of `src` into `dst` with the mixed-precision plan `keep_fp32` (auto, none or
+    group names); with `dst` None only the plan is made (for the TensorRT flavour)."""
     require("onnxruntime", purpose="INT8 quantization for ONNX Runtime")
+    onnx = require("onnx", purpose="INT8 quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     stride = CALIBRATION_STRIDE if len(batches) % CALIBRATION_STRIDE == 0 else 1
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
+        prepared, cache = Path(tmp) / "prepared.onnx", Path(tmp) / "calibration-cache.json"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(Path(tmp) / "q.onnx"), _Reader(batches), quant_format=QuantFormat.QOperator,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]),
-                        extra_options={"CalibTensorRangeSymmetric": False,
-                                       # collect in strides: the calibrators otherwise keep every intermediate
-                                       # tensor of every calibration pair (hundreds of MB per pair) at once
-                                       "CalibStridedMinMax": stride})
-        atomic_write_bytes(dst, (Path(tmp) / "q.onnx").read_bytes())
-    return {"tool": "onnxruntime.quantization.quantize_static", "tool_version": _version("onnxruntime"),
-            "format": "QOperator", "per_channel": True, "activations": "uint8 asymmetric",
-            "weights": "int8 symmetric per-channel", "method": method}
+        groups = layer_groups(onnx.load(str(prepared)))
+        given = None if keep_fp32 == KEEP_FP32_AUTO else _given_plan(groups, keep_fp32)  # bad names fail early
+        counter = iter(range(1 << 30))
+
+        def quantize(names: list[str] | None, exclude: list[str] | None = None) -> Path:
+            out = Path(tmp) / f"q{next(counter)}.onnx"
+            # the first call calibrates and writes the cache; every later one reuses those ranges
+            quantize_static(str(prepared), str(out), None if cache.is_file() else _Reader(batches),
+                            quant_format=QuantFormat.QOperator, per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod,
+                                                                                  ORT_METHODS[method]),
+                            nodes_to_quantize=names, nodes_to_exclude=exclude, calibration_cache_path=str(cache),
+                            extra_options={"CalibTensorRangeSymmetric": False,
+                                           # collect in strides: the calibrators otherwise keep every intermediate
+                                           # tensor of every calibration pair (hundreds of MB per pair) at once
+                                           "CalibStridedMinMax": stride})
+            return out
+
+        probes = _probes(batches)
+        reference = _session_outputs(src, probes)
+
+        def measure(path: Path) -> float:
+            value = _output_psnr(_session_outputs(path, probes), reference)
+            path.unlink()
+            return value
+
+        full = quantize(None)  # calibrates
+        all_int8_db = _output_psnr(_session_outputs(full, probes), reference)
+        if given is None:
+            plan = plan_mixed_precision(groups, quantize, measure, target_db)
+            plan["excluded_nodes"] = [n for g in plan["kept_fp32"] for n in groups[g]]
+        else:
+            plan = given
+        plan["all_int8_probe_psnr_db"] = round(all_int8_db, 2)
+        plan["probes"] = len(probes)
+        if dst is not None:
+            final = quantize(None, plan["excluded_nodes"]) if plan["kept_fp32"] else full
+            plan["probe_psnr_db"] = round(_output_psnr(_session_outputs(final, probes), reference), 2)
+            atomic_write_bytes(dst, final.read_bytes())
+    recipe = {"tool": "onnxruntime.quantization.quantize_static", "tool_version": _version("onnxruntime"),
+              "format": "QOperator", "per_channel": True, "activations": "uint8 asymmetric",
+              "weights": "int8 symmetric per-channel", "method": method}
+    return {**recipe, "mixed_precision": plan}
 
 
 def _modelopt_int8(src: Path, dst: Path, batches: list[dict[str, np.ndarray]], method: str,
-                   high_precision: str) -> dict[str, Any]:
+                   high_precision: str, keep_fp32: str | list[str], target_db: float) -> dict[str, Any]:
     require("modelopt.onnx.quantization", extra="quantize", purpose="INT8 Q/DQ for TensorRT")
+    if keep_fp32 == KEEP_FP32_AUTO:
+        # the layer groups to keep come from the same search on ONNX Runtime's quantizer (same calibration set;
+        # Model Optimizer's Q/DQ placement differs, which the accuracy gate then checks on the result)
+        plan = _ort_int8(src, None, batches, method, keep_fp32, target_db)["mixed_precision"]
+        plan["planned_on"] = "onnxruntime.quantization (QOperator), the same calibration set"
+    else:
+        require("onnxruntime", purpose="INT8 layer groups")
+        plan = _given_plan(layer_groups(require("onnx", purpose="INT8").load(str(src))), keep_fp32)
     from modelopt.onnx.quantization import quantize
 
     data = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    exclude = [f"^{re.escape(name)}$" for name in plan["excluded_nodes"]] or None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "q.onnx"
         quantize(str(src), quantize_mode="int8", calibration_data=data, calibration_method=MODELOPT_METHODS[method],
                  calibration_eps=["cpu"], high_precision_dtype=high_precision, output_path=str(out),
-                 log_level="WARNING")
+                 nodes_to_exclude=exclude, log_level="WARNING")
+        probes = _probes(batches)
+        plan["probe_psnr_db"] = round(_output_psnr(_session_outputs(out, probes), _session_outputs(src, probes)), 2)
         atomic_write_bytes(dst, out.read_bytes())
     return {"tool": "modelopt.onnx.quantization.quantize", "tool_version": _version("nvidia-modelopt"),
-            "format": "QDQ (explicit, TensorRT)", "method": method, "high_precision_dtype": high_precision}
+            "format": "QDQ (explicit, TensorRT)", "method": method, "high_precision_dtype": high_precision,
+            "mixed_precision": plan}
 
 
 def _autocast_fp16(src: Path, dst: Path, sample: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -139,7 +281,8 @@ def recipe_name(precision: str, target: str) -> str:
 
 def quantize_onnx(src: Path, dst: Path, precision: str, target: str, method: str = "entropy",
                   batches: list[dict[str, np.ndarray]] | None = None, calibration: dict[str, Any] | None = None,
-                  high_precision: str = "fp32") -> dict[str, Any]:
+                  high_precision: str = "fp32", keep_fp32: str | list[str] = KEEP_FP32_AUTO,
+                  target_db: float = TARGET_PROBE_PSNR_DB) -> dict[str, Any]:
     """Write the `precision`/`target` recipe of the FP32 graph `src` to `dst` with its manifest."""
     onnx = require("onnx", purpose="quantization")
     parent = read_manifest(src)
@@ -152,8 +295,10 @@ def quantize_onnx(src: Path, dst: Path, precision: str, target: str, method: str
             raise InputError(f"--method {method}: {target} supports {', '.join(valid)}")
         if not batches:
             raise InputError("INT8 needs a calibration set: pass --calibration calibration/<set>.json")
-        recipe = (_ort_int8(src, dst, batches, method) if target == "onnxruntime"
-                  else _modelopt_int8(src, dst, batches, method, high_precision))
+        if not 20 <= target_db <= 99:
+            raise InputError(f"--target-psnr {target_db:g}: choose a value between 20 and 99 dB")
+        recipe = (_ort_int8(src, dst, batches, method, keep_fp32, target_db) if target == "onnxruntime"
+                  else _modelopt_int8(src, dst, batches, method, high_precision, keep_fp32, target_db))
     else:
         recipe = _autocast_fp16(src, dst, batches[0] if batches else _synthetic_pair(contract_of(parent)))
     contract: IOContract = contract_of(parent)
@@ -163,3 +308,34 @@ def quantize_onnx(src: Path, dst: Path, precision: str, target: str, method: str
     manifest = build_manifest(dst, contract, name, info)
     write_json_atomic(manifest_path(dst), manifest)
     return manifest
+
+
+def plot_mixed_precision(plan: dict[str, Any], path: Path, title: str = "INT8 sensitivity") -> None:
+    """Bar chart of a mixed-precision plan: probe PSNR with only each layer group quantized, kept groups marked."""
+    matplotlib = require("matplotlib", extra="dev", purpose="the sensitivity plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sensitivity = plan.get("sensitivity_psnr_db")
+    if not sensitivity:
+        raise InputError("the sensitivity plot needs --keep-fp32 auto (no search was run)")
+    groups = sorted(sensitivity, key=lambda g: sensitivity[g])
+    kept = set(plan["kept_fp32"])
+    fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(groups) + 1.4))
+    ax.barh(groups, [sensitivity[g] for g in groups], color=["#c0392b" if g in kept else "#5d8aa8" for g in groups])
+    target = plan["target_probe_psnr_db"]
+    ax.axvline(target, color="k", ls="--", lw=0.8, label=f"target {target:g} dB")
+    ax.invert_yaxis()
+    ax.set_xlabel("probe PSNR vs FP32 with only this group in INT8 (dB; higher = less sensitive)")
+    ax.set_xlim(min(30.0, min(sensitivity.values()) - 2), 80)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(handles=[*ax.get_legend_handles_labels()[0],
+                       plt.Rectangle((0, 0), 1, 1, color="#c0392b", label="kept in FP32"),
+                       plt.Rectangle((0, 0), 1, 1, color="#5d8aa8", label="INT8")], fontsize=7, loc="lower right")
+    ax.set_title(f"{title}: all-INT8 {plan['all_int8_probe_psnr_db']:.1f} dB -> mixed {plan['probe_psnr_db']:.1f} dB "
+                 f"({len(kept)} of {len(groups)} groups in FP32)", fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -17,6 +17,8 @@ from dmfnet_edge.runtime.base import Runner
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch", "gpu")
 ORT_PRECISIONS = ("fp32", "int8")
+# The shipped INT8 graph (mixed precision) passes its accuracy gate but runs at about 0.9x the FP32 graph's speed on
+# CPU (docs/DEPLOYMENT.md, section 6), so FP32, the more accurate one, is the default.
 DEFAULT_ORT_PRECISION = "fp32"
 
 
