@@ -87,7 +87,7 @@ def accurate_group_norms(model: Any) -> int:
     constants.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant"
                       for a in n.attribute if a.name == "value"})
     one, zero = "group_norm/unit_scale", "group_norm/zero_bias"
-    changed = 0
+    changed, renamed = 0, {}
     for i, node in enumerate(graph.node):
         if node.op_type != "InstanceNormalization" or len(node.input) != 3:
             continue
@@ -100,9 +100,19 @@ def accurate_group_norms(model: Any) -> int:
             graph.initializer.extend([numpy_helper.from_array(np.ones(1, np.float32), one),
                                       numpy_helper.from_array(np.zeros(1, np.float32), zero)])
         eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
-        graph.node[i].CopyFrom(helper.make_node("LayerNormalization", [node.input[0], one, zero], list(node.output),
-                                                name=node.name, axis=2, epsilon=eps, stash_type=1))
+        outputs = [o.replace("InstanceNormalization", "LayerNormalization") for o in node.output]
+        renamed.update({o: r for o, r in zip(node.output, outputs) if o != r})
+        graph.node[i].CopyFrom(helper.make_node("LayerNormalization", [node.input[0], one, zero], outputs,
+                                                name=node.name.replace("InstanceNormalization", "LayerNormalization"),
+                                                axis=2, epsilon=eps, stash_type=1))
         changed += 1
+    for node in graph.node:  # consumers of a renamed output
+        for k, name in enumerate(node.input):
+            if name in renamed:
+                node.input[k] = renamed[name]
+    for value in [*graph.output, *graph.value_info]:
+        if value.name in renamed:
+            value.name = renamed[value.name]
     if changed:
         used = {name for n in graph.node for name in n.input}
         unused = [t for t in graph.initializer if t.name not in used]
