@@ -193,6 +193,23 @@ def test_verify_passes_fp32_and_catches_a_wrong_graph(exported, pairs, tmp_path)
     assert not report["passed"] and "max abs error" in report["failures"][0]
 
 
+def test_verify_reference_cache_gives_the_same_reports_with_one_reference_pass(exported, pairs):
+    class Counting(TorchRunner):
+        calls = 0
+
+        def fuse(self, mri, other):
+            Counting.calls += 1
+            return super().fuse(mri, other)
+
+    reference, candidate = Counting(build_model("tiny")), OnnxRuntimeRunner(exported["dynamic"])
+    found = find_pairs(pairs)
+    plain, _ = verify_runner(candidate, "fp32", reference, found)
+    Counting.calls, cache = 0, {}
+    first, _ = verify_runner(candidate, "fp32", reference, found, cache=cache)
+    second, _ = verify_runner(candidate, "fp32", reference, found, cache=cache)
+    assert Counting.calls == len(found) and plain == first == second
+
+
 def test_runtime_works_without_torch(exported, pairs, tmp_path):
     """The ONNX Runtime path imports and runs with torch made unimportable."""
     out = tmp_path / "fused.png"

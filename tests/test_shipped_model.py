@@ -45,22 +45,17 @@ def _first_pairs(root, per_task, tmp_path):
 
 
 @pytest.mark.slow
-def test_shipped_fp32_graph_passes_its_gate_on_validation_pairs(shared_data, tmp_path):
+def test_shipped_graphs_pass_their_gates_on_validation_pairs(shared_data, tmp_path):
+    """The FP32 default and the mixed-precision INT8 graph, in one verify run (one PyTorch reference pass)."""
     val = _first_pairs(shared_data / "val", 4, tmp_path)
-    code = export_main(["verify", "--onnx", str(shipped_onnx("edge", "fp32")), "--model", "edge", "--pairs", str(val),
-                        "--report", str(tmp_path / "report")])
-    report = json.loads(next((tmp_path / "report").glob("*.verify.json")).read_text())
-    assert code == 0 and report["passed"], report["failures"]
-
-
-@pytest.mark.slow
-def test_shipped_int8_graph_passes_its_gate_on_validation_pairs(shared_data, tmp_path):
-    val = _first_pairs(shared_data / "val", 4, tmp_path)
-    code = export_main(["verify", "--onnx", str(shipped_onnx("edge", "int8")), "--model", "edge", "--pairs", str(val),
-                        "--report", str(tmp_path / "report")])
-    report = json.loads(next((tmp_path / "report").glob("*.verify.json")).read_text())
-    assert report["precision"] == "int8-onnxruntime" and all(s["psnr_db"] > 25 for s in report["tasks"].values())
-    assert code == 0 and report["passed"], report["failures"]
+    code = export_main(["verify", "--onnx", str(shipped_onnx("edge", "fp32")), str(shipped_onnx("edge", "int8")),
+                        "--model", "edge", "--pairs", str(val), "--report", str(tmp_path / "report")])
+    reports = {r["precision"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "report").glob("*.json"))}
+    assert set(reports) == {"fp32", "int8-onnxruntime"}
+    assert all(s["psnr_db"] > 25 for s in reports["int8-onnxruntime"]["tasks"].values())
+    for report in reports.values():
+        assert report["passed"], report["failures"]
+    assert code == 0
 
 
 @pytest.mark.slow

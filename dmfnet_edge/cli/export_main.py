@@ -169,10 +169,11 @@ def run_verify(args: argparse.Namespace) -> int:
         expected = runner.manifest.get("weights_sha256")
         if expected and meta.get("weights_sha256") and expected != meta["weights_sha256"]:
             raise InputError(f"{runner.path.name} was exported from other weights than --model {args.model}")
-    ok = True
+    ok, cache = True, {}  # the reference output and metrics of every pair, computed once for all candidates
     for runner in candidates:
         with bar(len(pairs), f"verify {runner.path.name}", "pair") as progress:
-            report, worst = verify_runner(runner, runner.precision, reference, pairs, lambda: progress.update(1))
+            report, worst = verify_runner(runner, runner.precision, reference, pairs, lambda: progress.update(1),
+                                          cache)
         json_path, png_path = write_report(report, worst, args.report, runner.path.stem)
         _print_verdict(runner.path.name, report, json_path, png_path)
         ok &= report["passed"]

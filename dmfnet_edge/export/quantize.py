@@ -13,6 +13,7 @@ whose 8-bit activations cost the most accuracy and keeps them in FP32 (see `plan
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import math
 import multiprocessing
@@ -179,7 +180,7 @@ def _ort_int8_here(src: Path, dst: Path | None, batches: list[dict[str, np.ndarr
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         groups = layer_groups(onnx.load(str(prepared)))
         given = None if keep_fp32 == KEEP_FP32_AUTO else _given_plan(groups, keep_fp32)  # bad names fail early
-        counter = iter(range(1 << 30))
+        counter = itertools.count()
 
         def quantize(names: list[str] | None, exclude: list[str] | None = None) -> Path:
             out = Path(tmp) / f"q{next(counter)}.onnx"

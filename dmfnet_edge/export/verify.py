@@ -61,16 +61,29 @@ class PairResult:
     test_metrics: dict[str, float]
 
 
-def compare_pair(pair: ImagePair, reference: Runner, candidate: Runner) -> PairResult:
+ReferenceCache = dict[tuple[str, str], tuple[np.ndarray, FusedImage, dict[str, float]]]
+
+
+def compare_pair(pair: ImagePair, reference: Runner, candidate: Runner,
+                 cache: ReferenceCache | None = None) -> PairResult:
+    """One pair through both runners; `cache` keeps the reference's output and metrics for the next candidate."""
     mri, other = read_image(pair.mri), read_image(pair.other)
     prepared = prepare_pair(mri, other, f"{pair.task}/{pair.name}")
     inputs = prepared.mri[None, None], prepared.other[None, None]
-    ref_raw, test_raw = reference.fuse(*inputs)[0, 0], candidate.fuse(*inputs)[0, 0]
-    ref, test = finish(prepared, ref_raw), finish(prepared, test_raw)
+    key = (pair.task, pair.name)
+    if cache is None or key not in cache:
+        ref_raw = reference.fuse(*inputs)[0, 0]
+        ref = finish(prepared, ref_raw)
+        entry = (ref_raw, ref, pair_metrics(pair, ref.pixels, mri, other))
+        if cache is not None:
+            cache[key] = entry
+    ref_raw, ref, ref_metrics = entry if cache is None else cache[key]
+    test_raw = candidate.fuse(*inputs)[0, 0]
+    test = finish(prepared, test_raw)
     h, w = prepared.height, prepared.width
     diff = np.abs(test_raw[:h, :w] - ref_raw[:h, :w]).astype(np.float32)
     mse = float(np.mean((test.luma.astype(np.float64) - ref.luma) ** 2))
-    return PairResult(pair.task, pair.name, diff, mse, ref, test, pair_metrics(pair, ref.pixels, mri, other),
+    return PairResult(pair.task, pair.name, diff, mse, ref, test, ref_metrics,
                       pair_metrics(pair, test.pixels, mri, other))
 
 
@@ -102,11 +115,12 @@ def check_gate(task: str, summary: dict[str, Any], gate: Gate) -> list[str]:
 
 
 def verify_runner(candidate: Runner, precision: str, reference: Runner, pairs: list[ImagePair],
-                  progress=None) -> tuple[dict[str, Any], PairResult]:
-    """Run the gate for one candidate; returns the report and the worst pair (lowest PSNR)."""
+                  progress=None, cache: ReferenceCache | None = None) -> tuple[dict[str, Any], PairResult]:
+    """Run the gate for one candidate; returns the report and the worst pair (lowest PSNR). Pass the same `cache`
+    for several candidates to run the reference once per pair."""
     by_task: dict[str, list[PairResult]] = {}
     for pair in pairs:
-        by_task.setdefault(pair.task, []).append(compare_pair(pair, reference, candidate))
+        by_task.setdefault(pair.task, []).append(compare_pair(pair, reference, candidate, cache))
         if progress:
             progress()
     gate = GATES[precision]
