@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-import math
 import multiprocessing
 import re
 import sys
@@ -31,6 +30,7 @@ from dmfnet_edge.artifacts import write_json_atomic
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.export.contract import IOContract, contract_of, manifest_path, read_manifest
 from dmfnet_edge.export.onnx_export import build_manifest, op_inventory
+from dmfnet_edge.export.verify import psnr_db
 from dmfnet_edge.io.images import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,8 @@ def layer_groups(model: Any) -> dict[str, list[str]]:
 
 def _output_psnr(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
     """PSNR in dB of network outputs ([-1, 1], scaled to 8 bits) against the FP32 graph's, over all probes."""
-    mse = float(np.mean([np.mean(((o - r) * 127.5).astype(np.float64) ** 2) for o, r in zip(outputs, reference)]))
-    return 99.0 if mse == 0 else min(99.0, 10 * math.log10(255.0**2 / mse))
+    return psnr_db(float(np.mean([np.mean(((o - r) * 127.5).astype(np.float64) ** 2)
+                                  for o, r in zip(outputs, reference)])))
 
 
 def _session_outputs(path: Path, probes: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
@@ -132,7 +132,7 @@ def plan_mixed_precision(groups: dict[str, list[str]], quantize_only, measure, t
     keep: list[str] = []
     while order[len(keep):]:
         predicted = sum(mse[g] for g in order[len(keep):])
-        if 10 * math.log10(255.0**2 / max(predicted, 1e-12)) >= target_db:
+        if psnr_db(predicted) >= target_db:
             break
         keep.append(order[len(keep)])
     while True:

@@ -71,13 +71,14 @@ def compare_pair(pair: ImagePair, reference: Runner, candidate: Runner,
     prepared = prepare_pair(mri, other, f"{pair.task}/{pair.name}")
     inputs = prepared.mri[None, None], prepared.other[None, None]
     key = (pair.task, pair.name)
-    if cache is None or key not in cache:
+    entry = cache.get(key) if cache is not None else None
+    if entry is None:
         ref_raw = reference.fuse(*inputs)[0, 0]
         ref = finish(prepared, ref_raw)
         entry = (ref_raw, ref, pair_metrics(pair, ref.pixels, mri, other))
         if cache is not None:
             cache[key] = entry
-    ref_raw, ref, ref_metrics = entry if cache is None else cache[key]
+    ref_raw, ref, ref_metrics = entry
     test_raw = candidate.fuse(*inputs)[0, 0]
     test = finish(prepared, test_raw)
     h, w = prepared.height, prepared.width
