@@ -11,7 +11,6 @@ Both are timed in this process, interleaved, after warm-up; medians and the rati
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -20,6 +19,7 @@ import torch
 from dmfnet_edge.config import PRESETS
 from dmfnet_edge.models.checkpoint import build_model, load_model
 from dmfnet_edge.models.dmfnet import DMFNet
+from dmfnet_edge.profiling import cpu_description
 
 
 def official_pattern(model: DMFNet, mri: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -67,7 +67,7 @@ def main() -> None:
             ours += timed(lambda: model(mri, other), 1)
     med_official, med_ours = statistics.median(official), statistics.median(ours)
     print(f"model {model.cfg.name}, {args.size}x{args.size} pair, torch {torch.__version__}, "
-          f"{args.threads} threads, {platform.processor() or platform.machine()}, {args.repeats} runs each")
+          f"{args.threads} threads, {cpu_description()}, {args.repeats} runs each")
     print(f"{'variant':<40} {'median s':>9} {'min s':>8} {'vs official':>12}")
     print(f"{'official: 6 serial unpruned passes':<40} {med_official:>9.3f} {min(official):>8.3f} {1.0:>11.2f}x")
     print(f"{'ours: one batch of 6, pruned tail':<40} {med_ours:>9.3f} {min(ours):>8.3f} "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from dmfnet_edge.io.images import read_image
 from dmfnet_edge.models.checkpoint import load_model
 from dmfnet_edge.pipeline import prepare_pair
+from dmfnet_edge.profiling import cpu_description
 from dmfnet_edge.runtime import shipped_onnx
 
 SAMPLE = Path(__file__).resolve().parents[1] / "dmfnet_edge" / "samples" / "MRI-PET"
@@ -96,7 +96,7 @@ def main() -> None:
 def report(times: dict[str, list[float]], args: argparse.Namespace) -> None:
     med = {name: statistics.median(t) for name, t in times.items()}
     eager, fp32 = med["PyTorch eager FP32"], med["ONNX Runtime FP32"]
-    print(f"\n256x256 pair, {args.threads} threads, {platform.processor() or platform.machine()}, torch "
+    print(f"\n256x256 pair, {args.threads} threads, {cpu_description()}, torch "
           f"{torch.__version__}, onnxruntime {ort.__version__}, {args.repeats} timed runs each (medians)")
     print(f"{'variant':<36} {'median s':>9} {'min s':>8} {'vs eager':>9} {'vs ORT FP32':>12}")
     for name, t in times.items():

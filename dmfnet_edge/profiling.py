@@ -22,6 +22,25 @@ from dmfnet_edge.runtime.base import Runner
 PERCENTILES = (50, 90, 99)
 
 
+INT8_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_description() -> str:
+    """CPU model and the instruction-set flags INT8 speed and (for full-range weights) INT8 results depend on."""
+    import platform
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    present = [f for f in INT8_ISA_FLAGS if f in flags]
+    vnni = "VNNI" if {"avx512_vnni", "avx_vnni"} & flags else "no VNNI"
+    return f"{fields.get('model name', platform.machine())} ({', '.join(present) or 'no AVX2'}; {vnni})"
+
+
 def peak_rss_mib() -> float:
     import resource
 

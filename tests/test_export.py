@@ -14,11 +14,12 @@ from dmfnet_edge.errors import InputError, ModelFileError
 from dmfnet_edge.export.calibration import load_calibration, network_batches, select_calibration_set
 from dmfnet_edge.export.contract import IOContract, read_manifest
 from dmfnet_edge.export.onnx_export import export_onnx
+from dmfnet_edge.export.quantize import SATURATION_SAFE_WEIGHT, largest_int8_weight
 from dmfnet_edge.export.verify import verify_runner
 from dmfnet_edge.io.images import write_image
 from dmfnet_edge.io.pairs import find_pairs
 from dmfnet_edge.models.checkpoint import build_model
-from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
+from dmfnet_edge.runtime.onnxruntime_backend import SIMULATE_QDQ, OnnxRuntimeRunner
 from dmfnet_edge.runtime.torch_backend import TorchRunner
 from tests.conftest import smooth_image
 
@@ -128,10 +129,36 @@ def test_int8_recipes(exported, calibration, tmp_path, target, marker_op):
     plan = manifest["recipe"]["mixed_precision"]  # the default sensitivity search ran and is on record
     assert plan["mode"] == "auto" and plan["probes"] == 4 and "ups.0" in plan["sensitivity_psnr_db"]
     assert plan["probe_psnr_db"] >= 46.0 or plan["quantized_groups"] == 0
+    if target == "onnxruntime":  # 7-bit weights: no uint8 x int8 pair-sum saturation on CPUs without VNNI
+        assert 32 < largest_int8_weight(onnx.load(str(out))) <= SATURATION_SAFE_WEIGHT
     rng = np.random.default_rng(0)
     mri, other = (rng.random((1, 1, 64, 64), dtype=np.float32) * 2 - 1 for _ in range(2))
     diff = np.abs(OnnxRuntimeRunner(out).fuse(mri, other) - TorchRunner(build_model("tiny")).fuse(mri, other))
     assert diff.max() < 0.1
+
+
+def test_tensorrt_int8_graph_runs_as_simulated_qdq_on_onnxruntime(exported, calibration, tmp_path):
+    """The TensorRT flavour is checked with float Q/DQ arithmetic (what the engine computes exactly), not with
+    ONNX Runtime's CPU-dependent integer kernels."""
+    import onnxruntime as ort
+
+    out = tmp_path / "int8-tensorrt.onnx"
+    assert export_main(["quantize", "--onnx", str(exported["dynamic"]), "--precision", "int8", "--target", "tensorrt",
+                        "--calibration", str(calibration), "--method", "max", "--keep-fp32", "none", "-o", str(out)]) == 0
+    runner = OnnxRuntimeRunner(out)
+    assert runner.describe()["qdq_simulated_in_float"]
+    rng = np.random.default_rng(3)
+    feed = {name: rng.random((1, 1, 64, 64), dtype=np.float32) * 2 - 1 for name in ("mri", "other")}
+
+    def session_output(simulate: bool) -> np.ndarray:
+        options = ort.SessionOptions()
+        if simulate:
+            options.add_session_config_entry(*SIMULATE_QDQ)
+        return ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+
+    simulated, fused = session_output(True), session_output(False)
+    assert np.array_equal(runner.fuse(feed["mri"], feed["other"]), simulated)
+    assert not np.array_equal(simulated, fused)  # so the comparison above can tell the two apart
 
 
 @pytest.mark.parametrize("method", ["percentile", "entropy"])

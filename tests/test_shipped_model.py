@@ -9,6 +9,7 @@ from dmfnet_edge.artifacts import WEIGHTS_DIR
 from dmfnet_edge.cli.export_main import main as export_main
 from dmfnet_edge.config import PRESETS
 from dmfnet_edge.export.contract import read_manifest
+from dmfnet_edge.export.quantize import SATURATION_SAFE_WEIGHT, largest_int8_weight
 from dmfnet_edge.models.checkpoint import load_model
 from dmfnet_edge.models.dmfnet import parameter_count
 from dmfnet_edge.models.flops import pair_flops
@@ -29,6 +30,14 @@ def test_shipped_graphs_come_from_the_shipped_weights(precision):
     manifest = read_manifest(shipped_onnx("edge", precision))
     assert manifest["weights_sha256"] == meta["weights_sha256"]
     assert manifest["inputs"]["mri"] == ["N", 1, "H", "W"]
+
+
+def test_shipped_int8_graph_computes_the_same_integers_on_every_x86_cpu():
+    """7-bit weights: no VPMADDUBSW pair-sum saturation on CPUs without VNNI (full-range weights lost 12 dB there)."""
+    import onnx
+
+    graph = onnx.load(str(shipped_onnx("edge", "int8")))
+    assert 32 < largest_int8_weight(graph) <= SATURATION_SAFE_WEIGHT
 
 
 def _first_pairs(root, per_task, tmp_path):

@@ -1,6 +1,11 @@
 """ONNX Runtime backend (the embedded default): torch-free, CPU by default.
 
 A static graph (fixed N x H x W) still serves smaller images and any batch (runtime.base.run_with_contract).
+An int8-tensorrt graph (explicit Q/DQ, made for TensorRT engines) runs here for accuracy checks only, with ONNX
+Runtime's Q/DQ fusion switched off (`SIMULATE_QDQ`): every QuantizeLinear/DequantizeLinear pair then rounds and
+rescales in float around an FP32 layer, which is the arithmetic TensorRT's INT8 kernels carry out exactly (int32
+accumulation). With the fusion on, ONNX Runtime would run its own integer kernels instead, whose results depend
+on the CPU (uint8 x int8 products saturate on x86 CPUs without VNNI) and say little about the engine.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from dmfnet_edge._optional import require
 from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.export.contract import INPUT_NAMES, OUTPUT_NAME, contract_of, read_manifest
 from dmfnet_edge.runtime.base import check_network_inputs, run_with_contract
+
+SIMULATE_QDQ = ("session.disable_quant_qdq", "1")
 
 
 class OnnxRuntimeRunner:
@@ -31,6 +38,8 @@ class OnnxRuntimeRunner:
         self.contract = contract_of(self.manifest)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.manifest.get("precision") == "int8-tensorrt":
+            options.add_session_config_entry(*SIMULATE_QDQ)
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -58,4 +67,5 @@ class OnnxRuntimeRunner:
         return {"backend": self.backend, "device": "cpu", "model": self.model_name, "precision": self.precision,
                 "onnx": self.path.name, "onnx_sha256": self.manifest["onnx_sha256"],
                 "weights_sha256": self.manifest.get("weights_sha256"), "onnxruntime": self._ort_version,
-                "threads": self.threads, "providers": self.session.get_providers()}
+                "threads": self.threads, "providers": self.session.get_providers(),
+                "qdq_simulated_in_float": self.precision == "int8-tensorrt"}
