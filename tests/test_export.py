@@ -220,6 +220,19 @@ def test_verify_passes_fp32_and_catches_a_wrong_graph(exported, pairs, tmp_path)
     assert not report["passed"] and "max abs error" in report["failures"][0]
 
 
+@pytest.mark.slow
+def test_paper_size_model_exports_and_passes_the_fp32_gate(pairs, tmp_path):
+    """The published sizes (seeded random weights: no public checkpoint), dynamic, verified like the edge model."""
+    assert export_main(["onnx", "--model", "paper", "-o", str(tmp_path), "--dynamic"]) == 0
+    graph = tmp_path / "dmfnet-paper-fp32-dynamic.onnx"
+    assert read_manifest(graph)["parity_max_abs_vs_torch"] <= 1e-4
+    assert export_main(["verify", "--onnx", str(graph), "--model", "paper", "--pairs", str(pairs),
+                        "--report", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "dmfnet-paper-fp32-dynamic.verify.json").read_text())
+    assert report["passed"] and report["tasks"]["MRI-PET"]["pairs"] == 3
+    assert max(t["max_abs"] for t in report["tasks"].values()) <= 1e-4
+
+
 def test_verify_reference_cache_gives_the_same_reports_with_one_reference_pass(exported, pairs):
     class Counting(TorchRunner):
         calls = 0
