@@ -73,6 +73,7 @@ KEEP_FP32_AUTO, KEEP_FP32_NONE = "auto", "none"
 # What the mixed-precision search aims for on its probes. The INT8 gate asks for >= 35 dB and Qabf/VIF/SSIM within
 # 2 %; the metrics are the binding part: on the edge model a plan at 42.7 dB still moved SPECT's VIF by 2.5 %.
 TARGET_PROBE_PSNR_DB = 46.0
+THIN_CONV_CHANNELS = 4  # fewer input channels per group: INT8 slower than FP32 on ONNX Runtime's CPU kernels
 SATURATION_SAFE_WEIGHT = 64  # largest |int8 weight| whose uint8 x int8 pair sums fit VPMADDUBSW's int16
 PROBE_PAIRS = 6  # calibration pairs (evenly spaced, so every modality) the search measures PSNR on
 FINE_GROUPED = ("fusion",)  # top-level modules split one level further (the fusion network's per-scale modules)
@@ -90,15 +91,30 @@ def layer_group(node_name: str) -> str:
     return parts[0]
 
 
-def layer_groups(model: Any) -> dict[str, list[str]]:
-    """Group -> names of its nodes that INT8 would quantize (compute ops; data-movement ops left out)."""
+def layer_groups(model: Any, leave_out: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """Group -> names of its nodes that INT8 would quantize (compute ops; data-movement ops and the nodes in
+    `leave_out` left out)."""
     from onnxruntime.quantization.registry import QLinearOpsRegistry
 
     groups: dict[str, list[str]] = {}
     for node in model.graph.node:
-        if node.op_type in QLinearOpsRegistry and node.op_type not in SHAPE_OPS:
+        if node.op_type in QLinearOpsRegistry and node.op_type not in SHAPE_OPS and node.name not in leave_out:
             groups.setdefault(layer_group(node.name), []).append(node.name)
     return groups
+
+
+def thin_convolutions(model: Any) -> list[str]:
+    """Conv nodes with fewer than THIN_CONV_CHANNELS input channels per group.
+
+    ONNX Runtime's CPU INT8 convolution runs these slower than FP32. Measured per node on the edge model (2 cores,
+    AVX2): the grouped pixel-attention convolutions (2 inputs per group) took 1.1-22.2 ms in INT8 against 0.2-2.1
+    ms in FP32 (10x), the first convolution on the 1-channel image 10.6 ms against 4.8 ms, while ordinary
+    convolutions ran 1.7-2.2x faster in INT8. The ONNX Runtime recipe leaves them in FP32; they are a negligible
+    share of the arithmetic.
+    """
+    weights = {t.name: t for t in model.graph.initializer}
+    return [node.name for node in model.graph.node if node.op_type == "Conv" and node.input[1] in weights
+            and weights[node.input[1]].dims[1] < THIN_CONV_CHANNELS]
 
 
 def largest_int8_weight(model: Any) -> int:
@@ -202,7 +218,9 @@ def _ort_int8_here(src: Path, dst: Path | None, batches: list[dict[str, np.ndarr
     with tempfile.TemporaryDirectory() as tmp:
         prepared, cache = Path(tmp) / "prepared.onnx", Path(tmp) / "calibration-cache.json"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        groups = layer_groups(onnx.load(str(prepared)))
+        prepared_model = onnx.load(str(prepared))
+        thin = thin_convolutions(prepared_model)
+        groups = layer_groups(prepared_model, frozenset(thin))
         given = None if keep_fp32 == KEEP_FP32_AUTO else _given_plan(groups, keep_fp32)  # bad names fail early
         counter = itertools.count()
 
@@ -214,7 +232,8 @@ def _ort_int8_here(src: Path, dst: Path | None, batches: list[dict[str, np.ndarr
                             activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod,
                                                                                   ORT_METHODS[method]),
-                            nodes_to_quantize=names, nodes_to_exclude=exclude, calibration_cache_path=str(cache),
+                            nodes_to_quantize=names, nodes_to_exclude=[*thin, *(exclude or [])],
+                            calibration_cache_path=str(cache),
                             extra_options={"CalibTensorRangeSymmetric": False,
                                            # collect in strides: the calibrators otherwise keep every intermediate
                                            # tensor of every calibration pair (hundreds of MB per pair) at once
@@ -247,7 +266,8 @@ def _ort_int8_here(src: Path, dst: Path | None, batches: list[dict[str, np.ndarr
             atomic_write_bytes(dst, final.read_bytes())
     recipe = {"tool": "onnxruntime.quantization.quantize_static", "tool_version": _version("onnxruntime"),
               "format": "QOperator", "per_channel": True, "activations": "uint8 asymmetric",
-              "weights": f"int8 symmetric per-channel, 7-bit range (|w| <= {SATURATION_SAFE_WEIGHT})", "method": method}
+              "weights": f"int8 symmetric per-channel, 7-bit range (|w| <= {SATURATION_SAFE_WEIGHT})", "method": method,
+              "fp32_thin_convolutions": thin}
     return {**recipe, "mixed_precision": plan}
 
 
