@@ -148,7 +148,8 @@ def test_tensorrt_int8_graph_runs_as_simulated_qdq_on_onnxruntime(exported, cali
 
     out = tmp_path / "int8-tensorrt.onnx"
     assert export_main(["quantize", "--onnx", str(exported["dynamic"]), "--precision", "int8", "--target", "tensorrt",
-                        "--calibration", str(calibration), "--method", "max", "--keep-fp32", "none", "-o", str(out)]) == 0
+                        "--calibration", str(calibration), "--method", "max", "--keep-fp32", "none",
+                        "-o", str(out)]) == 0
     runner = OnnxRuntimeRunner(out)
     assert runner.describe()["qdq_simulated_in_float"]
     rng = np.random.default_rng(3)

@@ -3,12 +3,13 @@
 * fp16: NVIDIA Model Optimizer AutoCast; normalisation, reductions, softmax and tanh stay FP32, I/O stays FP32.
 * int8-tensorrt: Model Optimizer explicit Q/DQ (entropy or max calibration), for TensorRT engines. Runs on
   ONNX Runtime for accuracy checks only (it is slower there than FP32).
-* int8-onnxruntime: ONNX Runtime's static quantizer (QOperator, per-channel 7-bit weights, entropy/minmax/percentile
-  calibration), the INT8 graph for the CPU. The weights use 7 of their 8 bits because x86 CPUs without VNNI (AVX2,
-  AVX-512 before Cascade Lake, AMD before Zen 4) multiply uint8 activations by int8 weights with VPMADDUBSW, which
-  saturates the sum of each pair of products at 16 bits: with full-range weights the same graph gives a different,
-  worse result there (measured on the edge model: 34.5 dB instead of 46 dB against FP32). With |w| <= 64 a pair
-  sum stays below 2 * 255 * 64 = 32640 < 32767, so every CPU computes the same integers.
+* int8-onnxruntime: ONNX Runtime's static quantizer (QOperator, per-channel 7-bit weights, entropy, minmax or
+  percentile calibration), the INT8 graph for the CPU. The weights use 7 of their 8 bits because x86 CPUs without
+  VNNI (AVX2, AVX-512 before Cascade Lake, AMD before Zen 4) multiply uint8 activations by int8 weights with
+  VPMADDUBSW, which saturates the sum of each pair of products at 16 bits: with full-range weights the same graph
+  gives a different, worse result there (measured on the edge model: 34.5 dB instead of 46 dB against FP32). With
+  |w| <= 64 a pair sum stays below 2 * 255 * 64 = 32640 < 32767, so every CPU computes the same integers.
+  Convolutions with fewer than 4 input channels per group stay FP32 (`thin_convolutions`).
 Both INT8 flavours calibrate on the same manifest of real slices (see calibration.py), and both are mixed
 precision by default: a sensitivity search on calibration pairs (never validation pairs) finds the layer groups
 whose 8-bit activations cost the most accuracy and keeps them in FP32 (see `plan_mixed_precision`).
@@ -122,10 +123,9 @@ def largest_int8_weight(model: Any) -> int:
     from onnx import numpy_helper
 
     weights = {t.name: t for t in model.graph.initializer}
-    slot = {"QLinearConv": 3, "QLinearMatMul": 3}
     largest = 0
-    for node in model.graph.node:
-        tensor = weights.get(node.input[slot[node.op_type]]) if node.op_type in slot else None
+    for node in model.graph.node:  # input 3 of both ops is the weight
+        tensor = weights.get(node.input[3]) if node.op_type in ("QLinearConv", "QLinearMatMul") else None
         if tensor is not None and tensor.data_type == tensor.INT8:
             largest = max(largest, int(np.abs(numpy_helper.to_array(tensor).astype(np.int16)).max()))
     return largest
@@ -262,12 +262,13 @@ def _ort_int8_here(src: Path, dst: Path | None, batches: list[dict[str, np.ndarr
             plan["probe_psnr_db"] = round(_output_psnr(_session_outputs(final, probes), reference), 2)
             largest = largest_int8_weight(onnx.load(str(final)))
             if largest > SATURATION_SAFE_WEIGHT:
-                raise RuntimeError(f"quantized weights reach {largest}; the recipe promises <= {SATURATION_SAFE_WEIGHT}")
+                raise RuntimeError(f"quantized weights reach {largest}; the recipe promises "
+                                   f"<= {SATURATION_SAFE_WEIGHT}")
             atomic_write_bytes(dst, final.read_bytes())
     recipe = {"tool": "onnxruntime.quantization.quantize_static", "tool_version": _version("onnxruntime"),
               "format": "QOperator", "per_channel": True, "activations": "uint8 asymmetric",
-              "weights": f"int8 symmetric per-channel, 7-bit range (|w| <= {SATURATION_SAFE_WEIGHT})", "method": method,
-              "fp32_thin_convolutions": thin}
+              "weights": f"int8 symmetric per-channel, 7-bit range (|w| <= {SATURATION_SAFE_WEIGHT})",
+              "method": method, "fp32_thin_convolutions": thin}
     return {**recipe, "mixed_precision": plan}
 
 
