@@ -38,7 +38,8 @@ class OnnxRuntimeRunner:
         self.contract = contract_of(self.manifest)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.manifest.get("precision") == "int8-tensorrt":
+        self.simulate_qdq = self.manifest["precision"] == "int8-tensorrt"
+        if self.simulate_qdq:
             options.add_session_config_entry(*SIMULATE_QDQ)
         if threads:
             options.intra_op_num_threads = threads
@@ -68,4 +69,4 @@ class OnnxRuntimeRunner:
                 "onnx": self.path.name, "onnx_sha256": self.manifest["onnx_sha256"],
                 "weights_sha256": self.manifest.get("weights_sha256"), "onnxruntime": self._ort_version,
                 "threads": self.threads, "providers": self.session.get_providers(),
-                "qdq_simulated_in_float": self.precision == "int8-tensorrt"}
+                "qdq_simulated_in_float": self.simulate_qdq}
