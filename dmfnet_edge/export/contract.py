@@ -94,3 +94,18 @@ def read_manifest(onnx_path: Path, verify: bool = True) -> dict[str, Any]:
 
 def contract_of(meta: dict[str, Any]) -> IOContract:
     return IOContract.from_shape(meta["inputs"]["mri"])
+
+
+FINE_GROUPED = ("fusion",)  # top-level modules split one level further (the fusion network's per-scale modules)
+
+
+def layer_group(node_name: str) -> str:
+    """The layer group of an exported node: its top-level module ('downs.0', 'ups.12', 'fusion/head', ...);
+    nodes of the top-level graph itself (noising, skip concatenations) form the group 'graph'. Mixed-precision
+    plans name these groups, and engine checks map TensorRT layers back to them."""
+    parts = node_name.strip("/").split("/")
+    if len(parts) == 1:
+        return "graph"
+    if parts[0] in FINE_GROUPED and len(parts) > 2:
+        return f"{parts[0]}/{parts[1]}"
+    return parts[0]

@@ -33,7 +33,7 @@ import numpy as np
 from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import write_json_atomic
 from dmfnet_edge.errors import InputError
-from dmfnet_edge.export.contract import IOContract, contract_of, manifest_path, read_manifest
+from dmfnet_edge.export.contract import IOContract, contract_of, layer_group, manifest_path, read_manifest
 from dmfnet_edge.export.onnx_export import build_manifest, op_inventory
 from dmfnet_edge.export.verify import psnr_db
 from dmfnet_edge.io.images import atomic_write_bytes
@@ -77,19 +77,7 @@ TARGET_PROBE_PSNR_DB = 46.0
 THIN_CONV_CHANNELS = 4  # fewer input channels per group: INT8 slower than FP32 on ONNX Runtime's CPU kernels
 SATURATION_SAFE_WEIGHT = 64  # largest |int8 weight| whose uint8 x int8 pair sums fit VPMADDUBSW's int16
 PROBE_PAIRS = 6  # calibration pairs (evenly spaced, so every modality) the search measures PSNR on
-FINE_GROUPED = ("fusion",)  # top-level modules split one level further (the fusion network's per-scale modules)
 SHAPE_OPS = {"Gather", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Split", "Pad"}  # quantizable, but move data
-
-
-def layer_group(node_name: str) -> str:
-    """The layer group of an exported node: its top-level module ('downs.0', 'ups.12', 'fusion/head', ...);
-    nodes of the top-level graph itself (noising, skip concatenations) form the group 'graph'."""
-    parts = node_name.strip("/").split("/")
-    if len(parts) == 1:
-        return "graph"
-    if parts[0] in FINE_GROUPED and len(parts) > 2:
-        return f"{parts[0]}/{parts[1]}"
-    return parts[0]
 
 
 def layer_groups(model: Any, leave_out: frozenset[str] = frozenset()) -> dict[str, list[str]]:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-PLUGIN_OP = "DmfnetPixelAttentionFuse"
-PLUGIN_NAMESPACE = "dmfnet"
-PLUGIN_VERSION = "1"
+from dmfnet_edge.contract import PLUGIN_NAMESPACE, PLUGIN_OP, PLUGIN_VERSION
 
 
 def attention_maps(module, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
