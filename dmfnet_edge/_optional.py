@@ -21,7 +21,8 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "pydicom": ("medical", "pydicom"),
     "nibabel": ("medical", "nibabel"),
     "matplotlib": ("dev", "matplotlib"),
-    "tensorrt": ("trt", "tensorrt"),
+    "tensorrt": ("trt", "tensorrt-cu13"),
+    "tensorrt_rtx": ("trt-rtx", "tensorrt-rtx-cu13"),
     "cuda": ("trt", "cuda-python"),
 }
 

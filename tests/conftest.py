@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible to torch here"))
         if "trt" in item.keywords and not has_trt:
             item.add_marker(pytest.mark.skip(reason="needs TensorRT; the 'tensorrt' package is not installed"))
+
+
+@pytest.fixture(scope="session")
+def tensorrt_rtx():
+    """TensorRT for RTX, which builds real engines without a GPU. `make test` installs it; in CI its absence is a
+    failure, not a skip, so engine tests cannot pass by not running."""
+    if importlib.util.find_spec("tensorrt_rtx") is None:
+        reason = "needs TensorRT for RTX: pip install 'dmfnet-edge[trt-rtx]'"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI builds real TensorRT engines, but tensorrt_rtx is not installed ({reason})")
+        pytest.skip(reason)
+    return importlib.import_module("tensorrt_rtx")
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,7 @@
-"""TensorRT path without TensorRT: engine cache keys, manifests and the rebuild check, precision inspection,
-the plugin-node graph, and the runner's buffer logic against a fake engine and fake device memory."""
+"""TensorRT path without TensorRT: engine cache keys, manifests and the rebuild check for both flavours, per-layer
+precisions from the inspector (10.x and 11.x schema) and from a real TensorRT for RTX layer dump, the precision
+check against the graph, the plugin-node graph, and the runner's buffer logic against a fake engine and fake
+device memory. Real engine builds: tests/test_tensorrt_engines.py."""
 
 import json
 import time
@@ -9,63 +11,176 @@ import numpy as np
 import onnx
 import pytest
 
-from dmfnet_edge.build.engine_manifest import (DeviceInfo, build_engine_manifest, check_compatible,
+from dmfnet_edge.build.engine_manifest import (BuildTarget, DeviceInfo, build_engine_manifest, check_compatible,
                                                engine_file_name, engine_manifest_path, read_engine_manifest)
-from dmfnet_edge.build.precision import PrecisionMismatch, check_precision, layer_precisions, tensor_precision
+from dmfnet_edge.build.precision import (PrecisionMismatch, check_precision, expected_convolutions, int8_fallbacks,
+                                         precision_summary, records_from_inspector, records_from_layer_dump, tensor_precision)
 from dmfnet_edge.cli.export_main import main as export_main
 from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.export.contract import read_manifest
 from dmfnet_edge.runtime.tensorrt_backend import IOTensor, TensorRTRunner
 
+from conftest import REPO
+
 H100 = DeviceInfo("NVIDIA H100 80GB HBM3", (9, 0), 132, "10.13.0")
 ORIN = DeviceInfo("Orin", (8, 7), 16, "10.3.0")
+RTX_4090 = DeviceInfo("NVIDIA GeForce RTX 4090", (8, 9), 128, "1.7.1.116")
+ON_H100 = BuildTarget("tensorrt", "10.13.0", ("sm90",), H100)
+RTX_AOT = BuildTarget("tensorrt-rtx", "1.7.1.116", ("sm80", "sm86", "sm89", "sm120"))
+DUMPS = (REPO / "tests" / "fixtures" / "rtx_layer_dump.txt").read_text().split("== fp16\n")
 
 
-def test_engine_key_names_gpu_capability_sms_version_hash_and_recipe():
-    name = engine_file_name("dmfnet-edge", H100, "ab" * 32, "int8-tensorrt")
-    assert name == "dmfnet-edge.int8-tensorrt.nvidia-h100-80gb-hbm3.cc90.sm132.trt10.13.0.abababababab.engine"
-    assert engine_file_name("dmfnet-edge", ORIN, "ab" * 32, "int8-tensorrt") != name
+def test_engine_key_names_flavour_version_targets_profile_hash_and_recipe():
+    name = engine_file_name("dmfnet-edge", ON_H100, "ab" * 32, "int8-tensorrt", "1x256x256")
+    assert name == ("dmfnet-edge.int8-tensorrt.nvidia-h100-80gb-hbm3.cc90.sm132.trt10.13.0.1x256x256.abababababab"
+                    ".engine")
+    assert engine_file_name("dmfnet-edge", RTX_AOT, "ab" * 32, "fp16", "1x256x256") == (
+        "dmfnet-edge.fp16.sm80-sm86-sm89-sm120.rtx1.7.1.116.1x256x256.abababababab.engine")
+    on_orin = BuildTarget("tensorrt", "10.3.0", ("sm87",), ORIN)
+    keys = {engine_file_name("m", t, "ab" * 32, "fp16", p) for t in (ON_H100, on_orin, RTX_AOT)
+            for p in ("1x256x256", "1x64x64-1x256x256-2x512x512")}
+    assert len(keys) == 6
 
 
-@pytest.fixture
-def engine(tmp_path):
-    path = tmp_path / "m.engine"
-    path.write_bytes(b"serialized plan")
+def _engine(tmp_path, target):
+    plan = b"serialized plan"
     onnx_manifest = {"onnx_sha256": "cd" * 32, "precision": "fp16", "model": "edge", "weights_sha256": "ef" * 32,
                      "inputs": {"mri": [1, 1, 256, 256], "other": [1, 1, 256, 256]}, "output": "fused"}
-    manifest = build_engine_manifest(path, tmp_path / "m.onnx", onnx_manifest, H100, {"opt": 3}, {"fp16": 40}, [])
+    manifest = build_engine_manifest("m.engine", plan, tmp_path / "m.onnx", onnx_manifest, target, {"opt": 3},
+                                     {"convolutions": {"fp16": 40}}, [])
+    path = tmp_path / "m.engine"
+    path.write_bytes(plan)
     engine_manifest_path(path).write_text(json.dumps(manifest))
     return path
 
 
-def test_manifest_is_checked_before_deserialising(engine):
-    meta = read_engine_manifest(engine)
-    check_compatible(meta, H100)
-    with pytest.raises(ModelFileError, match=r"rebuild needed: .*built for NVIDIA H100.*this is Orin \(cc 8.7"):
-        check_compatible(meta, ORIN)
-    with pytest.raises(ModelFileError, match="rebuild needed"):
-        check_compatible(meta, DeviceInfo(H100.gpu_name, H100.compute_capability, H100.sm_count, "11.4.0"))
+COMPATIBILITY = [  # built for, this machine (flavour, version, GPU), refusal (None: accepted)
+    (ON_H100, ("tensorrt", "10.13.0", H100), None),
+    (ON_H100, ("tensorrt", "10.13.0", ORIN), r"built for NVIDIA H100.*this is Orin \(cc 8.7"),
+    (ON_H100, ("tensorrt", "11.4.0", H100), r"with tensorrt 10.13.0, this is .* with tensorrt 11.4"),
+    (ON_H100, ("tensorrt-rtx", "10.13.0", H100), "with tensorrt-rtx 10.13.0"),
+    (RTX_AOT, ("tensorrt-rtx", "1.7.1.116", RTX_4090), None),  # sm89 is a target; the GPU model does not matter
+    (RTX_AOT, ("tensorrt-rtx", "1.7.1.116", H100), r"built for sm80, sm86, sm89, sm120 with tensorrt-rtx .*\(sm90\)"),
+    (RTX_AOT, ("tensorrt-rtx", "1.8.0", RTX_4090), "this is .* with tensorrt-rtx 1.8.0"),
+    (RTX_AOT, ("tensorrt", "1.7.1.116", RTX_4090), "with tensorrt 1.7.1.116"),
+]
+
+
+@pytest.mark.parametrize("built, here, refusal", COMPATIBILITY)
+def test_manifest_is_checked_before_deserialising(tmp_path, built, here, refusal):
+    meta = read_engine_manifest(_engine(tmp_path, built))
+    if refusal is None:
+        check_compatible(meta, *here)
+    else:
+        with pytest.raises(ModelFileError, match=f"rebuild needed: .*{refusal}"):
+            check_compatible(meta, *here)
+
+
+def test_a_swapped_engine_is_refused(tmp_path):
+    engine = _engine(tmp_path, ON_H100)
     engine.write_bytes(b"swapped")
     with pytest.raises(ModelFileError, match="damaged or was swapped"):
         read_engine_manifest(engine)
 
 
-INSPECTOR = {"Layers": [
-    {"Name": "conv1", "Outputs": [{"Name": "a", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}
-                                  ]},
-    {"Name": "conv2", "Outputs": [{"Name": "b", "Format/Datatype": "Row major linear Int8 format"}]},
-    {"Name": "norm", "Outputs": [{"Name": "c", "Format/Datatype": "Row major linear FP32"}]},
-    {"Name": "q", "Outputs": [{"Name": "d", "Format/Datatype": "Row major linear Int8 format"}]},
-    "a layer described without detail"]}
+def test_old_engine_manifests_are_refused_with_a_rebuild_hint(tmp_path):
+    engine = _engine(tmp_path, ON_H100)
+    meta = json.loads(engine_manifest_path(engine).read_text())
+    meta["manifest_version"] = 1
+    engine_manifest_path(engine).write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="not a dmfnet-edge-engine manifest version 2"):
+        read_engine_manifest(engine)
 
 
-def test_layer_precisions_from_the_engine_inspector():
-    counts = layer_precisions(json.dumps(INSPECTOR))
-    assert counts == {"fp16": 1, "int8": 2, "fp32": 1}
+def _tensor(datatype, split=True):
+    """One I/O tensor of the inspector JSON: TensorRT 11.x splits 'Datatype' and 'Format'; 10.x joins them."""
+    if split:
+        return {"Name": "t", "Dimensions": [1, 16, 64, 64], "Datatype": datatype, "Format": "(NHWC) Channel major"}
+    return {"Name": "t", "Dimensions": [1, 16, 64, 64], "Format/Datatype": f"Channel major {datatype} format"}
+
+
+def test_inspector_json_of_tensorrt_11_and_10():
+    v11 = {"Layers": [
+        {"Name": "c1", "LayerType": "correlation", "Inputs": [_tensor("Int8")], "Constants": [_tensor("Int8")],
+         "Outputs": [_tensor("Float")], "Metadata": "[ONNX Layer: /ups.3/block1/conv/Conv][ONNX Layer: q]"},
+        {"Name": "c2", "LayerType": "correlation", "Inputs": [_tensor("Half")], "Constants": [_tensor("Half")],
+         "Outputs": [_tensor("Half")], "Metadata": "[ONNX Layer: /ups.12/block1/conv/Conv]"},
+        {"Name": "n", "LayerType": "kgen", "Inputs": [_tensor("Float")], "Outputs": [_tensor("Float")]},
+        "a layer described without detail"]}
+    summary = precision_summary(records_from_inspector(json.dumps(v11)))
+    assert summary["convolution_precisions"] == {"/ups.3/block1/conv/Conv": "int8", "/ups.12/block1/conv/Conv": "fp16"}
+    assert summary["layers_by_output"] == {"fp16": 1, "fp32": 2}  # by output, the INT8 convolution looks FP32
+    v10 = {"Layers": [{"Name": "conv", "LayerType": "CaskConvolution", "Inputs": [_tensor("Int8", split=False)],
+                       "Outputs": [_tensor("FP32", split=False)], "Weights": {"Type": "Int8", "Count": 2304},
+                       "Metadata": "[ONNX Layer: /downs.2/skip/Conv]"}]}
+    assert precision_summary(records_from_inspector(v10))["convolution_precisions"] == {"/downs.2/skip/Conv": "int8"}
     assert tensor_precision("Half") == "fp16" and tensor_precision("BFloat16 linear") == "bf16"
-    check_precision("int8-tensorrt", counts)
-    with pytest.raises(PrecisionMismatch, match="no layer runs in fp16"):
-        check_precision("fp16", {"fp32": 120})
+
+
+def test_real_tensorrt_rtx_layer_dump():
+    int8 = precision_summary(records_from_layer_dump(DUMPS[0]))
+    assert int8["convolution_precisions"] == {
+        "/init_conv/Conv": "int8",  # Int8 input and weights, Float output: the dequantization is fused in
+        "/fusion/attention.0/spatial/Conv": "fp32",
+        "/fusion/head/conv1/Conv": "fp32"}  # a convolution fused with its neighbours (runtime_fusion)
+    assert int8["layers"] == 4 and int8["layers_by_output"] == {"fp32": 3}
+    fp16 = precision_summary(records_from_layer_dump(DUMPS[1]))
+    assert fp16["convolution_precisions"] == {"/downs.0/block1/conv/Conv": "fp16",
+                                              "/fusion/attention.4/channel/channel.3/Conv": "fp16"}
+    assert records_from_layer_dump("no dump in this log") == []
+
+
+def _conv_graph():
+    """Three convolutions: Q/DQ on data and weights (int8), float16 weights (fp16), plain float (fp32)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w32 = numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w32")
+    w16 = numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float16), "w16")
+    wq = numpy_helper.from_array(np.ones((1, 1, 1, 1), np.int8), "wq")
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s"], ["xq"], name="q"),
+             helper.make_node("DequantizeLinear", ["xq", "s"], ["xd"], name="dq"),
+             helper.make_node("DequantizeLinear", ["wq", "s"], ["wd"], name="wdq"),
+             helper.make_node("Conv", ["xd", "wd"], ["a"], name="/downs.1/conv/Conv"),
+             helper.make_node("Conv", ["a", "w32"], ["b"], name="/ups.12/block1/conv/Conv"),
+             helper.make_node("Cast", ["b"], ["b16"], to=TensorProto.FLOAT16, name="cast"),
+             helper.make_node("Conv", ["b16", "w16"], ["y"], name="/fusion/head/conv1/Conv")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 1, 8, 8])
+    return helper.make_graph(nodes, "g", [x], [y], [w32, w16, wq, scale])
+
+
+def test_expected_convolutions_and_the_precision_check():
+    expected = expected_convolutions(_conv_graph())
+    assert expected == {"/downs.1/conv/Conv": "int8", "/ups.12/block1/conv/Conv": "fp32",
+                        "/fusion/head/conv1/Conv": "fp16"}
+    good = {"convolution_precisions": dict(expected), "convolutions": {}}
+    check_precision("int8-tensorrt", good, expected)
+    unfused = {"convolution_precisions": {**expected, "/downs.1/conv/Conv": "fp32"}, "convolutions": {}}
+    assert int8_fallbacks(unfused, expected) == ["/downs.1/conv/Conv"]  # the same values, only slower: allowed
+    with pytest.raises(PrecisionMismatch, match="no convolution runs in int8"):
+        check_precision("int8-tensorrt", unfused, expected)
+    lower = {"convolution_precisions": {**expected, "/ups.12/block1/conv/Conv": "fp16"}, "convolutions": {}}
+    with pytest.raises(PrecisionMismatch, match=r"1 convolutions do not run as the graph says \(e.g. /ups.12/block1/conv"
+                                                r"/Conv: fp16 instead of fp32"):
+        check_precision("int8-tensorrt", lower, expected)
+    lost = {"convolution_precisions": {"/downs.1/conv/Conv": "int8"}, "convolutions": {}}
+    with pytest.raises(PrecisionMismatch, match="2 of the graph's 3 convolutions are not in the engine"):
+        check_precision("int8-tensorrt", lost, expected)
+    all_fp32 = {n: "fp32" for n in expected}
+    with pytest.raises(PrecisionMismatch, match="asked to be fp16 but no convolution runs in fp16"):
+        check_precision("fp16", {"convolution_precisions": all_fp32, "convolutions": {"fp32": 3}}, all_fp32)
+
+
+def test_an_fp16_engine_of_tensorrt_11_passes_its_check():
+    """TensorRT 11.x inspector output (Datatype and Format apart): the 10.x-only parser counted every layer as
+    'unknown' and refused every FP16 and INT8 engine."""
+    layers = [{"Name": f"c{i}", "LayerType": "correlation", "Inputs": [_tensor("Half")],
+               "Constants": [_tensor("Half")], "Outputs": [_tensor("Half")],
+               "Metadata": f"[ONNX Layer: /downs.{i}/conv/Conv]"} for i in range(3)]
+    summary = precision_summary(records_from_inspector({"Layers": layers}))
+    check_precision("fp16", summary, {f"/downs.{i}/conv/Conv": "fp16" for i in range(3)})
+    assert summary["convolutions"] == {"fp16": 3}
 
 
 def test_tensorrt_only_graph_carries_plugin_nodes(tmp_path, capsys):
@@ -178,8 +293,8 @@ def test_runner_shared_by_threads_matches_serial_use():
 def test_real_engine_build_and_run(tmp_path):
     assert export_main(["onnx", "--model", "tiny", "-o", str(tmp_path), "--size", "64"]) == 0
     onnx_path = tmp_path / "dmfnet-tiny-fp32.onnx"
-    assert export_main(["build", "--onnx", str(onnx_path), "--out", str(tmp_path / "engines"),
-                        "--timing-cache", str(tmp_path / "tc.bin")]) == 0
+    assert export_main(["build", "--onnx", str(onnx_path), "--out", str(tmp_path / "engines"), "--toolchain",
+                        "tensorrt", "--timing-cache", str(tmp_path / "tc.bin")]) == 0
     engine = next((tmp_path / "engines").glob("*.engine"))
     from dmfnet_edge.models.checkpoint import build_model
     from dmfnet_edge.runtime.torch_backend import TorchRunner

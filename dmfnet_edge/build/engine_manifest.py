@@ -1,13 +1,16 @@
 """Engine manifests and cache keys, without TensorRT.
 
-An engine is only valid for the GPU model, compute capability and SM count it was built on and for the exact
-TensorRT version that built it. The key below names the engine file after all of them plus the ONNX hash and
-the precision recipe (as serious deployments key their caches), and the manifest beside the engine records
-them so that the runtime refuses a mismatch before deserialising: "rebuild needed: built for X, this is Y".
+An engine is only valid for the TensorRT flavour and exact version that built it, and for its targets: a
+TensorRT 10/11 engine for the GPU model, compute capability and SM count it was built on, a TensorRT for RTX
+engine for the compute capabilities it was compiled for ahead of time. The engine file is named after all of
+them plus the shape profile, the ONNX hash and the precision recipe (as serious deployments key their caches),
+and the manifest beside it records them, so the runtime refuses a mismatch before deserialising: "rebuild
+needed: built for X, this is Y".
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +20,7 @@ from dmfnet_edge.artifacts import read_versioned_manifest, sha256_file
 from dmfnet_edge.errors import ModelFileError
 
 ENGINE_FORMAT = "dmfnet-edge-engine"
-ENGINE_MANIFEST_VERSION = 1
+ENGINE_MANIFEST_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class DeviceInfo:
 
     def describe(self) -> str:
         major, minor = self.compute_capability
-        return (f"{self.gpu_name} (cc {major}.{minor}, {self.sm_count} SMs, TensorRT {self.tensorrt_version})")
+        return f"{self.gpu_name} (cc {major}.{minor}, {self.sm_count} SMs, TensorRT {self.tensorrt_version})"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeviceInfo:
@@ -37,30 +40,59 @@ class DeviceInfo:
                    str(data["tensorrt_version"]))
 
 
+@dataclass(frozen=True)
+class BuildTarget:
+    """What an engine is built with and for: flavour + version, compute capabilities, and the GPU (if any)."""
+
+    flavour: str
+    version: str
+    compute_capabilities: tuple[str, ...]
+    device: DeviceInfo | None = None
+
+    def describe(self) -> str:
+        where = self.device.describe() if self.device else ", ".join(self.compute_capabilities)
+        return f"{where} with {self.flavour} {self.version}"
+
+    def key(self) -> str:
+        if self.device is not None:
+            major, minor = self.device.compute_capability
+            return f"{_slug(self.device.gpu_name)}.cc{major}{minor}.sm{self.device.sm_count}.trt{self.version}"
+        return f"{'-'.join(self.compute_capabilities)}.rtx{self.version}"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
-def engine_file_name(stem: str, device: DeviceInfo, onnx_sha256: str, recipe: str) -> str:
-    """e.g. dmfnet-edge.int8-tensorrt.nvidia-h100-80gb-hbm3.cc90.sm132.trt10.13.0.1a2b3c4d5e6f.engine"""
-    major, minor = device.compute_capability
-    return (f"{stem}.{recipe}.{_slug(device.gpu_name)}.cc{major}{minor}.sm{device.sm_count}."
-            f"trt{device.tensorrt_version}.{onnx_sha256[:12]}.engine")
+def profile_key(profile: dict[str, list[int]]) -> str:
+    """'1x256x256' for a static profile, 'min-opt-max' (each NxHxW) for a dynamic one."""
+    shapes = [profile["min"], profile["opt"], profile["max"]]
+    names = ["x".join(str(d) for d in (s[0], s[2], s[3])) for s in shapes]
+    return names[0] if len(set(names)) == 1 else "-".join(names)
+
+
+def engine_file_name(stem: str, target: BuildTarget, onnx_sha256: str, recipe: str, profile: str) -> str:
+    """e.g. dmfnet-edge.int8-tensorrt.nvidia-h100-80gb-hbm3.cc90.sm132.trt10.13.0.1x256x256.1a2b3c4d5e6f.engine"""
+    return f"{stem}.{recipe}.{target.key()}.{profile}.{onnx_sha256[:12]}.engine"
 
 
 def engine_manifest_path(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
-def build_engine_manifest(engine: Path, onnx: Path, onnx_manifest: dict[str, Any], device: DeviceInfo,
-                          settings: dict[str, Any], layer_precisions: dict[str, int],
+def build_engine_manifest(engine_name: str, plan: bytes, onnx: Path, onnx_manifest: dict[str, Any],
+                          target: BuildTarget, settings: dict[str, Any], precisions: dict[str, Any],
                           plugins: list[dict[str, str]]) -> dict[str, Any]:
-    return {"format": ENGINE_FORMAT, "manifest_version": ENGINE_MANIFEST_VERSION, "engine_file": engine.name,
-            "engine_sha256": sha256_file(engine), "onnx_file": onnx.name, "onnx_sha256": onnx_manifest["onnx_sha256"],
-            "precision": onnx_manifest["precision"], "model": onnx_manifest.get("model"),
+    """The manifest of an engine still in memory (it is written before the engine: never an engine without one)."""
+    return {"format": ENGINE_FORMAT, "manifest_version": ENGINE_MANIFEST_VERSION, "engine_file": engine_name,
+            "engine_sha256": hashlib.sha256(plan).hexdigest(), "engine_bytes": len(plan), "onnx_file": onnx.name,
+            "onnx_sha256": onnx_manifest["onnx_sha256"], "precision": onnx_manifest["precision"],
+            "recipe": onnx_manifest.get("recipe"), "model": onnx_manifest.get("model"),
             "weights_sha256": onnx_manifest.get("weights_sha256"), "inputs": onnx_manifest["inputs"],
-            "output": onnx_manifest["output"], "device": asdict(device), "build": settings,
-            "layer_precisions": layer_precisions, "plugins": plugins}
+            "output": onnx_manifest["output"], "toolchain": {"flavour": target.flavour, "version": target.version},
+            "compute_capabilities": list(target.compute_capabilities),
+            "device": asdict(target.device) if target.device else None, "build": settings,
+            "layer_precisions": precisions, "plugins": plugins}
 
 
 def read_engine_manifest(engine: Path, verify: bool = True) -> dict[str, Any]:
@@ -73,9 +105,27 @@ def read_engine_manifest(engine: Path, verify: bool = True) -> dict[str, Any]:
     return meta
 
 
-def check_compatible(meta: dict[str, Any], here: DeviceInfo) -> None:
-    """Refuse an engine built for another GPU or TensorRT version, naming both."""
-    built = DeviceInfo.from_dict(meta["device"])
-    if built != here:
+def built_target(meta: dict[str, Any]) -> BuildTarget:
+    try:
+        device = DeviceInfo.from_dict(meta["device"]) if meta.get("device") else None
+        return BuildTarget(str(meta["toolchain"]["flavour"]), str(meta["toolchain"]["version"]),
+                           tuple(meta["compute_capabilities"]), device)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{meta.get('engine_file', 'engine')}: its manifest does not say what the engine was "
+                             f"built for ({exc})") from None
+
+
+def check_compatible(meta: dict[str, Any], flavour: str, version: str, device: DeviceInfo) -> None:
+    """Refuse an engine of another TensorRT flavour or version, or built for another GPU, naming both."""
+    built = built_target(meta)
+    major, minor = device.compute_capability
+    here = f"{device.describe()} (sm{major}{minor}) with {flavour} {version}"
+    fits = built.flavour == flavour and built.version == version
+    if built.device is not None:
+        fits = fits and (built.device.gpu_name, built.device.compute_capability, built.device.sm_count) == (
+            device.gpu_name, device.compute_capability, device.sm_count)
+    else:
+        fits = fits and f"sm{major}{minor}" in built.compute_capabilities
+    if not fits:
         raise ModelFileError(f"rebuild needed: {meta['engine_file']} was built for {built.describe()}, this is "
-                             f"{here.describe()}; run 'dmfnet-export build' on this machine")
+                             f"{here}; run 'dmfnet-export build' for this machine")

@@ -1,10 +1,24 @@
-"""Which precisions an engine actually runs, read from the TensorRT engine inspector (JSON, detailed
-verbosity): an engine is called FP16 or INT8 only if its layers are."""
+"""Which precisions an engine actually runs, read from TensorRT's own per-layer description: an engine is called
+FP16 or INT8 only if its convolutions are.
+
+Three sources describe the same layers (profiling verbosity DETAILED):
+* the engine inspector's JSON, TensorRT 10.x: each tensor has one field 'Format/Datatype' ("Row major linear FP32");
+* the engine inspector's JSON, TensorRT 11.x and TensorRT for RTX: 'Datatype' ("Half") and 'Format' apart,
+  weights listed as 'Constants' (10.x gives conv weights as 'Weights': {'Type': ...});
+* the builder's VERBOSE "Layers:" dump, which needs no GPU: one line per layer, "Name: ..., LayerType: ...,
+  Inputs: [ { ..., Datatype: Int8, Format: ... } ], Constants: [...], Outputs: [...], ..., Metadata:
+  [ONNX Layer: /downs.0/block1/conv/Conv]...".
+Every Conv node of the graph must run as the graph prescribes. A convolution counts as INT8 when its input and
+its weights are Int8 (its output is usually Float: the dequantization is fused into it), as FP16 when its input
+is Half. Counting by a layer's first output, as one might with the 10.x inspector, misses every INT8 convolution.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from dmfnet_edge.errors import DmfnetError
@@ -12,11 +26,47 @@ from dmfnet_edge.errors import DmfnetError
 _TOKENS = (("int8", "int8"), ("fp8", "fp8"), ("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16"),
            ("half", "fp16"), ("int32", "int32"), ("int64", "int64"), ("bool", "bool"), ("fp32", "fp32"),
            ("float", "fp32"))
-REQUIRED = {"fp16": ("fp16",), "int8-tensorrt": ("int8",), "int8-onnxruntime": ("int8",), "fp32": ()}
+CONVOLUTION_TYPES = ("correlation", "convolution")  # 'correlation': Myelin/CASK, '...Convolution': 10.x layer types
+_ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
+_CONV_NODE = re.compile(r"^Conv(_\d+)?$")
+_DATATYPE = re.compile(r"Datatype: ([A-Za-z0-9]+)")
+_SECTIONS = ("Inputs: [", "Constants: [", "Outputs: [", "TacticName:")
 
 
 class PrecisionMismatch(DmfnetError):
     exit_code = 1
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One engine layer: precisions of its inputs, weights (constants) and outputs, and the ONNX nodes it runs."""
+
+    name: str
+    layer_type: str
+    inputs: tuple[str, ...]
+    weights: tuple[str, ...]
+    outputs: tuple[str, ...]
+    onnx_nodes: tuple[str, ...]
+
+    @property
+    def is_convolution(self) -> bool:
+        if any(kind in self.layer_type.lower() for kind in CONVOLUTION_TYPES):
+            return True
+        return self.layer_type == "runtime_fusion" and "Corr" in self.name  # a convolution fused with its neighbours
+
+    @property
+    def conv_nodes(self) -> tuple[str, ...]:
+        """The ONNX Conv nodes this layer computes (a convolution layer without metadata: its own name)."""
+        nodes = tuple(n for n in self.onnx_nodes if _CONV_NODE.match(n.rsplit("/", 1)[-1]))
+        return nodes or ((self.name,) if self.is_convolution else ())
+
+    @property
+    def compute_precision(self) -> str:
+        if "int8" in self.inputs and "int8" in self.weights:
+            return "int8"
+        if "fp16" in self.inputs:
+            return "fp16"
+        return self.inputs[0] if self.inputs else "unknown"
 
 
 def tensor_precision(fmt: str) -> str:
@@ -27,21 +77,117 @@ def tensor_precision(fmt: str) -> str:
     return "unknown"
 
 
-def layer_precisions(inspector_json: str | dict[str, Any]) -> dict[str, int]:
-    """Count layers by the precision of their first output ('Format/Datatype' of detailed inspector output)."""
+def _json_tensor_type(tensor: Any) -> str:
+    if not isinstance(tensor, dict):
+        return "unknown"
+    return tensor_precision(str(tensor.get("Datatype") or tensor.get("Format/Datatype") or ""))
+
+
+def records_from_inspector(inspector_json: str | dict[str, Any]) -> list[LayerRecord]:
+    """Layers of the engine inspector's JSON (LayerInformationFormat.JSON), 10.x or 11.x schema."""
     info = json.loads(inspector_json) if isinstance(inspector_json, str) else inspector_json
-    counts: Counter = Counter()
+    records = []
     for layer in info.get("Layers", []):
-        if not isinstance(layer, dict) or not layer.get("Outputs"):
+        if not isinstance(layer, dict):
+            continue  # a layer described without detail (profiling verbosity below DETAILED)
+        weights = [_json_tensor_type(c) for c in layer.get("Constants", []) or []]
+        if isinstance(layer.get("Weights"), dict):
+            weights.append(tensor_precision(str(layer["Weights"].get("Type", ""))))
+        records.append(LayerRecord(str(layer.get("Name", "?")), str(layer.get("LayerType", "")),
+                                   tuple(_json_tensor_type(t) for t in layer.get("Inputs", []) or []), tuple(weights),
+                                   tuple(_json_tensor_type(t) for t in layer.get("Outputs", []) or []),
+                                   tuple(_ONNX_LAYER.findall(str(layer.get("Metadata", ""))))))
+    return records
+
+
+def _dump_line(line: str) -> LayerRecord | None:
+    name = re.match(r"Name: (.*?), LayerType: ([^,]*),", line)
+    starts = [line.find(s) for s in _SECTIONS]
+    if name is None or min(starts) < 0:
+        return None
+    inputs, constants, outputs = (line[starts[i]:starts[i + 1]] for i in range(3))
+    types = [tuple(tensor_precision(t) for t in _DATATYPE.findall(part)) for part in (inputs, constants, outputs)]
+    return LayerRecord(name.group(1), name.group(2).strip(), *types, tuple(_ONNX_LAYER.findall(line[starts[3]:])))
+
+
+def records_from_layer_dump(log_text: str) -> list[LayerRecord]:
+    """Layers of the builder's VERBOSE 'Layers:' dump (printed when profiling verbosity is DETAILED)."""
+    start = log_text.find("Layers:\n")
+    if start < 0:
+        return []
+    records = []
+    for line in log_text[start + len("Layers:\n"):].splitlines():
+        if not line.strip():
+            break  # the dump ends with a blank line (then 'I/O Tensors:')
+        record = _dump_line(line.strip())
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def precision_summary(records: list[LayerRecord]) -> dict[str, Any]:
+    """Layers by output precision, convolutions by compute precision, and each ONNX convolution's precision."""
+    convolutions: dict[str, str] = {}
+    for record in records:
+        for node in record.conv_nodes:
+            # a convolution layer decides; a 1x1 convolution on a pooled vector may run inside a generated kernel
+            if record.is_convolution or node not in convolutions:
+                convolutions[node] = record.compute_precision
+    outputs = Counter(r.outputs[0] for r in records if r.outputs)
+    return {"layers": len(records), "layers_by_output": dict(sorted(outputs.items())),
+            "convolutions": dict(sorted(Counter(convolutions.values()).items())),
+            "convolution_precisions": dict(sorted(convolutions.items()))}
+
+
+def expected_convolutions(graph: Any) -> dict[str, str]:
+    """What each Conv node of a precision-recipe ONNX graph must run in: int8 when both its data and its weights
+    come out of DequantizeLinear (explicit Q/DQ), fp16 when its weights are float16 (AutoCast), else fp32."""
+    producer = {out: node for node in graph.node for out in node.output}
+    initializers = {i.name: i.data_type for i in graph.initializer}
+    float16 = 10  # onnx.TensorProto.FLOAT16
+    expected = {}
+    for node in graph.node:
+        if node.op_type != "Conv":
             continue
-        counts[tensor_precision(str(layer["Outputs"][0].get("Format/Datatype", "")))] += 1
-    return dict(counts)
+        data, weight = (producer.get(name) for name in node.input[:2])
+        if all(p is not None and p.op_type == "DequantizeLinear" for p in (data, weight)):
+            expected[node.name] = "int8"
+        else:
+            expected[node.name] = "fp16" if initializers.get(node.input[1]) == float16 else "fp32"
+    return expected
 
 
-def check_precision(recipe: str, counts: dict[str, int]) -> None:
-    """Refuse to label an engine with a precision none of its layers runs in."""
-    for needed in REQUIRED.get(recipe, ()):
-        if counts.get(needed, 0) == 0:
-            raise PrecisionMismatch(f"the engine was asked to be {recipe} but no layer runs in {needed} "
-                                    f"(layers by precision: {counts}); TensorRT 11 takes precision only from the "
-                                    "ONNX graph: build from a 'dmfnet-export quantize' output")
+def _fail(recipe: str, what: str, summary: dict[str, Any]) -> None:
+    raise PrecisionMismatch(f"the engine was asked to be {recipe} but {what} (convolutions by precision: "
+                            f"{summary['convolutions']}); TensorRT takes precision only from the ONNX graph: build "
+                            "from a 'dmfnet-export quantize' output of that precision")
+
+
+_PROMISED = {"fp16": "fp16", "int8-tensorrt": "int8"}
+
+
+def int8_fallbacks(summary: dict[str, Any], expected: dict[str, str]) -> list[str]:
+    """Q/DQ convolutions TensorRT ran unfused in FP32 (dequantize, then a float convolution: the same values, only
+    slower). TensorRT may do so where INT8 does not pay, e.g. a 1x1 convolution on a pooled 1x1 vector."""
+    found = summary["convolution_precisions"]
+    return sorted(n for n, p in expected.items() if p == "int8" and found.get(n) == "fp32")
+
+
+def check_precision(recipe: str, summary: dict[str, Any], expected: dict[str, str]) -> None:
+    """Refuse an engine whose convolutions do not run as its graph prescribes (`expected_convolutions`): every
+    Conv node of the graph must be found in the engine's layer information with exactly that precision (a Q/DQ
+    convolution may also run unfused in FP32, see `int8_fallbacks`), and an fp16 or int8 recipe must have at
+    least one convolution in that precision."""
+    found: dict[str, str] = summary["convolution_precisions"]
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        _fail(recipe, f"{len(missing)} of the graph's {len(expected)} convolutions are not in the engine's layer "
+                      f"information (e.g. {missing[0]}; was profiling verbosity DETAILED?)", summary)
+    allowed = set(int8_fallbacks(summary, expected))
+    off = sorted(n for n, p in expected.items() if found[n] != p and n not in allowed)
+    if off:
+        _fail(recipe, f"{len(off)} convolutions do not run as the graph says (e.g. {off[0]}: {found[off[0]]} instead "
+                      f"of {expected[off[0]]})", summary)
+    promised = _PROMISED.get(recipe)
+    if promised and promised not in found.values():
+        _fail(recipe, f"no convolution runs in {promised}", summary)

@@ -1,139 +1,262 @@
-"""Build a strongly typed TensorRT engine from a precision-recipe ONNX graph (TensorRT 10.x and 11.x).
+"""Build a strongly typed TensorRT engine from a precision-recipe ONNX graph, with either TensorRT flavour.
 
-Precision comes from the graph only (TensorRT 11 has no FP16/INT8 builder flags; on 10.x the network is
-created STRONGLY_TYPED so both behave alike). The optimisation profile is static by default, the builder
-optimisation level is pinned, and the timing cache is read from and (unless locked) written back to a file;
-a locked cache adds ERROR_ON_TIMING_CACHE_MISS where the TensorRT version has it, for reproducible rebuilds.
-After building, the engine inspector's per-layer precisions must contain what the recipe promises.
+Precision comes from the graph only (TensorRT 11 and TensorRT for RTX have no FP16/INT8 builder flags; on 10.x
+the network is created STRONGLY_TYPED so all behave alike). The optimisation profile is static by default (or
+the --shapes range of a dynamic graph), the builder optimisation level is pinned, and on full TensorRT the
+timing cache is read from and (unless locked) written back to a file. Flavour differences live in `toolchain`.
 
-Written against the documented TensorRT Python API; TensorRT is not installable in this project's CI, so
-this module is exercised there only through its TensorRT-free parts (manifests, keys, precision parsing).
+The engine is checked in memory before anything is written: every convolution must run in the precision the
+graph prescribes, read from the builder's DETAILED layer dump (no GPU needed) or, on full TensorRT, from the
+engine inspector. Then the manifest is written, then the engine, both atomically: an engine never lies on disk
+without its manifest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import sha256_file, write_json_atomic
-from dmfnet_edge.build.engine_manifest import (DeviceInfo, build_engine_manifest, engine_file_name,
-                                               engine_manifest_path)
-from dmfnet_edge.build.precision import check_precision, layer_precisions
-from dmfnet_edge.errors import EnvironmentProblem, InputError, ModelFileError
+from dmfnet_edge.build.engine_manifest import (BuildTarget, build_engine_manifest, engine_file_name,
+                                               engine_manifest_path, profile_key, read_engine_manifest)
+from dmfnet_edge.build.precision import (LayerRecord, check_precision, expected_convolutions, int8_fallbacks,
+                                         precision_summary, records_from_inspector, records_from_layer_dump)
+from dmfnet_edge.build.toolchain import Toolchain, load_toolchain, refuse_unbuildable
+from dmfnet_edge.errors import InputError, ModelFileError
 from dmfnet_edge.export.contract import INPUT_NAMES, contract_of, read_manifest
 from dmfnet_edge.io.images import atomic_write_bytes
+from dmfnet_edge.preprocess.tensor import MIN_NETWORK_SIDE, SIZE_MULTIPLE
 
 log = logging.getLogger(__name__)
 
 
-def current_device(trt_version: str, device: int = 0) -> DeviceInfo:
-    """The GPU this process sees (cuda-python), with the TensorRT version."""
-    cudart = _cudart()
-    err, prop = cudart.cudaGetDeviceProperties(device)
-    if int(err) != 0:
-        raise EnvironmentProblem(f"no usable CUDA device {device} (cudaGetDeviceProperties error {int(err)})")
-    name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-    return DeviceInfo(name.rstrip("\x00"), (int(prop.major), int(prop.minor)), int(prop.multiProcessorCount),
-                      trt_version)
+@dataclass(frozen=True)
+class BuildOptions:
+    toolchain: str = "auto"
+    compute_capabilities: list[str] | None = None  # tensorrt-rtx targets (default: the portable RTX set)
+    shapes: str | None = None  # 'NxHxW' or 'MIN:OPT:MAX' (each NxHxW); default: the graph's shape or 1x256x256
+    opt_level: int = 3
+    workspace_mib: int = 2048
+    timing_cache: Path | None = None
+    lock_timing_cache: bool = False
+    plugin_libraries: list[Path] = field(default_factory=list)
 
 
-def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        cudart = require("cuda.cudart", extra="trt", purpose="TensorRT engines")
-    return cudart
+def _parse_shape(text: str) -> list[int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise InputError(f"--shapes {text}: write each shape as NxHxW, e.g. 1x256x256")
+    n, h, w = (int(p) for p in parts)
+    if n < 1 or any(s % SIZE_MULTIPLE or s < MIN_NETWORK_SIDE for s in (h, w)):
+        raise InputError(f"--shapes {text}: N >= 1, H and W multiples of {SIZE_MULTIPLE} and >= {MIN_NETWORK_SIDE}")
+    return [n, 1, h, w]
 
 
-def _network(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
-    major = int(trt.__version__.split(".")[0])
-    flags = 0
-    if major < 11:  # 11.x networks are always strongly typed
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
+def shape_profile(manifest: dict[str, Any], shapes: str | None) -> dict[str, list[int]]:
+    """min/opt/max input shapes: a static graph's own shape, else --shapes, else 1x256x256."""
+    contract = contract_of(manifest)
+    if contract.static_batch and contract.static_size:
+        static = [contract.static_batch, 1, *contract.static_size]
+        if shapes is not None and [_parse_shape(s) for s in shapes.split(":")] not in ([static], [static] * 3):
+            raise InputError(f"--shapes {shapes}: the graph is static ({static}); export with --dynamic for others")
+        return {"min": static, "opt": static, "max": static}
+    given = [_parse_shape(s) for s in (shapes or "1x256x256").split(":")]
+    if len(given) not in (1, 3):
+        raise InputError(f"--shapes {shapes}: give one shape or MIN:OPT:MAX")
+    low, opt, high = given * 3 if len(given) == 1 else given
+    if not all(a <= b <= c for a, b, c in zip(low, opt, high)):
+        raise InputError(f"--shapes {shapes}: every dimension must grow from MIN to OPT to MAX")
+    return {"min": low, "opt": opt, "max": high}
+
+
+def _capturing_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps the log (for the layer dump and error messages) and forwards it to logging."""
+
+    class CapturingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: list[tuple[Any, str]] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            self.messages.append((severity, msg))
+            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                log.info("TensorRT: %s", msg)  # also in the one-line error the failure raises
+            elif severity == trt.ILogger.Severity.WARNING:
+                log.warning("TensorRT: %s", msg)
+            elif severity == trt.ILogger.Severity.INFO:
+                log.debug("TensorRT: %s", msg)
+
+        def text(self) -> str:
+            return "\n".join(m for _, m in self.messages)
+
+        def errors(self) -> str:
+            bad = (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR, None)
+            return "; ".join(m for s, m in self.messages if s in bad)[-600:]
+
+    return CapturingLogger()
+
+
+@contextlib.contextmanager
+def _native_stderr(logger: Any) -> Iterator[None]:
+    """TensorRT's native code prints some failures straight to file descriptor 2, outside its logger ("Unexpected
+    Internal Error: ..."): keep them in the log and the error message, so the CLI still prints one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode(errors="replace").strip()
+            if text:
+                logger.messages.append((None, text))
+                log.info("TensorRT (stderr): %s", text)
+
+
+def _network(tc: Toolchain, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
+    network = builder.create_network(tc.network_flags())
+    parser = tc.trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes(), str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ModelFileError(f"{onnx_path}: TensorRT cannot parse the graph: {errors}")
+        raise ModelFileError(f"{onnx_path}: {tc.describe()} cannot parse the graph: {errors}")
     return network, parser
 
 
-def _timing_cache(config: Any, path: Path | None, locked: bool, trt: Any) -> Any:
+def _timing_cache(tc: Toolchain, config: Any, options: BuildOptions) -> Any:
+    if not tc.flavour.timing_cache:
+        return None
+    path = options.timing_cache
     data = path.read_bytes() if path is not None and path.is_file() else b""
-    if locked and not data:
+    if options.lock_timing_cache and not data:
         raise InputError(f"--lock-timing-cache: {path} is missing or empty; build once without the lock first")
     cache = config.create_timing_cache(data)
     config.set_timing_cache(cache, False)
-    if locked and hasattr(trt.BuilderFlag, "ERROR_ON_TIMING_CACHE_MISS"):
-        config.set_flag(trt.BuilderFlag.ERROR_ON_TIMING_CACHE_MISS)
+    if options.lock_timing_cache and hasattr(tc.trt.BuilderFlag, "ERROR_ON_TIMING_CACHE_MISS"):
+        config.set_flag(tc.trt.BuilderFlag.ERROR_ON_TIMING_CACHE_MISS)
     return cache
 
 
-def _profile(builder: Any, config: Any, manifest: dict[str, Any], shape: tuple[int, int, int] | None) -> list[int]:
-    contract = contract_of(manifest)
-    n = contract.static_batch or (shape[0] if shape else 1)
-    h, w = contract.static_size or ((shape[1], shape[2]) if shape else (256, 256))
-    dims = [n, 1, h, w]
+def _build_plan(tc: Toolchain, onnx_path: Path, profile_shapes: dict[str, list[int]], targets: list[str],
+                options: BuildOptions) -> tuple[bytes, Any, Any, float]:
+    trt = tc.trt
+    logger = _capturing_logger(trt)
+    builder = trt.Builder(logger)
+    network, _parser = _network(tc, builder, logger, onnx_path)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    config.builder_optimization_level = options.opt_level
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    tc.set_targets(config, targets)
     profile = builder.create_optimization_profile()
     for name in INPUT_NAMES:
-        profile.set_shape(name, dims, dims, dims)  # static: min = opt = max
+        profile.set_shape(name, profile_shapes["min"], profile_shapes["opt"], profile_shapes["max"])
     config.add_optimization_profile(profile)
-    return dims
+    cache = _timing_cache(tc, config, options)
+    start = time.perf_counter()
+    with _native_stderr(logger):
+        plan = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if plan is None:
+        errors = logger.errors() or "no log"
+        raise ModelFileError(f"{onnx_path}: {tc.describe()} failed to build an engine: {errors}"
+                             f"{_failure_hint(errors, profile_shapes, options)}")
+    return bytes(plan), logger, cache, seconds
 
 
-def build_engine(onnx_path: Path, out_dir: Path, opt_level: int = 3, timing_cache: Path | None = None,
-                 lock_timing_cache: bool = False, workspace_mib: int = 2048,
-                 shape: tuple[int, int, int] | None = None, plugin_libraries: list[Path] | None = None
-                 ) -> dict[str, Any]:
-    """Build (or reuse from `out_dir`) the engine for `onnx_path` on this GPU; returns its manifest."""
-    trt = require("tensorrt", extra="trt", purpose="'dmfnet-export build'")
-    manifest = read_manifest(onnx_path)
-    for library in plugin_libraries or []:
+def _failure_hint(errors: str, shapes: dict[str, list[int]], options: BuildOptions) -> str:
+    """The fixes for the build failures seen with this model."""
+    if "OutOfMemory" in errors:
+        return (f"; the largest profile shape {shapes['max']} needs more than --workspace-mib {options.workspace_mib}: "
+                "raise it or lower the MAX shape")
+    if "bad_alloc" in errors and shapes["min"][2] != shapes["max"][2]:
+        return ("; TensorRT for RTX 1.7 cannot compile this graph for a range of heights (Myelin std::bad_alloc, seen "
+                "with every height range tried): vary batch and width only, or build one engine per height")
+    return ""
+
+
+def _layer_records(tc: Toolchain, plan: bytes, logger: Any) -> list[LayerRecord]:
+    """Per-layer precisions: from the engine inspector where the engine can be loaded here (full TensorRT builds
+    on a GPU), else from the builder's layer dump."""
+    if tc.flavour.ahead_of_time:
+        return records_from_layer_dump(logger.text())
+    engine = tc.trt.Runtime(logger).deserialize_cuda_engine(plan)
+    if engine is None:
+        raise ModelFileError(f"{tc.describe()} cannot deserialise the engine it just built: {logger.errors()}")
+    inspector = engine.create_engine_inspector()
+    return records_from_inspector(inspector.get_engine_information(tc.trt.LayerInformationFormat.JSON))
+
+
+def _plugins(tc: Toolchain, manifest: dict[str, Any], libraries: list[Path]) -> list[dict[str, str]]:
+    if libraries and not tc.flavour.plugins:
+        raise InputError(f"--plugin-lib: {tc.describe()} has no plugin layers")
+    for library in libraries:
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
-    embedded = []
+    records = [{"library": str(p), "sha256": sha256_file(p)} for p in libraries]
     if manifest.get("tensorrt_plugins"):
         from dmfnet_edge.build import qdp_plugin
 
         qdp_plugin.register()
-        embedded = [qdp_plugin.plugin_record()]
-    device = current_device(trt.__version__)
-    engine_path = out_dir / engine_file_name(onnx_path.stem, device, manifest["onnx_sha256"], manifest["precision"])
+        records.append(qdp_plugin.plugin_record())
+    return records
+
+
+def _write(engine_path: Path, plan: bytes, engine_manifest: dict[str, Any]) -> None:
+    """Manifest first, then the engine: a crash in between leaves a manifest without an engine, which readers
+    reject as 'engine file not found', never an engine without its manifest."""
+    sidecar = engine_manifest_path(engine_path)
+    write_json_atomic(sidecar, engine_manifest)
+    try:
+        atomic_write_bytes(engine_path, plan)
+    except BaseException:
+        sidecar.unlink(missing_ok=True)
+        raise
+
+
+def build_engine(onnx_path: Path, out_dir: Path, options: BuildOptions | None = None) -> dict[str, Any]:
+    """Build (or reuse from `out_dir`) the engine for `onnx_path`; returns its manifest."""
+    options = options or BuildOptions()
+    manifest = read_manifest(onnx_path)
+    refuse_unbuildable(onnx_path.name, manifest)
+    tc = load_toolchain(options.toolchain)
+    tc.check_graph(onnx_path.name, manifest)
+    tc.check_timing_cache(options.timing_cache, options.lock_timing_cache)
+    targets, device = tc.targets(options.compute_capabilities)
+    target = BuildTarget(tc.name, tc.version, tuple(targets), device)
+    shapes = shape_profile(manifest, options.shapes)
+    engine_path = out_dir / engine_file_name(onnx_path.stem, target, manifest["onnx_sha256"], manifest["precision"],
+                                             profile_key(shapes))
     if engine_path.is_file() and engine_manifest_path(engine_path).is_file():
         log.info("engine cache hit: %s", engine_path.name)
-        from dmfnet_edge.build.engine_manifest import read_engine_manifest
-
         return read_engine_manifest(engine_path)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network, _parser = _network(trt, builder, logger, onnx_path)
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    config.builder_optimization_level = opt_level
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    dims = _profile(builder, config, manifest, shape)
-    cache = _timing_cache(config, timing_cache, lock_timing_cache, trt)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise ModelFileError(f"{onnx_path}: TensorRT failed to build an engine (see the log above)")
-    atomic_write_bytes(engine_path, bytes(plan))
-    if timing_cache is not None and not lock_timing_cache:
-        atomic_write_bytes(timing_cache, bytes(cache.serialize()))
-    counts = _inspect(trt, logger, bytes(plan))
-    check_precision(manifest["precision"], counts)
-    settings = {"builder_optimization_level": opt_level, "strongly_typed": True, "profile": {"static": dims},
-                "workspace_mib": workspace_mib, "timing_cache": str(timing_cache) if timing_cache else None,
-                "timing_cache_sha256": sha256_file(timing_cache) if timing_cache and timing_cache.is_file() else None,
-                "timing_cache_locked": lock_timing_cache}
-    plugins = [{"library": str(p), "sha256": sha256_file(p)} for p in plugin_libraries or []] + embedded
-    engine_manifest = build_engine_manifest(engine_path, onnx_path, manifest, device, settings, counts, plugins)
-    write_json_atomic(engine_manifest_path(engine_path), engine_manifest)
+    plugins = _plugins(tc, manifest, options.plugin_libraries)
+    expected = expected_convolutions(require("onnx", extra="onnx", purpose="engine checks").load(str(onnx_path)).graph)
+    plan, logger, cache, seconds = _build_plan(tc, onnx_path, shapes, targets, options)
+    summary = precision_summary(_layer_records(tc, plan, logger))
+    check_precision(manifest["precision"], summary, expected)
+    summary["int8_fallbacks_fp32"] = int8_fallbacks(summary, expected)
+    settings = {"builder_optimization_level": options.opt_level, "strongly_typed": True, "profile": shapes,
+                "workspace_mib": options.workspace_mib, "build_seconds": round(seconds, 2)}
+    if tc.flavour.timing_cache:
+        path = options.timing_cache
+        settings.update({"timing_cache": str(path) if path else None, "timing_cache_locked": options.lock_timing_cache,
+                         "timing_cache_sha256": sha256_file(path) if path and path.is_file() else None})
+    engine_manifest = build_engine_manifest(engine_path.name, plan, onnx_path, manifest, target, settings, summary,
+                                            plugins)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write(engine_path, plan, engine_manifest)
+    if cache is not None and options.timing_cache is not None and not options.lock_timing_cache:
+        atomic_write_bytes(options.timing_cache, bytes(cache.serialize()))
     return engine_manifest
-
-
-def _inspect(trt: Any, logger: Any, plan: bytes) -> dict[str, int]:
-    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
-    inspector = engine.create_engine_inspector()
-    return layer_precisions(inspector.get_engine_information(trt.LayerInformationFormat.JSON))

@@ -193,24 +193,43 @@ def _print_verdict(name: str, report: dict, json_path: Path, png_path: Path) -> 
 
 
 def configure_build(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--onnx", required=True, type=Path, help="fp32 or precision-recipe graph with its manifest")
+    from dmfnet_edge.build.toolchain import RTX_PORTABLE_TARGETS, TOOLCHAIN_CHOICES
+
+    p.add_argument("--onnx", required=True, type=Path,
+                   help="fp32, fp16 or int8-tensorrt graph with its manifest (not the ONNX Runtime INT8 graph)")
     p.add_argument("--out", required=True, type=Path, help="engine cache folder")
-    p.add_argument("--opt-level", type=int, default=3, help="builder optimisation level (pinned)")
-    p.add_argument("--timing-cache", type=Path, help="persisted timing cache file (read, then updated)")
+    p.add_argument("--toolchain", default="auto", choices=TOOLCHAIN_CHOICES,
+                   help="tensorrt (TensorRT 10/11: Jetson, data-centre and workstation GPUs; builds on the GPU it "
+                        "targets), tensorrt-rtx (TensorRT for RTX: builds ahead of time, no GPU needed) or auto "
+                        "(the first installed, in that order; default)")
+    p.add_argument("--compute-capability", metavar="SM[,SM...]",
+                   help=f"tensorrt-rtx targets (default {','.join(RTX_PORTABLE_TARGETS)}: Ampere, Ada, Blackwell)")
+    p.add_argument("--shapes", metavar="NxHxW[:NxHxW:NxHxW]",
+                   help="optimisation profile of a dynamic graph: one shape, or MIN:OPT:MAX (default 1x256x256)")
+    p.add_argument("--opt-level", type=int, default=3, choices=range(6), help="builder optimisation level (pinned)")
+    p.add_argument("--timing-cache", type=Path, help="tensorrt: persisted timing cache file (read, then updated)")
     p.add_argument("--lock-timing-cache", action="store_true",
-                   help="never update the cache; fail on cache misses where TensorRT supports it")
+                   help="tensorrt: never update the cache; fail on cache misses where TensorRT supports it")
     p.add_argument("--workspace-mib", type=int, default=2048)
     p.add_argument("--plugin-lib", type=Path, action="append", default=[],
-                   help="plugin library to load (libdmfnet_trt_plugins.so), recorded in the manifest")
+                   help="tensorrt: plugin library to load (libdmfnet_trt_plugins.so), recorded in the manifest")
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from dmfnet_edge.build.trt_builder import build_engine
+    from dmfnet_edge.build.toolchain import parse_targets
+    from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
 
-    manifest = build_engine(args.onnx, args.out, args.opt_level, args.timing_cache, args.lock_timing_cache,
-                            args.workspace_mib, plugin_libraries=args.plugin_lib)
-    print(f"{args.out / manifest['engine_file']}: {manifest['precision']}, layers by precision "
-          f"{manifest['layer_precisions']}")
+    if args.workspace_mib < 1:
+        raise InputError(f"--workspace-mib {args.workspace_mib}: give at least 1")
+    options = BuildOptions(args.toolchain, parse_targets(args.compute_capability), args.shapes, args.opt_level,
+                           args.workspace_mib, args.timing_cache, args.lock_timing_cache, args.plugin_lib)
+    manifest = build_engine(args.onnx, args.out, options)
+    layers = manifest["layer_precisions"]
+    print(f"{args.out / manifest['engine_file']}: {manifest['precision']}, {manifest['toolchain']['flavour']} "
+          f"{manifest['toolchain']['version']} for {', '.join(manifest['compute_capabilities'])}, "
+          f"{manifest['engine_bytes'] / 2**20:.1f} MiB, built in {manifest['build']['build_seconds']:.1f} s")
+    print(f"  convolutions by precision {layers['convolutions']} (all as the graph prescribes); "
+          f"{layers['layers']} engine layers")
     return 0
 
 

@@ -31,13 +31,11 @@ def shipped_onnx(name: str, precision: str) -> Path:
 
 
 def pick_backend(requested: str, model: str) -> str:
-    """Resolve 'auto': TensorRT (an .engine model and the tensorrt package) -> ONNX Runtime -> torch."""
+    """Resolve 'auto': TensorRT (an .engine model) -> ONNX Runtime -> torch."""
     if requested != "auto":
         return requested
     if model.endswith(".engine"):
-        if available("tensorrt"):
-            return "tensorrt"
-        raise InputError(f"--model {model}: a TensorRT engine needs the tensorrt package (dmfnet-edge[trt])")
+        return "tensorrt"  # the engine's manifest names the TensorRT flavour it needs; loading says what is missing
     if model.endswith(".onnx"):
         return "onnxruntime"
     if model in SHIPPED and available("onnxruntime") and shipped_onnx(model, "fp32").is_file():

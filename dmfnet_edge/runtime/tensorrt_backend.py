@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dmfnet_edge._optional import require
-from dmfnet_edge.build.engine_manifest import check_compatible, read_engine_manifest
+from dmfnet_edge.build.engine_manifest import built_target, check_compatible, read_engine_manifest
+from dmfnet_edge.build.toolchain import cudart, current_device, load_toolchain
 from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.export.contract import INPUT_NAMES, OUTPUT_NAME, IOContract
 from dmfnet_edge.runtime.base import check_network_inputs, run_with_contract
@@ -81,19 +81,22 @@ class TensorRTRunner:
 
     @classmethod
     def load(cls, engine_path: str | Path, cuda_graph: bool = True) -> TensorRTRunner:
-        trt = require("tensorrt", extra="trt", purpose="the tensorrt backend")
-        from dmfnet_edge.build.trt_builder import current_device
-
+        """Check the manifest against this GPU and TensorRT (flavour, version, target), then deserialise."""
         path = Path(engine_path)
         manifest = read_engine_manifest(path)
-        check_compatible(manifest, current_device(trt.__version__))
+        toolchain = load_toolchain(built_target(manifest).flavour)
+        check_compatible(manifest, toolchain.name, toolchain.version, current_device(toolchain.version))
         for plugin in manifest.get("plugins", []):
             if "library" in plugin:  # AOT plugins are embedded in the engine and need nothing here
                 ctypes.CDLL(plugin["library"], mode=ctypes.RTLD_GLOBAL)
-        engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+        plan = path.read_bytes()
+        runtime = toolchain.trt.Runtime(toolchain.trt.Logger(toolchain.trt.Logger.WARNING))
+        toolchain.check_engine(runtime, plan, path.name)
+        engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise ModelFileError(f"{path}: TensorRT could not deserialise the engine (see the log above)")
-        return cls(engine_io(engine, trt), engine.create_execution_context(), CudaMemory(), manifest, cuda_graph)
+            raise ModelFileError(f"{path}: {toolchain.describe()} could not deserialise the engine (see the log above)")
+        return cls(engine_io(engine, toolchain.trt), engine.create_execution_context(), CudaMemory(), manifest,
+                   cuda_graph)
 
     def _enqueue(self) -> None:
         for name in INPUT_NAMES:
@@ -131,9 +134,7 @@ class CudaMemory:
     """DeviceMemory on cuda-python: device buffers, page-locked host buffers, one stream, CUDA graphs."""
 
     def __init__(self) -> None:
-        from dmfnet_edge.build.trt_builder import _cudart
-
-        self.rt = _cudart()
+        self.rt = cudart()
         self._stream = self._check(self.rt.cudaStreamCreate())
 
     def _check(self, result: tuple) -> Any:

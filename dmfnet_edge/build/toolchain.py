@@ -1,0 +1,176 @@
+"""The two TensorRT flavours behind one builder, and everything in which they differ.
+
+* `tensorrt` (TensorRT 10.x/11.x, module `tensorrt`): Jetson, data-centre and workstation GPUs. It builds for
+  the GPU it runs on (one is needed), supports plugins and a persistent timing cache.
+* `tensorrt-rtx` (TensorRT for RTX, module `tensorrt_rtx`): Ampere and newer RTX/workstation GPUs. It builds
+  ahead of time for named compute capabilities on any machine, GPU or not; it has no plugin layers, no Hopper
+  (sm90) target, and its timing cache is deprecated and has no effect.
+
+Module name, plugin support, targets, timing cache, network flags and where the per-layer precisions come from
+are decided here; the builder and the runtime ask a `Toolchain` instead of testing versions themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from dmfnet_edge._optional import available, require
+from dmfnet_edge.build.engine_manifest import DeviceInfo
+from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
+
+log = logging.getLogger(__name__)
+
+RTX_TARGETS = ("sm75", "sm80", "sm86", "sm89", "sm120", "sm121")  # TensorRT for RTX 1.7's ComputeCapability
+RTX_PORTABLE_TARGETS = ("sm80", "sm86", "sm89", "sm120")  # Ampere, Ada and Blackwell RTX / workstation GPUs
+
+
+@dataclass(frozen=True)
+class Flavour:
+    name: str
+    module: str
+    extra: str
+    plugins: bool
+    timing_cache: bool
+    ahead_of_time: bool  # builds for named compute capabilities without a GPU
+
+
+FLAVOURS = {
+    "tensorrt": Flavour("tensorrt", "tensorrt", "trt", plugins=True, timing_cache=True, ahead_of_time=False),
+    "tensorrt-rtx": Flavour("tensorrt-rtx", "tensorrt_rtx", "trt-rtx", plugins=False, timing_cache=False,
+                            ahead_of_time=True),
+}
+TOOLCHAIN_CHOICES = ("auto", *FLAVOURS)
+
+
+def cudart() -> Any:
+    """cuda-python's runtime module (new and old import paths)."""
+    try:
+        from cuda.bindings import runtime  # cuda-python >= 12.6
+    except ImportError:
+        runtime = require("cuda.cudart", extra="trt", purpose="TensorRT engines on a GPU")
+    return runtime
+
+
+def current_device(trt_version: str, device: int = 0) -> DeviceInfo:
+    """The GPU this process sees (cuda-python), with the TensorRT version."""
+    err, prop = cudart().cudaGetDeviceProperties(device)
+    if int(err) != 0:
+        raise EnvironmentProblem(f"no usable CUDA device {device} (cudaGetDeviceProperties error {int(err)})")
+    name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+    return DeviceInfo(name.rstrip("\x00"), (int(prop.major), int(prop.minor)), int(prop.multiProcessorCount),
+                      trt_version)
+
+
+def sm_name(compute_capability: tuple[int, int]) -> str:
+    return f"sm{compute_capability[0]}{compute_capability[1]}"
+
+
+def parse_targets(text: str | None) -> list[str] | None:
+    """--compute-capability 'sm80,sm86' (or '8.6', '86') -> ['sm80', 'sm86'], sorted, without repeats."""
+    if text is None:
+        return None
+    targets = set()
+    for item in (t.strip().lower() for t in text.split(",") if t.strip()):
+        digits = item.removeprefix("sm").replace(".", "")
+        if not digits.isdigit():
+            raise InputError(f"--compute-capability {text}: '{item}' is not a compute capability such as sm86")
+        targets.add(f"sm{digits}")
+    if not targets:
+        raise InputError("--compute-capability: name at least one target, e.g. sm86")
+    return sorted(targets, key=lambda t: int(t[2:]))
+
+
+class Toolchain:
+    """One importable TensorRT flavour: its module, version and capabilities."""
+
+    def __init__(self, flavour: Flavour, trt: Any) -> None:
+        self.flavour, self.trt = flavour, trt
+        self.version = str(trt.__version__)
+
+    @property
+    def name(self) -> str:
+        return self.flavour.name
+
+    def describe(self) -> str:
+        return f"{self.name} {self.version}"
+
+    def network_flags(self) -> int:
+        major = int(self.version.split(".")[0])
+        if self.flavour.name == "tensorrt" and major < 11:  # 11.x and RTX networks are always strongly typed
+            return 1 << int(self.trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        return 0
+
+    def targets(self, requested: list[str] | None) -> tuple[list[str], DeviceInfo | None]:
+        """The compute capabilities to build for, and the GPU they come from (None for ahead-of-time builds)."""
+        if not self.flavour.ahead_of_time:
+            if requested:
+                raise InputError(f"--compute-capability: {self.describe()} builds for the GPU it runs on; named "
+                                 "targets need --toolchain tensorrt-rtx")
+            device = current_device(self.version)
+            return [sm_name(device.compute_capability)], device
+        targets = requested or list(RTX_PORTABLE_TARGETS)
+        unknown = [t for t in targets if t not in RTX_TARGETS]
+        if unknown:
+            hopper = " (TensorRT for RTX has no Hopper target: use --toolchain tensorrt)" if "sm90" in unknown else ""
+            raise InputError(f"--compute-capability {','.join(unknown)}: {self.describe()} targets "
+                             f"{', '.join(RTX_TARGETS)}{hopper}")
+        return targets, None
+
+    def set_targets(self, config: Any, targets: list[str]) -> None:
+        if not self.flavour.ahead_of_time:
+            return
+        config.num_compute_capabilities = len(targets)
+        for i, target in enumerate(targets):
+            config.set_compute_capability(getattr(self.trt.ComputeCapability, target.upper()), i)
+
+    def check_graph(self, onnx_name: str, manifest: dict[str, Any]) -> None:
+        """Refuse graphs this flavour cannot build, naming the one to build instead."""
+        refuse_unbuildable(onnx_name, manifest)
+        if manifest.get("tensorrt_plugins") and not self.flavour.plugins:
+            raise InputError(f"{onnx_name} has TensorRT plugin nodes, and {self.describe()} has no plugin layers; "
+                             "build it with --toolchain tensorrt, or build the graph exported without --trt-plugins")
+
+    def check_engine(self, runtime: Any, plan: bytes, name: str) -> None:
+        """Refuse an engine this GPU, driver or version cannot run, before deserialising it, where the flavour can
+        tell (TensorRT for RTX's `get_engine_validity`; TensorRT 10/11 rely on the manifest check alone)."""
+        if not hasattr(runtime, "get_engine_validity"):
+            return
+        validity, flags = runtime.get_engine_validity(plan)
+        reasons = [n.lower() for n, m in self.trt.EngineInvalidityDiagnostics.__members__.items() if int(flags) & int(m)]
+        if validity == self.trt.EngineValidity.INVALID:
+            raise ModelFileError(f"rebuild needed: {self.describe()} cannot run {name} on this machine "
+                                 f"({', '.join(reasons) or 'no reason given'})")
+        if validity != self.trt.EngineValidity.VALID:
+            log.warning("%s: %s runs it, but not at its best here (%s)", name, self.describe(), ", ".join(reasons))
+
+    def check_timing_cache(self, timing_cache: object, locked: bool) -> None:
+        if (timing_cache is not None or locked) and not self.flavour.timing_cache:
+            raise InputError(f"--timing-cache/--lock-timing-cache: the timing cache is deprecated in "
+                             f"{self.describe()} and has no effect; its builds are reproducible without one")
+
+
+def refuse_unbuildable(onnx_name: str, manifest: dict[str, Any]) -> None:
+    """No TensorRT flavour builds the ONNX Runtime INT8 graph: name the graph to build instead."""
+    if manifest.get("precision") == "int8-onnxruntime":
+        raise InputError(f"{onnx_name} is the ONNX Runtime INT8 graph (QLinear ops, non-zero zero points), which "
+                         "TensorRT cannot parse; build the TensorRT one: 'dmfnet-export quantize --precision int8 "
+                         "--target tensorrt'")
+
+
+def load_toolchain(choice: str = "auto") -> Toolchain:
+    """The requested flavour, or with 'auto' the first importable one (full TensorRT first), saying which."""
+    if choice not in TOOLCHAIN_CHOICES:
+        raise InputError(f"--toolchain {choice}: choose one of {', '.join(TOOLCHAIN_CHOICES)}")
+    if choice == "auto":
+        found = next((f for f in FLAVOURS.values() if available(f.module)), None)
+        if found is None:
+            raise MissingDependency("TensorRT engines need TensorRT: pip install 'dmfnet-edge[trt]' (TensorRT 10/11: "
+                                    "Jetson, data-centre, workstation GPUs) or 'dmfnet-edge[trt-rtx]' (TensorRT for "
+                                    "RTX: RTX GPUs, builds without a GPU)")
+        choice = found.name
+    flavour = FLAVOURS[choice]
+    toolchain = Toolchain(flavour, require(flavour.module, extra=flavour.extra, purpose=f"--toolchain {choice}"))
+    log.info("TensorRT toolchain: %s", toolchain.describe())
+    return toolchain
