@@ -121,8 +121,11 @@ def calibration(pairs, tmp_path_factory):
 @pytest.mark.parametrize("target, marker_op", [("onnxruntime", "QLinearConv"), ("tensorrt", "QuantizeLinear")])
 def test_int8_recipes(exported, calibration, tmp_path, target, marker_op):
     out = tmp_path / f"int8-{target}.onnx"
-    assert export_main(["quantize", "--onnx", str(exported["dynamic"]), "--precision", "int8", "--target", target,
+    source = exported["dynamic"]
+    before = (source.stat().st_mtime_ns, source.read_bytes())
+    assert export_main(["quantize", "--onnx", str(source), "--precision", "int8", "--target", target,
                         "--calibration", str(calibration), "--method", "max", "-o", str(out)]) == 0
+    assert (source.stat().st_mtime_ns, source.read_bytes()) == before  # the input graph is not even rewritten
     manifest = read_manifest(out)
     assert manifest["precision"] == f"int8-{target}" and manifest["calibration"]["per_modality"]["MRI-CT"] == 2
     assert manifest["ops"].get(marker_op, 0) > 0

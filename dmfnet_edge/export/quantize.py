@@ -22,6 +22,7 @@ import itertools
 import logging
 import multiprocessing
 import re
+import shutil
 import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
@@ -276,8 +277,11 @@ def _modelopt_int8(src: Path, dst: Path, batches: list[dict[str, np.ndarray]], m
     data = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
     exclude = [f"^{re.escape(name)}$" for name in plan["excluded_nodes"]] or None
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "q.onnx"
-        quantize(str(src), quantize_mode="int8", calibration_data=data, calibration_method=MODELOPT_METHODS[method],
+        out, private = Path(tmp) / "q.onnx", Path(tmp) / "src.onnx"
+        # Model Optimizer runs onnx.shape_inference.infer_shapes_path on its input in place: it would rewrite the
+        # user's (or the shipped) graph, non-atomically, under concurrent readers; it gets a private copy
+        shutil.copyfile(src, private)
+        quantize(str(private), quantize_mode="int8", calibration_data=data, calibration_method=MODELOPT_METHODS[method],
                  calibration_eps=["cpu"], high_precision_dtype=high_precision, output_path=str(out),
                  nodes_to_exclude=exclude, log_level="WARNING")
         probes = _probes(batches)
