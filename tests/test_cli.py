@@ -120,3 +120,28 @@ def test_info_reports_parameters_and_flops(capsys, tiny_model_base):
     info = json.loads(stdout)
     assert code == 0 and info["model"] == "tiny" and info["parameters"]["unet"] > 0
     assert info["gflop_per_pair_64"]["total"] > 0
+
+
+PERMISSIONS_SCRIPT = """
+import os, stat, sys
+from pathlib import Path
+os.umask(int(sys.argv[2], 8))
+import numpy as np
+from dmfnet_edge.io.images import write_image
+from dmfnet_edge.io.permissions import FOLDER_MODE
+out = Path(sys.argv[1])
+write_image(out / "fused.png", np.zeros((64, 64), np.uint8))
+print(oct(stat.S_IMODE((out / "fused.png").stat().st_mode)), oct(FOLDER_MODE))
+"""
+
+
+@pytest.mark.parametrize("umask, mode", [("022", "0o644"), ("027", "0o640"), ("077", "0o600")])
+def test_outputs_get_the_permissions_of_the_umask(tmp_path, umask, mode):
+    """Written through a temporary file and a rename, outputs used to be 0600 whatever the umask."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", PERMISSIONS_SCRIPT, str(tmp_path), umask], capture_output=True,
+                            text=True, check=True)
+    file_mode, folder_mode = result.stdout.split()
+    assert file_mode == mode and folder_mode == oct(0o777 & ~int(umask, 8))

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from dmfnet_edge.errors import EnvironmentProblem, InputError
+from dmfnet_edge.io.permissions import FILE_MODE
 from dmfnet_edge.limits import check_pixel_budget
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -114,6 +115,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, FILE_MODE)
     except OSError as exc:
         raise EnvironmentProblem(f"{path.parent}: cannot write here ({exc.strerror}); choose a writable "
                                  "output folder") from None

@@ -17,6 +17,7 @@ import numpy as np
 from dmfnet_edge._optional import require
 from dmfnet_edge.errors import EnvironmentProblem, InputError
 from dmfnet_edge.io.images import atomic_write_bytes
+from dmfnet_edge.io.permissions import FOLDER_MODE
 from dmfnet_edge.io.volumes import Volume
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -131,6 +132,7 @@ def write_dicom_series(folder: Path, fused: np.ndarray, mri: Volume, other: Volu
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        staging.chmod(FOLDER_MODE)
     except OSError as exc:
         raise EnvironmentProblem(f"{folder.parent}: cannot write here ({exc.strerror})") from None
     try:

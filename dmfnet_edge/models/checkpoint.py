@@ -16,6 +16,7 @@ from dmfnet_edge import __version__
 from dmfnet_edge.artifacts import load_sidecar, resolve_weights, sha256_file, write_json_atomic
 from dmfnet_edge.config import ModelConfig, preset
 from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.io.permissions import FILE_MODE
 from dmfnet_edge.models.dmfnet import DMFNet
 from dmfnet_edge.models.unet import DiffusionUNet
 
@@ -24,6 +25,7 @@ def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: 
                         ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
