@@ -41,7 +41,11 @@ def test_fuse_dir_then_eval(capsys, pairs_dir, tmp_path, tiny_model_base):
     out = tmp_path / "fused"
     code, stdout, _ = run(capsys, "fuse-dir", "--pairs", str(pairs_dir), "--out", str(out), "--model",
                           str(tiny_model_base), "--batch", "2", "--metrics")
-    assert code == 0
+    assert code == 0 and stdout.startswith("fused 4 pairs with model tiny on torch (fp32): ")
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 4 and lines[1].split()[:3] == ["MRI-CT", "Qabf", lines[1].split()[2]]
+    assert lines[-1] == f"wrote {out}/: MRI-X/NAME.png, report.md, report.json, overview.png (all eleven metrics in " \
+                        "report.md)"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("0*.png")) == [
         "MRI-CT/01.png", "MRI-CT/02.png", "MRI-PET/01.png", "MRI-PET/02.png"]
     report = json.loads((out / "report.json").read_text())
@@ -145,3 +149,16 @@ def test_outputs_get_the_permissions_of_the_umask(tmp_path, umask, mode):
                             text=True, check=True)
     file_mode, folder_mode = result.stdout.split()
     assert file_mode == mode and folder_mode == oct(0o777 & ~int(umask, 8))
+
+
+def test_fuse_dir_json_and_an_overview_of_every_modality(capsys, pairs_dir, tmp_path, tiny_model_base):
+    from dmfnet_edge.cli.report import overview_sample
+    from dmfnet_edge.io.pairs import find_pairs
+
+    code, stdout, _ = run(capsys, "fuse-dir", "--pairs", str(pairs_dir), "--out", str(tmp_path), "--model",
+                          str(tiny_model_base), "--json")
+    assert code == 0 and json.loads(stdout)["pairs"] == 4
+    pairs = find_pairs(pairs_dir)
+    assert [p.task for p in pairs] == ["MRI-CT", "MRI-CT", "MRI-PET", "MRI-PET"]
+    assert [(p.task, p.name) for p in overview_sample(pairs, 3)] == [("MRI-CT", "01"), ("MRI-PET", "01"),
+                                                                    ("MRI-CT", "02")]

@@ -46,11 +46,12 @@ def configure_fuse_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="writes OUT/MRI-X/NAME.png and OUT/report.json")
     p.add_argument("--batch", type=int, default=1, help="pairs per network call (same-size pairs only)")
     p.add_argument("--metrics", action="store_true", help="also compute the eleven fusion metrics per pair")
+    p.add_argument("--json", action="store_true", help="print the full summary as JSON instead of a short one")
     add_model_options(p)
 
 
 def run_fuse_dir(args: argparse.Namespace) -> int:
-    from dmfnet_edge.cli.report import write_fuse_report
+    from dmfnet_edge.cli.report import fuse_summary_lines, write_fuse_report
 
     if args.batch < 1:
         raise InputError(f"--batch {args.batch}: must be at least 1")
@@ -72,7 +73,7 @@ def run_fuse_dir(args: argparse.Namespace) -> int:
                 seconds[key] = elapsed / len(group)
             progress.update(len(group))
     report = write_fuse_report(args.out, pairs, written, seconds, runner.describe(), args.metrics)
-    print(json.dumps(report["summary"], indent=2))
+    print(json.dumps(report["summary"], indent=2) if args.json else "\n".join(fuse_summary_lines(report, args.out)))
     return 0
 
 

@@ -39,16 +39,42 @@ def overview_picture(rows: list[list[tuple[np.ndarray, str]]]) -> np.ndarray:
     return np.concatenate(lines, axis=0)
 
 
+def overview_sample(pairs: list[ImagePair], count: int) -> list[ImagePair]:
+    """Up to `count` pairs for the overview, taken from every task in turn (the first pairs of a split are often
+    all of one modality)."""
+    by_task: dict[str, list[ImagePair]] = {}
+    for pair in pairs:
+        by_task.setdefault(pair.task, []).append(pair)
+    chosen: list[ImagePair] = []
+    for rank in range(max((len(v) for v in by_task.values()), default=0)):
+        chosen += [group[rank] for group in by_task.values() if rank < len(group)]
+    return chosen[:count]
+
+
+def fuse_summary_lines(report: dict[str, Any], out: Path) -> list[str]:
+    """A few lines for people: what was fused, on what, how fast, the headline metrics, where the files went."""
+    summary, backend = report["summary"], report["summary"]["backend"]
+    lines = [f"fused {summary['pairs']} pairs with model {backend.get('model')} on {backend.get('backend')} "
+             f"({backend.get('precision') or 'fp32'}): {summary['seconds_per_pair_median']:.2f} s per pair "
+             f"(median; max {summary['seconds_per_pair_max']:.2f} s)"]
+    for task, values in summary.get("metrics", {}).items():
+        lines.append(f"  {task:<10} " + "  ".join(f"{m} {values[m]:.3f}" for m in HEADLINE_METRICS))
+    lines.append(f"wrote {out}/: MRI-X/NAME.png, report.md, report.json, overview.png"
+                 + (" (all eleven metrics in report.md)" if "metrics" in summary else ""))
+    return lines
+
+
 def write_fuse_report(out: Path, pairs: list[ImagePair], written: dict[str, Path], seconds: dict[str, float],
                       backend: dict[str, Any], with_metrics: bool, max_rows: int = 6) -> dict[str, Any]:
     per_task: dict[str, list[dict[str, float]]] = {}
+    shown = {id(p) for p in overview_sample(pairs, max_rows)}
     rows = []
     for pair in pairs:
         key = f"{pair.task}/{pair.name}"
         fused = read_image(written[key])
         if with_metrics:
             per_task.setdefault(pair.task, []).append(pair_metrics(pair, fused))
-        if len(rows) < max_rows:
+        if id(pair) in shown:
             rows.append([(read_image(pair.mri), f"MRI {pair.name}"),
                          (read_image(pair.other), f"{pair.modality} {pair.name}"), (fused, "fused")])
     times = list(seconds.values())
@@ -63,6 +89,9 @@ def write_fuse_report(out: Path, pairs: list[ImagePair], written: dict[str, Path
     atomic_write_bytes(out / "overview.png", encode_image(overview_picture(rows), ".png"))
     atomic_write_bytes(out / "report.md", _markdown(summary).encode())
     return report
+
+
+HEADLINE_METRICS = ("Qabf", "VIF", "SSIM", "MI", "EN", "SD")
 
 
 def _markdown(summary: dict[str, Any]) -> str:
