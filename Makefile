@@ -2,22 +2,34 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= train,onnx,quantize,medical,dev
+EXTRAS ?= train,onnx,quantize,medical,trt-rtx,dev
 DEMO_OUT ?= out/demo
 
 .PHONY: demo test test-fast bench clean
 
+PIP := $(BIN)/pip install --disable-pip-version-check
+
+# Everything (tests, training, exports, TensorRT for RTX builds): about 2 GB in the venv.
 $(VENV)/.installed: pyproject.toml
+	@echo "== creating $(VENV) and installing dmfnet-edge[$(EXTRAS)] (torch CPU build, Model Optimizer, TensorRT for RTX, ...)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	$(PIP) -e '.[$(EXTRAS)]'
+	touch $@ $(VENV)/.runtime
+
+# The runtime only (numpy, OpenCV, ONNX Runtime; no torch): about 0.5 GB, what `make demo` needs.
+$(VENV)/.runtime: pyproject.toml
+	@echo "== creating $(VENV) and installing the runtime: dmfnet-edge[onnx] (no torch)"
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) -e '.[onnx]'
 	touch $@
 
 install: $(VENV)/.installed
 
 # Fuse the bundled sample pairs (one per modality) with the shipped edge model on the embedded default backend.
-demo: $(VENV)/.installed
+demo: $(VENV)/.runtime
+	@echo "== fusing the three bundled sample pairs on the embedded default (ONNX Runtime, FP32)"
 	$(BIN)/dmfnet fuse-dir --pairs dmfnet_edge/samples --out $(DEMO_OUT) --metrics
-	@echo "fused images, report.md and overview.png are in $(DEMO_OUT)/"
+	@echo "== done: open $(DEMO_OUT)/report.md (or overview.png); run the tools as $(BIN)/dmfnet, or after 'source $(BIN)/activate'"
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
@@ -39,7 +51,7 @@ INT8_METHOD ?= entropy
 WEIGHTS := dmfnet_edge/weights
 EXPORT_OUT ?= out/export
 
-.PHONY: weights export verify bench-all
+.PHONY: weights export verify engines bench-all
 
 # Ship the final stage-2 weights of $(RUN) with their ONNX graphs (dynamic fp32 and the ONNX Runtime int8).
 weights: $(VENV)/.installed
@@ -65,6 +77,10 @@ verify: $(VENV)/.installed
 	$(BIN)/dmfnet-export verify --model edge --pairs $(DATA)/val --report out/verify \
 	    --onnx $(WEIGHTS)/dmfnet-edge-fp32.onnx $(WEIGHTS)/dmfnet-edge-int8-onnxruntime.onnx \
 	    $(EXPORT_OUT)/dmfnet-edge-fp16.onnx $(EXPORT_OUT)/dmfnet-edge-int8-tensorrt.onnx
+
+# TensorRT for RTX engines of the exported recipes (no GPU needed): build times, sizes, layer precisions, manifests.
+engines: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_engine_build.py --repeats 3 --manifests docs/engines
 
 bench-all: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_cpu.py

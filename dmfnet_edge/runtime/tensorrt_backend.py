@@ -1,6 +1,7 @@
 """TensorRT backend: name-based I/O (set_tensor_address + execute_async_v3), device and pinned host buffers
-allocated once, one CUDA graph for the static path, warm-up, and the engine manifest checked against this GPU
-and TensorRT version before anything is deserialised.
+allocated once, one CUDA graph for the static path, warm-up, and the engine manifest checked against this GPU,
+TensorRT flavour (TensorRT 10/11 or TensorRT for RTX, whichever built the engine) and version before anything is
+deserialised.
 
 The device-side work goes through a small `DeviceMemory` interface (cuda-python here), so the buffer logic is
 tested with a fake engine and fake memory where no GPU and no TensorRT exist. Torch-free.
