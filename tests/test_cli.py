@@ -155,7 +155,7 @@ def test_fuse_dir_json_and_an_overview_of_every_modality(capsys, pairs_dir, tmp_
     from dmfnet_edge.cli.report import overview_sample
     from dmfnet_edge.io.pairs import find_pairs
 
-    code, stdout, _ = run(capsys, "fuse-dir", "--pairs", str(pairs_dir), "--out", str(tmp_path), "--model",
+    code, stdout, _ = run(capsys, "fuse-dir", "--pairs", str(pairs_dir), "--out", str(tmp_path / "out"), "--model",
                           str(tiny_model_base), "--json")
     assert code == 0 and json.loads(stdout)["pairs"] == 4
     pairs = find_pairs(pairs_dir)

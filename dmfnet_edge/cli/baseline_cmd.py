@@ -8,6 +8,7 @@ from pathlib import Path
 from dmfnet_edge.baselines import BASELINES
 from dmfnet_edge.cli.progress import track
 from dmfnet_edge.io.images import read_image, write_image
+from dmfnet_edge.io.output_guard import refuse_overlap
 from dmfnet_edge.io.pairs import find_pairs
 from dmfnet_edge.preprocess.color import merge_luma, split_luma
 
@@ -25,6 +26,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_overlap("--out", args.out, {"--pairs": args.pairs})
     pairs = find_pairs(args.pairs)
     for pair in track(pairs, len(pairs), args.method, "pair"):
         fused = fuse_with_baseline(args.method, read_image(pair.mri), read_image(pair.other))

@@ -16,6 +16,7 @@ from dmfnet_edge.cli.common import add_model_options, runner_from
 from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.cli.report import overview_picture
 from dmfnet_edge.io.images import atomic_write_bytes, encode_image, read_image, write_image
+from dmfnet_edge.io.output_guard import refuse_overlap
 from dmfnet_edge.io.pairs import ImagePair, find_pairs
 from dmfnet_edge.metrics.evaluate import evaluate
 from dmfnet_edge.metrics.fusion import CONVENTIONS, METRIC_NAMES
@@ -47,6 +48,7 @@ def _folder(method: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_overlap("--out", args.out, {"--pairs": args.pairs})
     pairs = find_pairs(args.pairs)
     runner = runner_from(args)
     methods = _method_fns(runner)

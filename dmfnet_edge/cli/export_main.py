@@ -118,6 +118,11 @@ def _keep_fp32(value: str) -> str | list[str]:
 def run_quantize(args: argparse.Namespace) -> int:
     from dmfnet_edge.export.calibration import load_calibration, network_batches
     from dmfnet_edge.export.quantize import quantize_onnx
+    from dmfnet_edge.io.output_guard import refuse_overlap
+
+    inputs = {"--onnx": args.onnx, **({"--calibration": args.calibration} if args.calibration else {})}
+    refuse_overlap("-o", args.out, inputs)
+    refuse_overlap("-o", args.out.with_name(args.out.name + ".json"), inputs)
 
     batches, calibration = None, None
     if args.calibration is not None:

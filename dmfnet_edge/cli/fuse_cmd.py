@@ -12,6 +12,7 @@ from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.images import IMAGE_SUFFIXES, read_image, write_image
 from dmfnet_edge.io.loader import load_image
+from dmfnet_edge.io.output_guard import refuse_overlap
 from dmfnet_edge.io.pairs import find_pairs
 from dmfnet_edge.pipeline import batched, fuse_pixels, prepare_pair, timed_batch
 
@@ -23,6 +24,7 @@ def configure_fuse(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slice", type=int, help="slice index for NIfTI volumes, frame for multi-frame DICOM")
     p.add_argument("--window-mri", help="CENTER,WIDTH window for DICOM/NIfTI MRI values")
     p.add_argument("--window-other", help="CENTER,WIDTH window for DICOM/NIfTI values (e.g. CT 40,400)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output image")
     add_model_options(p)
 
 
@@ -31,6 +33,9 @@ def run_fuse(args: argparse.Namespace) -> int:
         raise InputError(f"{args.output}: unsupported output type; use one of {', '.join(IMAGE_SUFFIXES)}")
     mri = load_image(args.mri, args.slice, parse_window(args.window_mri))
     other = load_image(args.other, args.slice, parse_window(args.window_other))
+    refuse_overlap("-o", args.output, {"--mri": args.mri, "--other": args.other})
+    if args.output.exists() and not args.overwrite:
+        raise InputError(f"{args.output}: exists; pass --overwrite to replace it")
     runner = runner_from(args)
     start = time.perf_counter()
     fused = fuse_pixels(runner, mri.pixels, other.pixels, f"{args.mri.name} + {args.other.name}")
@@ -55,6 +60,7 @@ def run_fuse_dir(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise InputError(f"--batch {args.batch}: must be at least 1")
+    refuse_overlap("--out", args.out, {"--pairs": args.pairs})
     pairs = find_pairs(args.pairs)
     runner = runner_from(args)
     seconds: dict[str, float] = {}

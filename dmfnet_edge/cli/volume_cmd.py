@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from dmfnet_edge.artifacts import write_json_atomic
 from dmfnet_edge.cli.common import add_model_options, runner_from
 from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.errors import InputError
+from dmfnet_edge.io.output_guard import check_replaceable, refuse_overlap
 from dmfnet_edge.io.volume_writers import write_dicom_series, write_nifti
 from dmfnet_edge.io.volumes import read_volume
 from dmfnet_edge.volume_pipeline import (IntensitySettings, check_geometry, check_mri, fuse_volume, other_modality,
@@ -31,7 +33,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mri-series", help="SeriesInstanceUID when the MRI folder holds several series")
     p.add_argument("--other-series", help="SeriesInstanceUID when the other folder holds several series")
     p.add_argument("--batch", type=int, default=8, help="slices per network call")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing DICOM output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous output of fuse-volume (recognised by its .provenance.json); "
+                        "anything else is refused")
     add_model_options(p)
 
 
@@ -39,11 +43,25 @@ def _is_nifti(path: Path) -> bool:
     return path.name.endswith(".nii") or path.name.endswith(".nii.gz")
 
 
+def _check_output(args: argparse.Namespace) -> Path:
+    """The output may not touch the inputs; --overwrite replaces only a previous fuse-volume output. Returns
+    the provenance sidecar's path."""
+    inputs = {"--mri": args.mri, "--other": args.other}
+    refuse_overlap("-o", args.output, inputs)
+    named = Path(os.path.abspath(args.output))  # '-o .' has no name to put the sidecar beside
+    sidecar = named.with_name(named.name + ".provenance.json")
+    refuse_overlap("-o", sidecar, inputs)
+    if args.output.exists() and _is_nifti(args.output) and not args.overwrite:
+        raise InputError(f"{args.output}: exists; pass --overwrite to replace it")
+    if args.overwrite:
+        check_replaceable(args.output, sidecar, "dmfnet fuse-volume")
+    return sidecar
+
+
 def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise InputError(f"--batch {args.batch}: must be at least 1")
-    if args.output.exists() and _is_nifti(args.output) and not args.overwrite:
-        raise InputError(f"{args.output}: exists; pass --overwrite to replace it")
+    sidecar = _check_output(args)
     started = time.perf_counter()
     mri, other = read_volume(args.mri, args.mri_series), read_volume(args.other, args.other_series)
     check_mri(mri)
@@ -69,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
     record = provenance(mri, other, fused, runner, outputs, {"read_and_check": round(loaded - started, 4),
                                                              "write": round(done - written, 4),
                                                              "total": round(done - started, 4)})
-    sidecar = args.output.with_name(args.output.name + ".provenance.json")
     write_json_atomic(sidecar, record)
     print(f"{args.output}: {mri.slices} slices ({'RGB' if fused.pixels.ndim == 4 else 'grey'}) in "
           f"{done - started:.1f} s on {runner.backend}; provenance: {sidecar}")

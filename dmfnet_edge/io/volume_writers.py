@@ -120,6 +120,22 @@ def _slice_dataset(pydicom: Any, pixels: np.ndarray, index: int, mri: Volume, ot
     return ds
 
 
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Put the new series in place of the old one by two renames; the old one is deleted only once the new one
+    is there (a failure in between puts the old one back)."""
+    if not folder.exists():
+        os.replace(staging, folder)
+        return
+    retired = folder.with_name(f".{folder.name}.replaced-{os.getpid()}")
+    os.replace(folder, retired)
+    try:
+        os.replace(staging, folder)
+    except BaseException:
+        os.replace(retired, folder)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
 def write_dicom_series(folder: Path, fused: np.ndarray, mri: Volume, other: Volume, description: str,
                        overwrite: bool = False) -> list[Path]:
     """Write one Secondary Capture file per slice into a new folder, all at once (temp folder + rename)."""
@@ -146,9 +162,7 @@ def write_dicom_series(folder: Path, fused: np.ndarray, mri: Volume, other: Volu
             name = f"IM{i + 1:05d}.dcm"
             ds.save_as(staging / name, enforce_file_format=True)
             names.append(name)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
+        _swap_in(staging, folder)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise EnvironmentProblem(f"{folder}: writing the series failed ({exc.strerror}); nothing was written") \
