@@ -5,9 +5,9 @@
   compile         batched FP16 autocast under torch.compile (default, and mode="reduce-overhead")
   fast path       dmfnet's --backend gpu: FP16, channels_last, pruned, fused kernel, one CUDA graph
 plus the fused cross-modal attention kernel against the PyTorch module it replaces, and the edge model on the
-fast path at batch 1 and 64 slices. Medians of --runs timed runs after warm-up; ratios against `official`.
+fast path at batch 1 and 64 slices. Medians of --repeats timed runs after warm-up; ratios against `official`.
 
-    python benchmarks/bench_gpu.py [--model paper] [--runs 30]
+    python benchmarks/bench_gpu.py [--model paper] [--repeats 30]
 """
 
 from __future__ import annotations
@@ -100,14 +100,14 @@ def edge_batches(runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="paper")
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--repeats", "--runs", dest="repeats", type=int, default=30, help="timed runs per variant")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_gpu.py needs a CUDA GPU")
     torch.backends.cudnn.benchmark = True
-    model_table(args.model, args.runs)
-    kernel_table(args.runs)
-    edge_batches(args.runs)
+    model_table(args.model, args.repeats)
+    kernel_table(args.repeats)
+    edge_batches(args.repeats)
 
 
 if __name__ == "__main__":

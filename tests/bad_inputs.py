@@ -158,7 +158,7 @@ CATALOGUE: list[Case] = [
                                                                        _series(d, "mri", 3, "MR")), 2, "swap"),
     Case("empty DICOM folder", lambda d, m: _volume(d, _series(d, "mri", 3, "MR"), _empty(d)), 2, "empty folder"),
     Case("invalid option value (--batch 0)", lambda d, m: ["fuse-dir", "--pairs", str(d), "--out", str(d / "out"),
-                                                           "--batch", "0"], 2, "at least 1"),
+                                                           "--batch", "0"], 2, "0 is out of range"),
 ]
 
 
@@ -193,7 +193,10 @@ def run_case(case: Case, folder: Path, model: Path) -> tuple[int, str, list[Path
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         with case.patch() if case.patch else contextlib.nullcontext():
-            code = main(argv)
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # usage errors: argparse exits
+                code = exc.code
     out = folder / "out"
     left = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
     return code, err.getvalue(), left

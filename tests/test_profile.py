@@ -19,7 +19,7 @@ def tiny_onnx(tmp_path_factory):
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
 def test_profile_reports_percentiles_stages_and_files(backend, tiny_onnx, tiny_model_base, tmp_path, capsys):
     model = str(tiny_onnx) if backend == "onnxruntime" else str(tiny_model_base)
-    code = export_main(["profile", "--backend", backend, "--model", model, "--runs", "4", "--warmup", "1",
+    code = export_main(["profile", "--backend", backend, "--model", model, "--repeats", "4", "--warmup", "1",
                         "--batch", "2", "--json", str(tmp_path / "p.json"), "--csv", str(tmp_path / "p.csv"),
                         "--plot", str(tmp_path / "p.png"), "--budget-ms", "100000"])
     assert code == 0 and "p99" in capsys.readouterr().out

@@ -20,7 +20,7 @@ def fuse_with_baseline(method: str, mri, other):
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", required=True, choices=sorted(BASELINES))
+    p.add_argument("--method", required=True, choices=sorted(BASELINES), help="the classic fusion rule")
     p.add_argument("--pairs", required=True, type=Path, help="DIR/MRI-X/{MRI,X}/NAME.png")
     p.add_argument("--out", required=True, type=Path, help="writes OUT/MRI-X/NAME.png")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from dmfnet_edge.cli.types import POSITIVE, torch_device
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.runtime import BACKENDS, Runner, open_runner
 
@@ -11,11 +12,11 @@ from dmfnet_edge.runtime import BACKENDS, Runner, open_runner
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="edge", help="shipped model name (edge) or PATH to NAME.safetensors/.json")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu | cuda | cuda:N")
+    p.add_argument("--device", default="cpu", type=torch_device, help="torch device: cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=("fp32", "int8", "fp16", "bf16"),
                    help="onnxruntime with a shipped model: fp32 (default) or int8 graph; torch: fp32; "
                         "gpu: fp16 (default), bf16 or fp32")
-    p.add_argument("--threads", type=int, help="CPU threads for inference")
+    p.add_argument("--threads", type=POSITIVE, help="CPU threads for inference (default: the library's choice)")
 
 
 def runner_from(args: argparse.Namespace) -> Runner:

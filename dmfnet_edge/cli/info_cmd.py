@@ -6,11 +6,12 @@ import argparse
 import json
 
 from dmfnet_edge._optional import require
+from dmfnet_edge.cli.types import int_range
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="edge", help="shipped name, preset (paper/edge/tiny) or PATH")
-    p.add_argument("--size", type=int, default=256, help="image side for the FLOP count")
+    p.add_argument("--size", type=int_range(64, 8192), default=256, help="image side for the FLOP count")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,16 +28,45 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        tool, _, command = self.prog.partition(" ")  # every error line starts 'TOOL: error: ', as at run time
+        where = f"{command}: " if command else ""
+        self.exit(2, f"{tool}: error: {where}{message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's default after its help (unless it has none or the help already says it); the examples
+    epilog kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: {default})"
+
+
+DESCRIPTIONS = {"dmfnet": "DM-FNet multimodal medical image fusion: fuse MRI with CT, PET or SPECT, evaluate, train.",
+                "dmfnet-export": "DM-FNet deployment: ONNX export, precision recipes, accuracy gates, TensorRT "
+                                 "engines, latency profiles."}
+
+
+def _epilog(prog: str, name: str) -> str | None:
+    from dmfnet_edge.cli.examples import EXAMPLES
+
+    lines = EXAMPLES.get(prog, {}).get(name)
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines) if lines else None
 
 
 def build_parser(prog: str = "dmfnet", commands: list[Command] | None = None) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description="DM-FNet multimodal medical image fusion.")
+    parser = _Parser(prog=prog, description=DESCRIPTIONS.get(prog), formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, help_text, configure, run in commands or _commands():
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd = sub.add_parser(name, help=help_text, description=help_text, epilog=_epilog(prog, name),
+                             formatter_class=_HelpFormatter)
+        cmd.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log progress details (also accepted before the command)")
         configure(cmd)
         cmd.set_defaults(run=run)
     return parser
