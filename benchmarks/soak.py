@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
+    if args.pairs < 4:
+        parser.error("--pairs: give at least 4")
+    warmup = min(args.warmup, args.pairs // 4)  # a short soak keeps three quarters of its pairs to measure
     runner = open_runner(args.backend, args.model, threads=args.threads)
     samples: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,10 +74,10 @@ def main() -> None:
             mri, other = inputs[i % len(inputs)]
             fused = fuse_pixels(runner, read_image(mri), read_image(other))
             write_image(Path(tmp) / "out" / f"f{i % 10}.png", fused.pixels)
-            if i % args.sample_every == 0 or i == args.warmup:
+            if i % args.sample_every == 0 or i in (warmup, args.pairs):
                 samples.append({"pair": i, "rss_mib": rss_mib(), "fds": open_fds(),
                                 "seconds": time.perf_counter() - start})
-    base = next(s for s in samples if s["pair"] >= args.warmup)
+    base = next(s for s in samples if s["pair"] >= warmup)
     end = samples[-1]
     growth = 100 * (end["rss_mib"] - base["rss_mib"]) / base["rss_mib"]
     verdict = growth < 5 and end["fds"] <= base["fds"]

@@ -5,6 +5,7 @@ Torch-free: the Runner hides the backend.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dmfnet_edge.preprocess.color import merge_luma, split_luma
 from dmfnet_edge.preprocess.tensor import crop_to, from_network, pad_to_multiple, to_network
 from dmfnet_edge.runtime.base import Runner
 
+log = logging.getLogger(__name__)
 MIN_SIDE = 16
 
 
@@ -38,6 +40,19 @@ class FusedImage:
     luma: np.ndarray
 
 
+def _is_colour(image: np.ndarray) -> bool:
+    return image.ndim == 3 and bool(np.any(image[..., 0] != image[..., 1]) or np.any(image[..., 1] != image[..., 2]))
+
+
+def _warn_if_suspicious(mri: np.ndarray, other: np.ndarray, label: str) -> None:
+    """Pairings that are legal but most likely a slip; cheap to check, so say so."""
+    if _is_colour(mri) and not _is_colour(other):
+        log.warning("%s: the MRI is in colour and the other image is grey: were --mri and --other swapped? "
+                    "(the MRI's colour is dropped; only the other image's colour is kept)", label)
+    if mri.shape == other.shape and np.array_equal(mri, other):
+        log.warning("%s: the two images are identical; fusion of an image with itself is that image", label)
+
+
 def prepare_pair(mri: np.ndarray, other: np.ndarray, label: str = "pair") -> PreparedPair:
     """Check a uint8 pair and turn it into network inputs; the MRI's luma is used if it is colour."""
     if mri.shape[:2] != other.shape[:2]:
@@ -46,6 +61,7 @@ def prepare_pair(mri: np.ndarray, other: np.ndarray, label: str = "pair") -> Pre
     h, w = mri.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise InputError(f"{label}: {w}x{h} is too small; both sides must be at least {MIN_SIDE} pixels")
+    _warn_if_suspicious(mri, other, label)
     mri_luma, _ = split_luma(mri)
     other_luma, chroma = split_luma(other)
     return PreparedPair(pad_to_multiple(to_network(mri_luma)), pad_to_multiple(to_network(other_luma)), h, w,

@@ -56,8 +56,10 @@ def latency_stats(ms: list[float]) -> dict[str, float]:
 
 
 def time_runs(runner: Runner, mri: np.ndarray, other: np.ndarray, runs: int, warmup: int, batch: int,
-              sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
-    """Per-run milliseconds of preprocess, network and postprocess for `batch` copies of one pair."""
+              sync: Callable[[], None] = lambda: None, progress: Callable[[], None] = lambda: None
+              ) -> dict[str, list[float]]:
+    """Per-run milliseconds of preprocess, network and postprocess for `batch` copies of one pair; `progress()`
+    after every run (warm-up included)."""
     out: dict[str, list[float]] = {"preprocess": [], "network": [], "postprocess": [], "total": []}
     for i in range(warmup + runs):
         t0 = time.perf_counter()
@@ -74,6 +76,7 @@ def time_runs(runner: Runner, mri: np.ndarray, other: np.ndarray, runs: int, war
         if i >= warmup:
             for key, value in zip(out, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
                 out[key].append(1000 * value)
+        progress()
     return out
 
 
@@ -126,8 +129,9 @@ def ort_stage_split(onnx_path: Path, threads: int | None, mri: np.ndarray, other
 
 
 def profile_runner(runner: Runner, mri: np.ndarray, other: np.ndarray, runs: int, warmup: int, batch: int,
-                   stage_split: dict[str, float] | None, sync: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    times = time_runs(runner, mri, other, runs, warmup, batch, sync)
+                   stage_split: dict[str, float] | None, sync: Callable[[], None] = lambda: None,
+                   progress: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    times = time_runs(runner, mri, other, runs, warmup, batch, sync, progress)
     total = latency_stats(times["total"])
     return {"backend": runner.describe(), "runs": runs, "warmup": warmup, "batch": batch,
             "image": list(mri.shape[:2]), "latency_ms": total,

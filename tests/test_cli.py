@@ -162,3 +162,51 @@ def test_fuse_dir_json_and_an_overview_of_every_modality(capsys, pairs_dir, tmp_
     assert [p.task for p in pairs] == ["MRI-CT", "MRI-CT", "MRI-PET", "MRI-PET"]
     assert [(p.task, p.name) for p in overview_sample(pairs, 3)] == [("MRI-CT", "01"), ("MRI-PET", "01"),
                                                                     ("MRI-CT", "02")]
+
+
+def test_progress_off_a_terminal_is_plain_periodic_lines(capsys):
+    from dmfnet_edge.cli.progress import PlainProgress, bar
+
+    assert isinstance(bar(3, "quick", "pair"), PlainProgress)  # capsys' stderr is no terminal
+    with bar(3, "quick", "pair") as quick:
+        quick.update(3)
+    assert capsys.readouterr().err == ""  # short work adds nothing
+    with PlainProgress(4, "fusing", "pair", every_s=0.0) as slow:
+        slow.set_postfix({"loss": "0.1234"})
+        for _ in range(4):
+            slow.update(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("fusing: 1/4 pairs (25 %), ") and lines[0].endswith("; loss 0.1234")
+    assert len(lines) == 5 and lines[-1].startswith("fusing: 4/4 pairs (100 %)")
+
+
+def test_suspicious_pairings_are_warned_about(caplog, rng):
+    from dmfnet_edge.pipeline import prepare_pair
+
+    grey, colour = smooth_image(rng, 64, 64), smooth_image(rng, 64, 64, colour=True)
+    with caplog.at_level("WARNING"):
+        prepare_pair(colour, grey, "p")
+        prepare_pair(grey, grey.copy(), "q")
+        prepare_pair(grey, colour, "fine")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and "were --mri and --other swapped?" in messages[0] and "identical" in messages[1]
+
+
+def test_options_are_checked_at_parse_time(capsys):
+    for argv in (["fuse-dir", "--pairs", "d", "--out", "o", "--batch", "0"], ["fuse", "--mri", "a", "--other", "b",
+                 "-o", "c.png", "--threads", "-2"], ["fuse", "--mri", "a", "--other", "b", "-o", "c.png", "--device",
+                 "banana"], ["train", "stage1", "--data", "d", "--out", "o", "--steps", "x"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(f"dmfnet: error: {argv[0]}: argument"), \
+            (argv, err)
+    from dmfnet_edge.cli.export_main import main as export_main
+
+    for argv in (["onnx", "-o", "o", "--opset", "99"], ["onnx", "-o", "o", "--batch", "0"],
+                 ["calibrate", "--pairs", "p", "-o", "c.json", "--per-modality", "-1"]):
+        with pytest.raises(SystemExit) as exit_:
+            export_main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(err) == 1 and "out of range" in err[0], (argv, err)
+        assert err[0].startswith(f"dmfnet-export: error: {argv[0]}: argument"), err

@@ -180,9 +180,12 @@ def test_onnxruntime_int8_after_a_tensorrt_recipe_in_the_same_process(exported, 
     assert read_manifest(tmp_path / "ort.onnx")["ops"].get("QLinearConv", 0) > 0
 
 
-def test_fp16_recipe_keeps_normalisation_in_fp32(exported, tmp_path):
+def test_fp16_recipe_keeps_normalisation_in_fp32(exported, tmp_path, capfd):
     out = tmp_path / "fp16.onnx"
     assert export_main(["quantize", "--onnx", str(exported["dynamic"]), "--precision", "fp16", "-o", str(out)]) == 0
+    printed = capfd.readouterr()  # Model Optimizer's ~100 lines per run stay out of the terminal
+    assert printed.out.strip().splitlines() == [f"{out}: fp16 (modelopt.onnx.autocast.convert_to_mixed_precision)"]
+    assert printed.err == ""
     graph = onnx.load(str(out))
     init_types = {i.name: i.data_type for i in graph.graph.initializer}
     conv_weights = [n.input[1] for n in graph.graph.node if n.op_type == "Conv"]

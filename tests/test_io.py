@@ -126,3 +126,21 @@ def test_pair_discovery_and_lonely_files(tmp_path, rng):
         find_pairs(tmp_path)
     with pytest.raises(InputError, match="no image pairs"):
         find_pairs(tmp_path / "MRI-CT" / "MRI")
+
+
+def test_pair_discovery_skips_hidden_files_and_hints_at_letter_case(tmp_path, rng):
+    from dmfnet_edge.errors import InputError
+    from dmfnet_edge.io.images import write_image
+    from dmfnet_edge.io.pairs import find_pairs
+    from tests.conftest import smooth_image
+
+    for side in ("MRI", "CT"):
+        write_image(tmp_path / "ok" / "MRI-CT" / side / "01.png", smooth_image(rng, 64, 64))
+        (tmp_path / "ok" / "MRI-CT" / side / "._01.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    assert [p.name for p in find_pairs(tmp_path / "ok")] == ["01"]
+    (tmp_path / "ok" / "MRI-CT" / "MRI").rename(tmp_path / "ok" / "MRI-CT" / "mri")
+    with pytest.raises(InputError, match="found 'mri': folder names are case-sensitive, rename it to 'MRI'"):
+        find_pairs(tmp_path / "ok")
+    (tmp_path / "ok" / "MRI-CT").rename(tmp_path / "ok" / "mri-ct")
+    with pytest.raises(InputError, match="found 'mri-ct': .* rename it to 'MRI-CT'"):
+        find_pairs(tmp_path / "ok")

@@ -15,6 +15,7 @@ from dmfnet_edge.cli.baseline_cmd import fuse_with_baseline
 from dmfnet_edge.cli.common import add_model_options, runner_from
 from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.cli.report import overview_picture
+from dmfnet_edge.cli.types import int_range
 from dmfnet_edge.io.images import atomic_write_bytes, encode_image, read_image, write_image
 from dmfnet_edge.io.output_guard import refuse_overlap
 from dmfnet_edge.io.pairs import ImagePair, find_pairs
@@ -28,7 +29,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", required=True, type=Path, help="DIR/MRI-X/{MRI,X}/NAME.png")
     p.add_argument("--out", required=True, type=Path, help="OUT/<method>/MRI-X/NAME.png, comparison.{md,json}, "
                                                            "figure.png")
-    p.add_argument("--figure-rows", type=int, default=2, help="pairs per task in the picture grid")
+    p.add_argument("--figure-rows", type=int_range(1, 20), default=2, help="pairs per task in the picture grid")
     add_model_options(p)
 
 
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_bytes(args.out / "comparison.md", _markdown(summary).encode())
     atomic_write_bytes(args.out / "figure.png", encode_image(_figure(pairs, methods, args), ".png"))
     print(_markdown(summary))
+    print(f"wrote {args.out}/: METHOD/MRI-X/NAME.png for {', '.join(_folder(m) for m in methods)}, comparison.md, "
+          "comparison.json, figure.png")
     return 0
 
 

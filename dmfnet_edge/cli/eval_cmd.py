@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\npairs: {counts}\nconventions: {report['conventions']}")
     if args.json:
         write_json_atomic(args.json, report)
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -11,6 +11,7 @@ from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import write_json_atomic
 from dmfnet_edge.cli.main import run_cli
 from dmfnet_edge.cli.progress import bar
+from dmfnet_edge.cli.types import NON_NEGATIVE, POSITIVE, int_range, positive_float
 from dmfnet_edge.errors import InputError
 
 
@@ -29,10 +30,11 @@ def configure_onnx(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="edge", help="edge (shipped), a preset (paper, tiny: random weights) or PATH")
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     p.add_argument("--name", help="file stem (default dmfnet-<model>-fp32[-dynamic])")
-    p.add_argument("--size", type=int, default=256, help="static image side (multiple of 16, >= 64)")
-    p.add_argument("--batch", type=int, default=1, help="static batch size")
+    p.add_argument("--size", type=int_range(64, 8192), default=256, help="static image side (multiple of 16, >= 64)")
+    p.add_argument("--batch", type=int_range(1, 64), default=1, help="static batch size")
     p.add_argument("--dynamic", action="store_true", help="symbolic N, H, W (any multiple of 16)")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--opset", type=int_range(17, 21), default=18,
+                   help="ONNX opset (17-21: LayerNormalization needs 17; TensorRT 10/11 parse up to 21)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     p.add_argument("--trt-plugins", action="store_true",
                    help="TensorRT-only graph: the cross-modal attention pixel stage as DmfnetPixelAttentionFuse "
@@ -55,6 +57,9 @@ def run_onnx(args: argparse.Namespace) -> int:
         raise InputError(f"--size {args.size}: {exc}") from None
     stem = args.name or (f"dmfnet-{model.cfg.name}-fp32{'-dynamic' if args.dynamic else ''}"
                          f"{'-trtplugins' if args.trt_plugins else ''}")
+    if model.cfg.name == "paper":
+        print("exporting the paper-size model: a few minutes and about 11 GB of memory (tracing, simplification, "
+              "parity check)", file=sys.stderr)
     manifest = export_onnx(model, args.out / f"{stem}.onnx", contract, meta, opset=args.opset,
                            simplify=not args.no_simplify)
     parity = manifest["parity_max_abs_vs_torch"]
@@ -67,7 +72,7 @@ def run_onnx(args: argparse.Namespace) -> int:
 def configure_calibrate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", required=True, type=Path, help="training split DIR/MRI-X/{MRI,X}/NAME.png")
     p.add_argument("--exclude", type=Path, help="validation split that must not overlap (checked by hash)")
-    p.add_argument("--per-modality", type=int, default=16)
+    p.add_argument("--per-modality", type=POSITIVE, default=16, help="calibration pairs per modality")
     p.add_argument("-o", "--out", required=True, type=Path, help="calibration manifest (.json)")
 
 
@@ -82,12 +87,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def configure_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", required=True, type=Path, help="the fp32 graph from 'dmfnet-export onnx'")
-    p.add_argument("--precision", required=True, choices=["fp16", "int8"])
+    p.add_argument("--precision", required=True, choices=["fp16", "int8"], help="the recipe to write")
     p.add_argument("--target", default="onnxruntime", choices=["tensorrt", "onnxruntime"],
                    help="int8 flavour: explicit Q/DQ for TensorRT, or ONNX Runtime's fast CPU graph")
     p.add_argument("--calibration", type=Path, help="calibration manifest (int8)")
     p.add_argument("--calibration-root", type=Path, help="where the manifest's images are (default: its source)")
-    p.add_argument("--method", default="entropy", choices=["entropy", "max", "percentile"])
+    p.add_argument("--method", default="entropy", choices=["entropy", "max", "percentile"],
+                   help="int8 calibration (tensorrt: entropy or max)")
     p.add_argument("--high-precision", default="fp32", choices=["fp32", "fp16"],
                    help="int8 tensorrt: type of the layers left unquantized")
     p.add_argument("--keep-fp32", default="auto", metavar="auto|none|GROUP[,GROUP...]|INT8.onnx",
@@ -153,9 +159,9 @@ def configure_verify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", required=True, type=Path, nargs="+", help="exported graph(s) to check")
     p.add_argument("--model", default="edge", help="the PyTorch reference the graphs were exported from")
     p.add_argument("--pairs", required=True, type=Path, help="validation split DIR/MRI-X/{MRI,X}/NAME.png")
-    p.add_argument("--per-modality", type=int, help="use only the first N pairs of every modality")
+    p.add_argument("--per-modality", type=POSITIVE, help="use only the first N pairs of every modality")
     p.add_argument("--report", required=True, type=Path, help="folder for <graph>.verify.json and .worst.png")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=POSITIVE, help="ONNX Runtime CPU threads (default: its choice)")
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -215,7 +221,7 @@ def configure_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-cache", type=Path, help="tensorrt: persisted timing cache file (read, then updated)")
     p.add_argument("--lock-timing-cache", action="store_true",
                    help="tensorrt: never update the cache; fail on cache misses where TensorRT supports it")
-    p.add_argument("--workspace-mib", type=int, default=2048)
+    p.add_argument("--workspace-mib", type=POSITIVE, default=2048, help="builder workspace (scratch memory) limit")
     p.add_argument("--plugin-lib", type=Path, action="append", default=[],
                    help="tensorrt: plugin library to load (libdmfnet_trt_plugins.so), recorded in the manifest")
 
@@ -242,14 +248,14 @@ def configure_profile(p: argparse.ArgumentParser) -> None:
     from dmfnet_edge.cli.common import add_model_options
 
     add_model_options(p)
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--batch", type=int, default=1, help="pairs per network call")
+    p.add_argument("--repeats", "--runs", dest="repeats", type=POSITIVE, default=50, help="timed runs")
+    p.add_argument("--warmup", type=NON_NEGATIVE, default=5, help="untimed runs first")
+    p.add_argument("--batch", type=POSITIVE, default=1, help="pairs per network call")
     p.add_argument("--pair", nargs=2, type=Path, metavar=("MRI", "OTHER"),
                    help="images to fuse (default: the bundled MRI-PET sample)")
-    p.add_argument("--budget-ms", type=float, help="fail (exit 1) when the p99 latency exceeds this")
-    p.add_argument("--json", type=Path)
-    p.add_argument("--csv", type=Path)
+    p.add_argument("--budget-ms", type=positive_float, help="fail (exit 1) when the p99 latency exceeds this")
+    p.add_argument("--json", type=Path, help="write the full report as JSON")
+    p.add_argument("--csv", type=Path, help="write every run's latency as CSV")
     p.add_argument("--plot", type=Path, help="PNG: latency over runs and the stage breakdown")
 
 
@@ -259,19 +265,19 @@ def run_profile(args: argparse.Namespace) -> int:
     from dmfnet_edge.profiling import budget_verdict, ort_stage_split, profile_runner, torch_stage_split, \
         write_outputs
 
-    if args.runs < 1 or args.batch < 1 or args.warmup < 0:
-        raise InputError("--runs and --batch must be at least 1, --warmup at least 0")
     sample = Path(__file__).resolve().parents[1] / "samples" / "MRI-PET"
     mri_path, other_path = args.pair or (sample / "MRI" / "11.png", sample / "PET" / "11.png")
     mri, other = read_image(mri_path), read_image(other_path)
     runner = runner_from(args)
-    stages_runs = max(3, min(args.runs, 10))
+    stages_runs = max(3, min(args.repeats, 10))
     if runner.backend in ("torch", "gpu"):
         split = torch_stage_split(runner, mri, other, stages_runs, args.batch)
     else:
         split = ort_stage_split(runner.path, args.threads, mri, other, stages_runs, args.batch)
     sync = _cuda_sync(runner)
-    report = profile_runner(runner, mri, other, args.runs, args.warmup, args.batch, split, sync)
+    with bar(args.warmup + args.repeats, f"profiling {runner.backend}", "run") as progress:
+        report = profile_runner(runner, mri, other, args.repeats, args.warmup, args.batch, split, sync,
+                                lambda: progress.update(1))
     ok, verdict = budget_verdict(report, args.budget_ms)
     report["budget"] = {"budget_ms": args.budget_ms, "passed": ok, "verdict": verdict}
     write_outputs(report, args.json, args.csv, args.plot)
@@ -282,6 +288,9 @@ def run_profile(args: argparse.Namespace) -> int:
     print("stages (median ms): " + ", ".join(f"{k} {v:.2f}" for k, v in
                                               {**report["stages_ms_median"], **split}.items()))
     print(f"budget: {verdict}")
+    written = [str(p) for p in (args.json, args.csv, args.plot) if p is not None]
+    if written:
+        print(f"wrote {', '.join(written)}")
     return 0 if ok else 1
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dmfnet_edge.cli.common import add_model_options, parse_window, runner_from
 from dmfnet_edge.cli.progress import bar
+from dmfnet_edge.cli.types import NON_NEGATIVE, int_range
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.images import IMAGE_SUFFIXES, read_image, write_image
 from dmfnet_edge.io.loader import load_image
@@ -21,7 +22,7 @@ def configure_fuse(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mri", required=True, type=Path, help="MRI image: PNG/JPEG/TIFF/BMP, DICOM or NIfTI")
     p.add_argument("--other", required=True, type=Path, help="CT, PET or SPECT image of the same slice")
     p.add_argument("-o", "--output", required=True, type=Path, help="fused image (.png, .jpg, .tif, .bmp)")
-    p.add_argument("--slice", type=int, help="slice index for NIfTI volumes, frame for multi-frame DICOM")
+    p.add_argument("--slice", type=NON_NEGATIVE, help="slice index for NIfTI volumes, frame for multi-frame DICOM")
     p.add_argument("--window-mri", help="CENTER,WIDTH window for DICOM/NIfTI MRI values")
     p.add_argument("--window-other", help="CENTER,WIDTH window for DICOM/NIfTI values (e.g. CT 40,400)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output image")
@@ -49,7 +50,7 @@ def run_fuse(args: argparse.Namespace) -> int:
 def configure_fuse_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", required=True, type=Path, help="DIR/MRI-X/{MRI,X}/NAME.png")
     p.add_argument("--out", required=True, type=Path, help="writes OUT/MRI-X/NAME.png and OUT/report.json")
-    p.add_argument("--batch", type=int, default=1, help="pairs per network call (same-size pairs only)")
+    p.add_argument("--batch", type=int_range(1, 64), default=1, help="pairs per network call (same-size pairs only)")
     p.add_argument("--metrics", action="store_true", help="also compute the eleven fusion metrics per pair")
     p.add_argument("--json", action="store_true", help="print the full summary as JSON instead of a short one")
     add_model_options(p)
@@ -78,7 +79,9 @@ def run_fuse_dir(args: argparse.Namespace) -> int:
                 written[key] = write_image(args.out / pair.task / f"{pair.name}.png", image.pixels)
                 seconds[key] = elapsed / len(group)
             progress.update(len(group))
-    report = write_fuse_report(args.out, pairs, written, seconds, runner.describe(), args.metrics)
+    with bar(len(pairs), "metrics and report" if args.metrics else "report", "pair") as progress:
+        report = write_fuse_report(args.out, pairs, written, seconds, runner.describe(), args.metrics,
+                                   progress=lambda: progress.update(1))
     print(json.dumps(report["summary"], indent=2) if args.json else "\n".join(fuse_summary_lines(report, args.out)))
     return 0
 

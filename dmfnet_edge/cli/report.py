@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,9 @@ def fuse_summary_lines(report: dict[str, Any], out: Path) -> list[str]:
 
 
 def write_fuse_report(out: Path, pairs: list[ImagePair], written: dict[str, Path], seconds: dict[str, float],
-                      backend: dict[str, Any], with_metrics: bool, max_rows: int = 6) -> dict[str, Any]:
+                      backend: dict[str, Any], with_metrics: bool, max_rows: int = 6,
+                      progress: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """report.json, report.md and overview.png for a fused folder; `progress()` after every pair."""
     per_task: dict[str, list[dict[str, float]]] = {}
     shown = {id(p) for p in overview_sample(pairs, max_rows)}
     rows = []
@@ -77,6 +80,7 @@ def write_fuse_report(out: Path, pairs: list[ImagePair], written: dict[str, Path
         if id(pair) in shown:
             rows.append([(read_image(pair.mri), f"MRI {pair.name}"),
                          (read_image(pair.other), f"{pair.modality} {pair.name}"), (fused, "fused")])
+        progress()
     times = list(seconds.values())
     summary = {"pairs": len(pairs), "backend": backend, "package_version": __version__,
                "seconds_per_pair_median": round(statistics.median(times), 4),

@@ -9,7 +9,10 @@ from pathlib import Path
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.cli.progress import bar
+from dmfnet_edge.cli.types import NON_NEGATIVE, POSITIVE, int_range, positive_float, torch_device
 from dmfnet_edge.errors import InputError
+from dmfnet_edge.io.pairs import find_pairs
+from dmfnet_edge.metrics.table import markdown_table
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -19,16 +22,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, final weights, report)")
     p.add_argument("--preset", default="edge", help="model preset for stage1: paper | edge | tiny")
     p.add_argument("--unet", help="stage2: the stage1 checkpoint (RUN/unet) whose UNet is frozen")
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch", type=int, default=8, help="pairs per step")
-    p.add_argument("--crop", type=int, default=128, help="random square crop side (same crop for both images)")
-    p.add_argument("--lr", type=float, help="learning rate (stage1 default 2e-4 AdamW, stage2 1e-4 Adam)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--steps", type=POSITIVE, default=4000, help="optimiser steps in all (a resumed run stops there too)")
+    p.add_argument("--batch", type=int_range(1, 256), default=8, help="pairs per step")
+    p.add_argument("--crop", type=int_range(16, 4096), default=128, help="random square crop side (same crop for both images)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (stage1 default 2e-4 AdamW, stage2 1e-4 Adam)")
+    p.add_argument("--device", default="cpu", type=torch_device, help="cpu | cuda | cuda:N")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--threads", type=POSITIVE, help="CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of initialisation, data order and noise")
+    p.add_argument("--checkpoint-every", type=POSITIVE, default=200, help="steps between resumable checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.* if present")
+    p.add_argument("--json", action="store_true", help="print the whole validation report as JSON")
     p.add_argument("--t-sampling", default="uniform", choices=["uniform", "low-noise"],
                    help="stage1 timesteps: the method's uniform t, or half of them drawn from t <= 100 (the "
                         "levels stage 2 reads), for short training budgets")
@@ -79,9 +83,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"weights: {weights}")
     if args.val is not None:
         report_path = args.out / "val_report.json"
-        summary = validation_report(task, args.val, report_path)
-        print(json.dumps(summary, indent=2))
+        with bar(len(find_pairs(args.val)), "validating", "pair") as progress:
+            summary = validation_report(task, args.val, report_path, lambda: progress.update(1))
+        print(json.dumps(summary, indent=2) if args.json else _val_summary(summary, report_path))
     return 0
+
+
+def _val_summary(summary: dict, report_path: Path) -> str:
+    if "x0_psnr_db_by_timestep" in summary:
+        levels = ", ".join(f"t={t}: {v:.2f} dB" for t, v in summary["x0_psnr_db_by_timestep"].items())
+        head = f"validation ({summary['pairs']} pairs): x0 PSNR {levels}"
+    else:
+        head = f"validation (mean per modality):\n{markdown_table(summary['tasks'])}"
+    return f"{head}\nfull report: {report_path}"
 
 
 def _hardware(torch, device) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from dmfnet_edge._optional import require
+from dmfnet_edge._quiet import third_party_output
 from dmfnet_edge.artifacts import write_json_atomic
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.export.contract import IOContract, contract_of, layer_group, manifest_path, read_manifest
@@ -206,7 +207,8 @@ def _ort_int8_here(src: Path, dst: Path | None, batches: list[dict[str, np.ndarr
     stride = CALIBRATION_STRIDE if len(batches) % CALIBRATION_STRIDE == 0 else 1
     with tempfile.TemporaryDirectory() as tmp:
         prepared, cache = Path(tmp) / "prepared.onnx", Path(tmp) / "calibration-cache.json"
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        with third_party_output():
+            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         prepared_model = onnx.load(str(prepared))
         thin = thin_convolutions(prepared_model)
         groups = layer_groups(prepared_model, frozenset(thin))
@@ -216,17 +218,16 @@ def _ort_int8_here(src: Path, dst: Path | None, batches: list[dict[str, np.ndarr
         def quantize(names: list[str] | None, exclude: list[str] | None = None) -> Path:
             out = Path(tmp) / f"q{next(counter)}.onnx"
             # the first call calibrates and writes the cache; every later one reuses those ranges
-            quantize_static(str(prepared), str(out), None if cache.is_file() else _Reader(batches),
-                            quant_format=QuantFormat.QOperator, per_channel=True, reduce_range=True,
-                            activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod,
-                                                                                  ORT_METHODS[method]),
-                            nodes_to_quantize=names, nodes_to_exclude=[*thin, *(exclude or [])],
-                            calibration_cache_path=str(cache),
-                            extra_options={"CalibTensorRangeSymmetric": False,
-                                           # collect in strides: the calibrators otherwise keep every intermediate
-                                           # tensor of every calibration pair (hundreds of MB per pair) at once
-                                           "CalibStridedMinMax": stride})
+            with third_party_output():
+                quantize_static(str(prepared), str(out), None if cache.is_file() else _Reader(batches),
+                                quant_format=QuantFormat.QOperator, per_channel=True, reduce_range=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]),
+                                nodes_to_quantize=names, nodes_to_exclude=[*thin, *(exclude or [])],
+                                calibration_cache_path=str(cache),
+                                # collect in strides: the calibrators otherwise keep every intermediate tensor
+                                # of every calibration pair (hundreds of MB per pair) at once
+                                extra_options={"CalibTensorRangeSymmetric": False, "CalibStridedMinMax": stride})
             return out
 
         probes = _probes(batches)
@@ -281,9 +282,11 @@ def _modelopt_int8(src: Path, dst: Path, batches: list[dict[str, np.ndarray]], m
         # Model Optimizer runs onnx.shape_inference.infer_shapes_path on its input in place: it would rewrite the
         # user's (or the shipped) graph, non-atomically, under concurrent readers; it gets a private copy
         shutil.copyfile(src, private)
-        quantize(str(private), quantize_mode="int8", calibration_data=data, calibration_method=MODELOPT_METHODS[method],
-                 calibration_eps=["cpu"], high_precision_dtype=high_precision, output_path=str(out),
-                 nodes_to_exclude=exclude, log_level="WARNING")
+        with third_party_output():
+            quantize(str(private), quantize_mode="int8", calibration_data=data,
+                     calibration_method=MODELOPT_METHODS[method], calibration_eps=["cpu"],
+                     high_precision_dtype=high_precision, output_path=str(out), nodes_to_exclude=exclude,
+                     log_level="WARNING")
         probes = _probes(batches)
         plan["probe_psnr_db"] = round(_output_psnr(_session_outputs(out, probes, simulate_qdq=True),
                                                    _session_outputs(src, probes)), 2)
@@ -300,8 +303,10 @@ def _autocast_fp16(src: Path, dst: Path, sample: dict[str, np.ndarray]) -> dict[
     with tempfile.TemporaryDirectory() as tmp:
         # a real input pair, so that AutoCast's range check runs with consistent shapes on dynamic graphs
         np.savez(Path(tmp) / "sample.npz", **sample)
-        model = convert_to_mixed_precision(str(src), low_precision_type="fp16", op_types_to_exclude=FP16_KEEP_FP32,
-                                           keep_io_types=True, calibration_data=str(Path(tmp) / "sample.npz"))
+        with third_party_output():
+            model = convert_to_mixed_precision(str(src), low_precision_type="fp16", keep_io_types=True,
+                                               op_types_to_exclude=FP16_KEEP_FP32,
+                                               calibration_data=str(Path(tmp) / "sample.npz"))
     atomic_write_bytes(dst, model.SerializeToString())
     return {"tool": "modelopt.onnx.autocast.convert_to_mixed_precision", "tool_version": _version("nvidia-modelopt"),
             "low_precision": "fp16", "kept_fp32_op_types": FP16_KEEP_FP32, "keep_io_types": True}

@@ -24,8 +24,19 @@ class ImagePair:
 
 
 def _images(folder: Path) -> dict[str, Path]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Images of a folder by stem; hidden files (macOS '._NAME.png' resource forks, editors' '.NAME') skipped."""
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
     return {p.stem: p for p in files}
+
+
+def _case_hint(parent: Path, wanted: str) -> str:
+    """'; did you mean ...' when a folder differs from the expected name only in letter case."""
+    if not parent.is_dir():
+        return ""
+    near = sorted(p.name for p in parent.iterdir() if p.is_dir() and p.name.upper() == wanted.upper()
+                  and p.name != wanted)
+    return f"; found '{near[0]}': folder names are case-sensitive, rename it to '{wanted}'" if near else ""
 
 
 def task_pairs(task_dir: Path) -> list[ImagePair]:
@@ -37,7 +48,8 @@ def task_pairs(task_dir: Path) -> list[ImagePair]:
     mri_dir, other_dir = task_dir / "MRI", task_dir / modality
     for folder in (mri_dir, other_dir):
         if not folder.is_dir():
-            raise InputError(f"{folder}: missing; a task folder holds MRI/ and {modality}/ with matching names")
+            raise InputError(f"{folder}: missing; a task folder holds MRI/ and {modality}/ with matching names"
+                             f"{_case_hint(task_dir, folder.name)}")
     mri, other = _images(mri_dir), _images(other_dir)
     lonely = sorted(set(mri) ^ set(other))
     if lonely:
@@ -57,5 +69,9 @@ def find_pairs(root: str | Path, tasks: list[str] | None = None) -> list[ImagePa
         task_dirs = [d for d in task_dirs if d.name in tasks]
     pairs = [pair for d in task_dirs for pair in task_pairs(d)]
     if not pairs:
-        raise InputError(f"{root}: no image pairs found; expected DIR/MRI-X/{{MRI,X}}/NAME.png")
+        near = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.upper().startswith("MRI-")
+                      and not p.name.startswith("MRI-"))
+        hint = (f"; found '{near[0]}': folder names are case-sensitive, rename it to 'MRI-{near[0][4:].upper()}'"
+                if near else "")
+        raise InputError(f"{root}: no image pairs found; expected DIR/MRI-X/{{MRI,X}}/NAME.png{hint}")
     return pairs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from dmfnet_edge.models.diffusion import tile_noise
 from dmfnet_edge.train.data import PairBank
 
 
-def _unet_report(task, bank: PairBank) -> dict[str, Any]:
+def _unet_report(task, bank: PairBank, progress: Callable[[], None]) -> dict[str, Any]:
     """Stage I: x0 reconstruction PSNR (dB, on [-1, 1] data) at the Stage-II noise levels, frozen noise."""
     from dmfnet_edge.models.dmfnet import DMFNet
 
@@ -28,17 +29,20 @@ def _unet_report(task, bank: PairBank) -> dict[str, Any]:
                 pred = task.model(xt, ref.gammas[k].repeat(2))
                 mse = float(torch.mean((pred - x) ** 2))
                 psnr[str(t)].append(10 * np.log10(4.0 / max(mse, 1e-12)))
+            progress()
     return {"x0_psnr_db_by_timestep": {t: round(float(np.mean(v)), 3) for t, v in psnr.items()},
             "pairs": len(bank)}
 
 
-def validation_report(task, val_dir: Path, out_path: Path) -> dict[str, Any]:
-    """Evaluate the trained stage on the validation split; write and return the summary."""
+def validation_report(task, val_dir: Path, out_path: Path, progress: Callable[[], None] = lambda: None
+                      ) -> dict[str, Any]:
+    """Evaluate the trained stage on the validation split; write and return the summary. `progress()` is called
+    once per pair."""
     if task.kind == "unet":
-        summary = _unet_report(task, PairBank.from_folder(val_dir))
+        summary = _unet_report(task, PairBank.from_folder(val_dir), progress)
     else:
         from dmfnet_edge.metrics.evaluate import evaluate_model_on_pairs
 
-        summary = evaluate_model_on_pairs(task.model, val_dir)
+        summary = evaluate_model_on_pairs(task.model, val_dir, progress)
     write_json_atomic(out_path, summary)
     return summary
