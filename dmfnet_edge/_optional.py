@@ -21,10 +21,21 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "pydicom": ("medical", "pydicom"),
     "nibabel": ("medical", "nibabel"),
     "matplotlib": ("dev", "matplotlib"),
+    "safetensors": ("train", "safetensors"),
     "tensorrt": ("trt", "tensorrt-cu13"),
     "tensorrt_rtx": ("trt-rtx", "tensorrt-rtx-cu13"),
     "cuda": ("trt", "cuda-python"),
 }
+
+
+def missing_package_message(module: str, purpose: str = "this command", extra: str | None = None,
+                            detail: str = "") -> str:
+    """'PURPOSE needs the package X; install it with: pip install ...' for an importable module name."""
+    top = module.split(".")[0]
+    default_extra, dist = _EXTRAS.get(top, (None, top))
+    extra = extra or default_extra
+    hint = f"pip install 'dmfnet-edge[{extra}]'" if extra else f"pip install {dist}"
+    return f"{purpose} needs the package '{top}'{f' ({detail})' if detail else ''}; install it with: {hint}"
 
 
 def require(module: str, *, extra: str | None = None, purpose: str = "this command") -> ModuleType:
@@ -32,11 +43,7 @@ def require(module: str, *, extra: str | None = None, purpose: str = "this comma
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        top = module.split(".")[0]
-        default_extra, dist = _EXTRAS.get(top, (None, top))
-        extra = extra or default_extra
-        hint = f"pip install 'dmfnet-edge[{extra}]'" if extra else f"pip install {dist}"
-        raise MissingDependency(f"{purpose} needs the package '{top}' ({exc}); install it with: {hint}") from None
+        raise MissingDependency(missing_package_message(module, purpose, extra, str(exc))) from None
 
 
 def available(module: str) -> bool:

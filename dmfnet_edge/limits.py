@@ -35,6 +35,15 @@ def check_pixel_budget(width: int, height: int, source: str) -> None:
                          f"{budget:,}; downsample it or raise DMFNET_MAX_PIXELS")
 
 
+def check_file_size(size: int, source: str) -> None:
+    """Refuse a 2D image file larger than any encoding of a budget-sized image could be (16-bit RGBA, 8 bytes a
+    pixel, plus 1 MiB of headers), before it is read into memory."""
+    limit = 8 * max_pixels() + (1 << 20)
+    if size > limit:
+        raise InputError(f"{source}: {size:,} bytes is more than an image within the pixel budget can take "
+                         f"({limit:,}); downsample it or raise DMFNET_MAX_PIXELS")
+
+
 MAX_VOXELS = 512 * 1024 * 1024
 
 

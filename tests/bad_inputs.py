@@ -60,6 +60,26 @@ def _raw(folder: Path, name: str, data: bytes) -> Path:
     return path
 
 
+def _eval(folder: Path, side: int) -> list[str]:
+    """`dmfnet eval` of one side x side pair and its fused image."""
+    for name in ("MRI-CT/MRI/a.png", "MRI-CT/CT/a.png"):
+        _img(folder / "pairs", name, _grey(side, side))
+    _img(folder / "fused", "MRI-CT/a.png", _grey(side, side))
+    return ["eval", "--pairs", str(folder / "pairs"), "--fused", str(folder / "fused")]
+
+
+def _fifo(folder: Path) -> Path:
+    path = folder / "pipe.png"
+    os.mkfifo(path)
+    return path
+
+
+def _link(folder: Path, target: str) -> Path:
+    path = folder / "link.png"
+    path.symlink_to(target)
+    return path
+
+
 def _huge_png_header(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height (the pixel data is a stub that never gets decoded)."""
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -157,6 +177,15 @@ CATALOGUE: list[Case] = [
     Case("wrong modality tags (CT given as MRI)", lambda d, m: _volume(d, _series(d, "ct", 3, "CT"),
                                                                        _series(d, "mri", 3, "MR")), 2, "swap"),
     Case("empty DICOM folder", lambda d, m: _volume(d, _series(d, "mri", 3, "MR"), _empty(d)), 2, "empty folder"),
+    Case("a FIFO as input (opening it would block)", lambda d, m: _pair(d, other=_fifo(d)), 2,
+         "not a regular file"),
+    Case("/dev/zero behind a symlink", lambda d, m: _pair(d, mri=_link(d, "/dev/zero")), 2, "not a regular file"),
+    Case("NaN window", lambda d, m: [*_pair(d), "--window-mri", "nan,400"], 2, "must be finite numbers"),
+    Case("output name over 255 bytes", lambda d, m: [*_pair(d)[:-1], str(d / "out" / ("f" * 300 + ".png"))], 3,
+         "File name too long"),
+    Case("oversized file named .png", lambda d, m: _pair(d, other=_raw(d, "big.png", b"\x89PNG" + bytes(40 << 20))),
+         2, "more than an image within the pixel budget can take"),
+    Case("eval of 1x1 images", lambda d, m: _eval(d, 1), 2, "too small for the metrics"),
     Case("invalid option value (--batch 0)", lambda d, m: ["fuse-dir", "--pairs", str(d), "--out", str(d / "out"),
                                                            "--batch", "0"], 2, "0 is out of range"),
 ]
@@ -188,10 +217,10 @@ def run_case(case: Case, folder: Path, model: Path) -> tuple[int, str, list[Path
     from dmfnet_edge.cli.main import main
 
     argv = case.build(folder, model)
-    if "--model" not in argv:
+    if "--model" not in argv and argv[0] != "eval":
         argv += ["--model", str(model)]
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    with _native_stderr() as native, contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         with case.patch() if case.patch else contextlib.nullcontext():
             try:
                 code = main(argv)
@@ -199,4 +228,22 @@ def run_case(case: Case, folder: Path, model: Path) -> tuple[int, str, list[Path
                 code = exc.code
     out = folder / "out"
     left = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
-    return code, err.getvalue(), left
+    return code, native.read() + err.getvalue(), left
+
+
+@contextlib.contextmanager
+def _native_stderr():
+    """File descriptor 2 into a temporary file: what native libraries print counts against the one-line rule too."""
+    import tempfile
+
+    saved, text = os.dup(2), io.StringIO()
+    with tempfile.TemporaryFile("w+") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield text
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text.write(sink.read())
+            text.seek(0)

@@ -210,3 +210,39 @@ def test_options_are_checked_at_parse_time(capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_.value.code == 2 and len(err) == 1 and "out of range" in err[0], (argv, err)
         assert err[0].startswith(f"dmfnet-export: error: {argv[0]}: argument"), err
+
+
+def test_a_full_stdout_is_one_line_not_a_traceback():
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "dmfnet_edge.cli.main", "info", "--model", "tiny"], stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=300)
+    assert result.returncode == 3 and result.stderr == "dmfnet: error: standard output: No space left on device\n"
+
+
+def test_an_optional_package_missing_deep_in_a_command_is_one_line(capsys, monkeypatch):
+    import dmfnet_edge.cli.info_cmd as info_cmd
+
+    def needs_safetensors(args):
+        raise ModuleNotFoundError("No module named 'safetensors'", name="safetensors")
+
+    monkeypatch.setattr(info_cmd, "COMMANDS", [("info", "describe a model", info_cmd.configure, needs_safetensors)])
+    code = main(["info"])
+    err = capsys.readouterr().err
+    assert code == 3 and err == ("dmfnet: error: this command needs the package 'safetensors'; install it with: "
+                                 "pip install 'dmfnet-edge[train]'\n")
+
+
+def test_fuse_dir_with_file_names_that_are_not_utf8(capsys, tmp_path, rng, tiny_model_base):
+    import os
+
+    root = tmp_path / "pairs"
+    name = os.fsdecode(b"caf\xe9-\xff")  # Latin-1 bytes: not UTF-8, a surrogate escape in Python
+    for side in ("MRI", "CT"):
+        write_image(root / "MRI-CT" / side / f"{name}.png", smooth_image(rng, 64, 64))
+    code, stdout, _ = run(capsys, "fuse-dir", "--pairs", str(root), "--out", str(tmp_path / "out"), "--model",
+                          str(tiny_model_base))
+    assert code == 0 and (tmp_path / "out" / "MRI-CT" / f"{name}.png").is_file()
+    assert read_image(tmp_path / "out" / "overview.png").shape[2] == 3

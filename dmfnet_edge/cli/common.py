@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from dmfnet_edge.cli.types import POSITIVE, torch_device
 from dmfnet_edge.errors import InputError
@@ -31,6 +32,8 @@ def parse_window(text: str | None) -> tuple[float, float] | None:
         center, width = (float(v) for v in text.split(","))
     except ValueError:
         raise InputError(f"--window '{text}': expected CENTER,WIDTH, e.g. 40,400") from None
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise InputError(f"--window '{text}': CENTER and WIDTH must be finite numbers")
     if width <= 0:
         raise InputError(f"--window '{text}': the width must be positive")
     return center, width

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from dmfnet_edge import __version__
+from dmfnet_edge._optional import missing_package_message
 from dmfnet_edge.errors import DmfnetError
 
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -77,7 +79,9 @@ def run_cli(argv: Sequence[str] | None, prog: str, commands: list[Command] | Non
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a full disk or closed pipe behind stdout shows here, not as a traceback at exit
+        return code
     except DmfnetError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -87,6 +91,23 @@ def run_cli(argv: Sequence[str] | None, prog: str, commands: list[Command] | Non
     except BrokenPipeError:  # output piped into e.g. `head`
         sys.stderr.close()
         return 0
+    except ModuleNotFoundError as exc:  # an optional package a code path imports directly
+        print(f"{prog}: error: {missing_package_message(exc.name or str(exc))}", file=sys.stderr)
+        return 3
+    except OSError as exc:  # the operating system refused: a full disk, a name too long, no permission
+        if exc.filename is None:  # the one unnamed file we write: standard output
+            _detach_stdout()
+        where = exc.filename if exc.filename is not None else "standard output"
+        print(f"{prog}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 3
+
+
+def _detach_stdout() -> None:
+    """After a failed write to stdout, point it at /dev/null so that the interpreter's flush at exit stays quiet."""
+    try:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (kept open until exit)
+    except OSError:
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:

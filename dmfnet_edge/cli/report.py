@@ -27,7 +27,9 @@ def _rgb(pixels: np.ndarray) -> np.ndarray:
 
 def _tile(pixels: np.ndarray, caption: str) -> np.ndarray:
     tile = cv2.resize(_rgb(pixels), (TILE, TILE), interpolation=cv2.INTER_AREA)
-    cv2.putText(tile, caption, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+    # OpenCV's Hershey fonts draw printable ASCII only; file names that are not UTF-8 (surrogate escapes) crashed it
+    text = "".join(c if " " <= c <= "~" else "?" for c in caption)
+    cv2.putText(tile, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
     return tile
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -17,16 +18,36 @@ import numpy as np
 
 from dmfnet_edge.errors import EnvironmentProblem, InputError
 from dmfnet_edge.io.permissions import FILE_MODE
-from dmfnet_edge.limits import check_pixel_budget
+from dmfnet_edge.limits import check_file_size, check_pixel_budget
+
+# OpenCV prints its own "[ERROR:...] readHeader ..." lines for malformed files; every decode failure is reported
+# here as one error line instead
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
+def regular_file(path: Path, folder_hint: str = "expected an image file") -> int:
+    """The size of `path` if it is a regular file (after symlinks); a folder, pipe, device or socket is refused
+    before anything opens it (opening a FIFO blocks, /dev/zero never ends)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{path}: is a folder, {folder_hint}")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: is not a regular file (a pipe, device or socket); give an image file")
+    return info.st_size
+
+
 def _check_readable(path: Path) -> bytes:
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected an image file")
+    size = regular_file(path)
+    if not size:
+        raise InputError(f"{path}: file is empty")
+    check_file_size(size, str(path))
     try:
         data = path.read_bytes()
     except OSError as exc:

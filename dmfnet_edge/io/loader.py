@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dmfnet_edge.errors import InputError
-from dmfnet_edge.io.images import read_image
+from dmfnet_edge.io.images import read_image, regular_file
 from dmfnet_edge.io.medical import Window, is_dicom, is_nifti, read_dicom, read_nifti_slice
 
 
@@ -25,10 +25,7 @@ class LoadedImage:
 def load_image(path: str | os.PathLike[str], slice_index: int | None = None, window: Window | None = None
                ) -> LoadedImage:
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; for a DICOM series use 'dmfnet fuse-volume'")
+    regular_file(path, "not an image file; for a DICOM series use 'dmfnet fuse-volume'")
     if is_nifti(path):
         pixels, meta = read_nifti_slice(path, slice_index, window)
     elif is_dicom(path):

@@ -20,6 +20,7 @@ import numpy as np
 from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import sha256_file
 from dmfnet_edge.errors import DmfnetError, InputError
+from dmfnet_edge.io.images import regular_file
 from dmfnet_edge.io.medical import describe_exception, is_nifti
 from dmfnet_edge.limits import check_pixel_budget, check_voxel_budget
 
@@ -59,6 +60,7 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
         raise InputError(f"{path}: not found")
     if path.is_dir():
         return read_dicom_series(path, series_uid)
+    regular_file(path, "")
     if is_nifti(path):
         return read_nifti_volume(path)
     return read_dicom_series(path, series_uid)

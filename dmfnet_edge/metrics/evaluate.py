@@ -12,7 +12,7 @@ import numpy as np
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.images import IMAGE_SUFFIXES, read_image
 from dmfnet_edge.io.pairs import ImagePair, find_pairs
-from dmfnet_edge.metrics.fusion import CONVENTIONS, METRIC_NAMES, fusion_metrics
+from dmfnet_edge.metrics.fusion import CONVENTIONS, METRIC_MIN_SIDE, METRIC_NAMES, fusion_metrics
 from dmfnet_edge.preprocess.color import grey_of
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,9 @@ def pair_metrics(pair: ImagePair, fused: np.ndarray, mri: np.ndarray | None = No
     if fused.shape[:2] != mri.shape[:2]:
         raise InputError(f"fused image for {pair.task}/{pair.name} is {fused.shape[:2]}, sources are "
                          f"{mri.shape[:2]}")
+    if min(mri.shape[:2]) < METRIC_MIN_SIDE:
+        raise InputError(f"{pair.task}/{pair.name}: {mri.shape[1]}x{mri.shape[0]} is too small for the metrics "
+                         f"(SSIM's window needs at least {METRIC_MIN_SIDE} pixels a side)")
     return fusion_metrics(grey_of(fused), grey_of(mri), grey_of(other))
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from dmfnet_edge.metrics.filters import box_mean_reflect, convolve3x3_same, gaussian_taps, separable_valid
 
+METRIC_MIN_SIDE = 7  # SSIM's 7x7 window; smaller images give NaN or no gradient at all
 METRIC_NAMES = ("EN", "SD", "SF", "AG", "MI", "VIF", "Qabf", "SSIM", "PSNR", "CC", "SCD")
 CONVENTIONS = ("cdd: grey = round(BT.601 luma) 0..255; EN bits; MI nats, sum over sources; VIF = VIFp "
                "(sigma_n^2=2), sum; Qabf Xydeas-Petrovic (evaluator quirk); SSIM skimage 7x7, data_range=255, "
