@@ -7,6 +7,7 @@ mapped linearly from their own min..max to 0..255 (documented in docs/DATA.md), 
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -138,6 +139,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, FILE_MODE)
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InputError(f"{path.name[:40]}...: the output file name is {len(os.fsencode(path.name))} bytes "
+                             "long; file systems allow 255: choose a shorter name") from None
         raise EnvironmentProblem(f"{path.parent}: cannot write here ({exc.strerror}); choose a writable "
                                  "output folder") from None
     try:
