@@ -47,9 +47,19 @@ def test_targets_and_flags_per_flavour():
     with pytest.raises(InputError, match="builds for the GPU it runs on; named targets need --toolchain tensorrt-rtx"):
         trt11.targets(["sm86"])
     assert (trt10.network_flags(), trt11.network_flags(), rtx.network_flags()) == (1 << 3, 0, 0)
+    with pytest.raises(EnvironmentProblem, match="builds on the GPU it targets: .* --toolchain tensorrt-rtx"):
+        _no_gpu(trt11)
     assert parse_targets("8.6, sm80,86") == ["sm80", "sm86"] and parse_targets(None) is None
     with pytest.raises(InputError, match="'ampere' is not a compute capability"):
         parse_targets("ampere")
+
+
+def _no_gpu(toolchain: Toolchain) -> None:
+    from unittest import mock
+
+    with mock.patch("dmfnet_edge.build.toolchain.current_device",
+                    side_effect=EnvironmentProblem("no usable CUDA device 0 (cudaGetDeviceProperties error 35)")):
+        toolchain.targets(None)
 
 
 def test_flavour_refusals_name_the_fix(tmp_path):

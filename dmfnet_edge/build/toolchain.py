@@ -108,7 +108,11 @@ class Toolchain:
             if requested:
                 raise InputError(f"--compute-capability: {self.describe()} builds for the GPU it runs on; named "
                                  "targets need --toolchain tensorrt-rtx")
-            device = current_device(self.version)
+            try:
+                device = current_device(self.version)
+            except EnvironmentProblem as exc:
+                raise EnvironmentProblem(f"{exc}; {self.describe()} builds on the GPU it targets: run the build "
+                                         "there, or build for RTX GPUs without one: --toolchain tensorrt-rtx") from None
             return [sm_name(device.compute_capability)], device
         targets = requested or list(RTX_PORTABLE_TARGETS)
         unknown = [t for t in targets if t not in RTX_TARGETS]
