@@ -9,6 +9,7 @@ to a temporary file, dropped when the call succeeds and passed on to stderr when
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -29,35 +30,38 @@ def _quiet_logging() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def third_party_output() -> Iterator[None]:
-    """Around a third-party call: its printing and logging held back unless -v."""
-    if logging.getLogger().isEnabledFor(logging.INFO):
-        yield
-        return
-    with _quiet_logging(), _captured_descriptors():
-        yield
-
-
-@contextlib.contextmanager
-def _captured_descriptors() -> Iterator[None]:
+def captured(text: io.StringIO, fds: tuple[int, ...] = (1, 2)) -> Iterator[None]:
+    """The process's file descriptors `fds` (what native code prints included) go to a temporary file for the
+    duration; its text is appended to `text` afterwards, whether or not the body failed."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    failed = False
+    saved = {fd: os.dup(fd) for fd in fds}
     with tempfile.TemporaryFile() as sink:
         for fd in saved:
             os.dup2(sink.fileno(), fd)
         try:
             yield
-        except BaseException:
-            failed = True
-            raise
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
             for fd, copy in saved.items():
                 os.dup2(copy, fd)
                 os.close(copy)
-            if failed:  # what it printed is the diagnosis: hand it on
-                sink.seek(0)
-                sys.stderr.write(sink.read().decode(errors="replace"))
+            sink.seek(0)
+            text.write(sink.read().decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def third_party_output() -> Iterator[None]:
+    """Around a third-party call: its printing and logging held back unless -v, handed on if the call fails
+    (then it is the diagnosis)."""
+    if logging.getLogger().isEnabledFor(logging.INFO):
+        yield
+        return
+    text = io.StringIO()
+    try:
+        with _quiet_logging(), captured(text):
+            yield
+    except BaseException:
+        sys.stderr.write(text.getvalue())
+        raise

@@ -219,8 +219,10 @@ def run_case(case: Case, folder: Path, model: Path) -> tuple[int, str, list[Path
     argv = case.build(folder, model)
     if "--model" not in argv and argv[0] != "eval":
         argv += ["--model", str(model)]
-    err = io.StringIO()
-    with _native_stderr() as native, contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    from dmfnet_edge._quiet import captured
+
+    err, native = io.StringIO(), io.StringIO()  # native: file descriptor 2, where native libraries print
+    with captured(native, fds=(2,)), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         with case.patch() if case.patch else contextlib.nullcontext():
             try:
                 code = main(argv)
@@ -228,22 +230,4 @@ def run_case(case: Case, folder: Path, model: Path) -> tuple[int, str, list[Path
                 code = exc.code
     out = folder / "out"
     left = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
-    return code, native.read() + err.getvalue(), left
-
-
-@contextlib.contextmanager
-def _native_stderr():
-    """File descriptor 2 into a temporary file: what native libraries print counts against the one-line rule too."""
-    import tempfile
-
-    saved, text = os.dup(2), io.StringIO()
-    with tempfile.TemporaryFile("w+") as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield text
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            text.write(sink.read())
-            text.seek(0)
+    return code, native.getvalue() + err.getvalue(), left

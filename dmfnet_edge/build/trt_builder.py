@@ -13,19 +13,16 @@ without its manifest.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
+import io
 import logging
-import os
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dmfnet_edge._optional import require
+from dmfnet_edge._quiet import captured
 from dmfnet_edge.artifacts import sha256_file, write_json_atomic
 from dmfnet_edge.build.engine_manifest import (BuildTarget, build_engine_manifest, engine_file_name,
                                                engine_manifest_path, profile_key, read_engine_manifest)
@@ -106,26 +103,6 @@ def _capturing_logger(trt: Any) -> Any:
     return CapturingLogger()
 
 
-@contextlib.contextmanager
-def _native_stderr(logger: Any) -> Iterator[None]:
-    """TensorRT's native code prints some failures straight to file descriptor 2, outside its logger ("Unexpected
-    Internal Error: ..."): keep them in the log and the error message, so the CLI still prints one line."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            text = sink.read().decode(errors="replace").strip()
-            if text:
-                logger.messages.append((None, text))
-                log.info("TensorRT (stderr): %s", text)
-
-
 def _network(tc: Toolchain, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
     network = builder.create_network(tc.network_flags())
     parser = tc.trt.OnnxParser(network, logger)
@@ -166,9 +143,13 @@ def _build_plan(tc: Toolchain, onnx_path: Path, profile_shapes: dict[str, list[i
     config.add_optimization_profile(profile)
     cache = _timing_cache(tc, config, options)
     start = time.perf_counter()
-    with _native_stderr(logger):
+    native = io.StringIO()  # some failures are printed by native code straight to fd 2, outside the logger
+    with captured(native, fds=(2,)):
         plan = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
+    if native.getvalue().strip():  # kept for the one-line error, so the CLI still prints one line
+        logger.messages.append((None, native.getvalue().strip()))
+        log.info("TensorRT (stderr): %s", native.getvalue().strip())
     if plan is None:
         errors = logger.errors() or "no log"
         raise ModelFileError(f"{onnx_path}: {tc.describe()} failed to build an engine: {errors}"
