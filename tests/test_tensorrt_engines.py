@@ -184,12 +184,15 @@ def test_dynamic_profile_and_explicit_targets(tiny_graphs, tmp_path, capsys):
     assert manifest["build"]["profile"] == {"min": [1, 1, 256, 128], "opt": [2, 1, 256, 256], "max": [4, 1, 256, 512]}
 
 
-def test_a_range_of_heights_fails_in_tensorrt_rtx_with_a_way_out(tiny_graphs, tmp_path, capfd):
-    """A known TensorRT for RTX 1.7 failure on this graph; when a fixed version builds it, this test says so."""
+def test_a_range_of_heights_is_refused_before_tensorrt_rtx_tries(tiny_graphs, tmp_path, capfd):
+    """TensorRT for RTX 1.7 fails on this graph for every range of heights tried (Myelin std::bad_alloc), and once
+    crashed the process doing so: the build is refused before it starts."""
     code = export_main(["build", "--onnx", str(tiny_graphs["fp32"]), "--out", str(tmp_path), "--toolchain",
                         "tensorrt-rtx", "--shapes", "1x128x128:1x256x256:1x256x256"])
     err = capfd.readouterr().err.strip().splitlines()  # file descriptor 2: TensorRT's native prints too
     assert code == 2 and len(err) == 1 and "vary batch and width only" in err[0] and not list(tmp_path.iterdir())
+    rtx = _fake("tensorrt-rtx", "1.8.0")  # a later version is let through to try
+    rtx.check_profile({"min": [1, 1, 128, 128], "max": [1, 1, 256, 256]}, "1x128x128:1x256x256:1x256x256")
 
 
 def test_a_failed_precision_check_writes_nothing(tiny_graphs, tmp_path, capsys):

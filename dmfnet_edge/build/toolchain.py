@@ -136,6 +136,13 @@ class Toolchain:
             raise InputError(f"{onnx_name} has TensorRT plugin nodes, and {self.describe()} has no plugin layers; "
                              "build it with --toolchain tensorrt, or build the graph exported without --trt-plugins")
 
+    def check_profile(self, shapes: dict[str, list[int]], given: str | None) -> None:
+        """Refuse profiles this flavour is known to fail on, before it tries (and may crash)."""
+        if self.flavour.ahead_of_time and self.version.startswith("1.7.") and shapes["min"][2] != shapes["max"][2]:
+            raise InputError(f"--shapes {given}: {self.describe()} cannot compile this graph for a range of heights "
+                             "(Myelin std::bad_alloc in every try, once a crash): vary batch and width only, or "
+                             "build one engine per height")
+
     def check_engine(self, runtime: Any, plan: bytes, name: str) -> None:
         """Refuse an engine this GPU, driver or version cannot run, before deserialising it, where the flavour can
         tell (TensorRT for RTX's `get_engine_validity`; TensorRT 10/11 rely on the manifest check alone)."""

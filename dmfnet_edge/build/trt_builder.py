@@ -162,9 +162,6 @@ def _failure_hint(errors: str, shapes: dict[str, list[int]], options: BuildOptio
     if "OutOfMemory" in errors:
         return (f"; the largest profile shape {shapes['max']} needs more than --workspace-mib {options.workspace_mib}: "
                 "raise it or lower the MAX shape")
-    if "bad_alloc" in errors and shapes["min"][2] != shapes["max"][2]:
-        return ("; TensorRT for RTX 1.7 cannot compile this graph for a range of heights (Myelin std::bad_alloc, seen "
-                "with every height range tried): vary batch and width only, or build one engine per height")
     return ""
 
 
@@ -217,6 +214,7 @@ def build_engine(onnx_path: Path, out_dir: Path, options: BuildOptions | None = 
     targets, device = tc.targets(options.compute_capabilities)
     target = BuildTarget(tc.name, tc.version, tuple(targets), device)
     shapes = shape_profile(manifest, options.shapes)
+    tc.check_profile(shapes, options.shapes)
     engine_path = out_dir / engine_file_name(onnx_path.stem, target, manifest["onnx_sha256"], manifest["precision"],
                                              profile_key(shapes))
     if engine_path.is_file() and engine_manifest_path(engine_path).is_file():
