@@ -60,6 +60,11 @@ class BuildTarget:
         return f"{'-'.join(self.compute_capabilities)}.rtx{self.version}"
 
 
+def sm_name(compute_capability: tuple[int, int]) -> str:
+    """(8, 6) -> 'sm86', the spelling of targets in manifests, file names and --compute-capability."""
+    return f"sm{compute_capability[0]}{compute_capability[1]}"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
@@ -118,14 +123,13 @@ def built_target(meta: dict[str, Any]) -> BuildTarget:
 def check_compatible(meta: dict[str, Any], flavour: str, version: str, device: DeviceInfo) -> None:
     """Refuse an engine of another TensorRT flavour or version, or built for another GPU, naming both."""
     built = built_target(meta)
-    major, minor = device.compute_capability
-    here = f"{device.describe()} (sm{major}{minor}) with {flavour} {version}"
+    here = f"{device.describe()} ({sm_name(device.compute_capability)}) with {flavour} {version}"
     fits = built.flavour == flavour and built.version == version
     if built.device is not None:
         fits = fits and (built.device.gpu_name, built.device.compute_capability, built.device.sm_count) == (
             device.gpu_name, device.compute_capability, device.sm_count)
     else:
-        fits = fits and f"sm{major}{minor}" in built.compute_capabilities
+        fits = fits and sm_name(device.compute_capability) in built.compute_capabilities
     if not fits:
         raise ModelFileError(f"rebuild needed: {meta['engine_file']} was built for {built.describe()}, this is "
                              f"{here}; run 'dmfnet-export build' for this machine")

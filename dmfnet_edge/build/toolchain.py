@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmfnet_edge._optional import available, require
-from dmfnet_edge.build.engine_manifest import DeviceInfo
+from dmfnet_edge.build.engine_manifest import DeviceInfo, sm_name
 from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,6 @@ def current_device(trt_version: str, device: int = 0) -> DeviceInfo:
     name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
     return DeviceInfo(name.rstrip("\x00"), (int(prop.major), int(prop.minor)), int(prop.multiProcessorCount),
                       trt_version)
-
-
-def sm_name(compute_capability: tuple[int, int]) -> str:
-    return f"sm{compute_capability[0]}{compute_capability[1]}"
 
 
 def parse_targets(text: str | None) -> list[str] | None:

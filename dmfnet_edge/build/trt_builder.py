@@ -147,9 +147,10 @@ def _build_plan(tc: Toolchain, onnx_path: Path, profile_shapes: dict[str, list[i
     with captured(native, fds=(2,)):
         plan = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
-    if native.getvalue().strip():  # kept for the one-line error, so the CLI still prints one line
-        logger.messages.append((None, native.getvalue().strip()))
-        log.info("TensorRT (stderr): %s", native.getvalue().strip())
+    printed = native.getvalue().strip()
+    if printed:  # kept for the one-line error, so the CLI still prints one line
+        logger.messages.append((None, printed))
+        log.info("TensorRT (stderr): %s", printed)
     if plan is None:
         errors = logger.errors() or "no log"
         raise ModelFileError(f"{onnx_path}: {tc.describe()} failed to build an engine: {errors}"

@@ -230,8 +230,6 @@ def run_build(args: argparse.Namespace) -> int:
     from dmfnet_edge.build.toolchain import parse_targets
     from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
 
-    if args.workspace_mib < 1:
-        raise InputError(f"--workspace-mib {args.workspace_mib}: give at least 1")
     options = BuildOptions(args.toolchain, parse_targets(args.compute_capability), args.shapes, args.opt_level,
                            args.workspace_mib, args.timing_cache, args.lock_timing_cache, args.plugin_lib)
     manifest = build_engine(args.onnx, args.out, options)

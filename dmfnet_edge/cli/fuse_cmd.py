@@ -59,8 +59,6 @@ def configure_fuse_dir(p: argparse.ArgumentParser) -> None:
 def run_fuse_dir(args: argparse.Namespace) -> int:
     from dmfnet_edge.cli.report import fuse_summary_lines, write_fuse_report
 
-    if args.batch < 1:
-        raise InputError(f"--batch {args.batch}: must be at least 1")
     refuse_overlap("--out", args.out, {"--pairs": args.pairs})
     pairs = find_pairs(args.pairs)
     runner = runner_from(args)
