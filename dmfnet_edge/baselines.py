@@ -13,6 +13,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from dmfnet_edge.preprocess.color import merge_luma, split_luma
+
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
@@ -52,3 +54,9 @@ BASELINES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "max": pixel_max,
     "laplacian": laplacian_pyramid,
 }
+
+
+def fuse_with_baseline(method: str, mri: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Fuse two uint8 images' lumas with a baseline and restore the other image's chroma, as the model path does."""
+    other_luma, chroma = split_luma(other)
+    return merge_luma(BASELINES[method](split_luma(mri)[0], other_luma), chroma)

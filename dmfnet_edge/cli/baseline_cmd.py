@@ -5,18 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dmfnet_edge.baselines import BASELINES
+from dmfnet_edge.baselines import BASELINES, fuse_with_baseline
 from dmfnet_edge.cli.progress import track
 from dmfnet_edge.io.images import read_image, write_image
 from dmfnet_edge.io.output_guard import refuse_overlap
 from dmfnet_edge.io.pairs import find_pairs
-from dmfnet_edge.preprocess.color import merge_luma, split_luma
-
-
-def fuse_with_baseline(method: str, mri, other):
-    """Fuse the lumas with a baseline and restore the other image's chroma, as the model path does."""
-    other_luma, chroma = split_luma(other)
-    return merge_luma(BASELINES[method](split_luma(mri)[0], other_luma), chroma)
 
 
 def configure(p: argparse.ArgumentParser) -> None:

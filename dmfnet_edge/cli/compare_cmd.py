@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 
 from dmfnet_edge.artifacts import write_json_atomic
-from dmfnet_edge.baselines import BASELINES
-from dmfnet_edge.cli.baseline_cmd import fuse_with_baseline
+from dmfnet_edge.baselines import BASELINES, fuse_with_baseline
 from dmfnet_edge.cli.common import add_model_options, runner_from
 from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.cli.report import overview_picture
