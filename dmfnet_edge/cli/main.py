@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from dmfnet_edge import __version__
@@ -74,10 +76,28 @@ def build_parser(prog: str = "dmfnet", commands: list[Command] | None = None) ->
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every half-written output is removed on the way out."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run_cli(argv: Sequence[str] | None, prog: str, commands: list[Command] | None = None) -> int:
     args = build_parser(prog, commands).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
+    try:
+        return _run(args, prog)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, prog: str) -> int:
     try:
         code = int(args.run(args) or 0)
         sys.stdout.flush()  # a full disk or closed pipe behind stdout shows here, not as a traceback at exit
@@ -85,6 +105,9 @@ def run_cli(argv: Sequence[str] | None, prog: str, commands: list[Command] | Non
     except DmfnetError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"{prog}: terminated; no partial outputs were kept", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; no partial outputs were kept", file=sys.stderr)
         return 130
