@@ -32,7 +32,7 @@ def official_pattern(model: DMFNet, mri: torch.Tensor, other: torch.Tensor) -> t
             feats[s].append(model.unet.decoder_features(xt, model.gammas[k : k + 1], prune=False))
     per_source = [[torch.cat([f[level] for f in feats[s]], dim=1) for level in range(len(feats[s][0]))]
                   for s in range(2)]
-    return model.fusion(*per_source)
+    return model.fuse(per_source, mri, other)
 
 
 def timed(fn, repeats: int) -> list[float]:

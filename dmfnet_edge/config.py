@@ -62,6 +62,8 @@ class FusionConfig:
     attention_reduction: int = 8
     noise_tile: int = 256  # side of the stored noise field, tiled for larger images
     noise_seed: int = 20250318
+    # edge deviation: both source images are a zero-initialised extra input of the head's first convolution
+    source_skip: bool = False
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def torch_stage_split(runner: Any, mri: np.ndarray, other: np.ndarray, runs: int
             feats = model.features(a, b)
             sync()
             t1 = time.perf_counter()
-            model.fusion(*feats)
+            model.fuse(feats, a, b)
             sync()
             s1.append(1000 * (t1 - t0))
             s2.append(1000 * (time.perf_counter() - t1))

@@ -18,7 +18,6 @@ from dmfnet_edge.models.fusion import FusionNet
 from dmfnet_edge.models.unet import DiffusionUNet
 
 
-
 class DMFNet(nn.Module):
     """Stage I (frozen diffusion UNet) + Stage II (fusion network) with frozen noise."""
 
@@ -28,7 +27,7 @@ class DMFNet(nn.Module):
         steps = len(cfg.fusion.timesteps)
         self.unet = DiffusionUNet(cfg.unet)
         self.fusion = FusionNet(self.unet.feature_channels(), steps, cfg.fusion.head_channels,
-                                cfg.fusion.attention_reduction)
+                                cfg.fusion.attention_reduction, cfg.fusion.source_skip)
         gammas = timestep_gammas(cfg.diffusion, cfg.fusion.timesteps)
         self.register_buffer("gammas", torch.tensor(gammas, dtype=torch.float32))
         self.register_buffer("sigmas", torch.tensor(np.sqrt(1.0 - gammas**2), dtype=torch.float32))
@@ -64,8 +63,14 @@ class DMFNet(nn.Module):
             other_feats.append(f[:, 1])
         return mri_feats, other_feats
 
+    def fuse(self, feats: tuple[list[torch.Tensor], list[torch.Tensor]], mri: torch.Tensor, other: torch.Tensor
+             ) -> torch.Tensor:
+        """The fusion network on `features(mri, other)` (the sources too, where the head reads them)."""
+        sources = torch.cat([mri, other], dim=1) if self.cfg.fusion.source_skip else None
+        return self.fusion(*feats, sources)
+
     def forward(self, mri: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        return self.fusion(*self.features(mri, other))
+        return self.fuse(self.features(mri, other), mri, other)
 
 
 def parameter_count(module: nn.Module) -> int:

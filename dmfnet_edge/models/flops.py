@@ -20,6 +20,6 @@ def pair_flops(model: DMFNet, size: int = 256) -> dict[str, int]:
             feats = meta.features(mri, mri)
         unet = counter.get_total_flops()
         with FlopCounterMode(display=False) as counter:
-            meta.fusion(*feats)
+            meta.fuse(feats, mri, mri)
         fusion = counter.get_total_flops()
     return {"unet": unet, "fusion": fusion, "total": unet + fusion}

@@ -6,7 +6,9 @@
   attended sum w = s * P2; the fused feature is F = w x + (1 - w) y + x + y.
 * `MultiScaleAggregation` (M3): coarse-to-fine residual path; every level adds the upsampled output of the
   previous level and a re-processed, upsampled copy of the level before it.
-* `FusionHead`: Conv3x3 -> LeakyReLU(0.2) -> Conv3x3 -> tanh, giving the fused luma in (-1, 1).
+* `FusionHead`: Conv3x3 -> LeakyReLU(0.2) -> Conv3x3 -> tanh, giving the fused luma in (-1, 1). With
+  `sources=2` (the edge preset's `source_skip`) the two source images are two more input channels of the first
+  convolution, zero-initialised, so a network trained without them starts out unchanged.
 
 Feature lists are coarse to fine; level l has (N, c_l, H_l, W_l) with H_{l+1} = 2 H_l.
 """
@@ -91,21 +93,33 @@ class MultiScaleAggregation(nn.Module):
 
 
 class FusionHead(nn.Module):
-    """(N, c, H, W) -> fused luma (N, 1, H, W) in (-1, 1)."""
+    """(N, c, H, W) [+ (N, sources, H, W) source images] -> fused luma (N, 1, H, W) in (-1, 1)."""
 
-    def __init__(self, channels: int, hidden: int) -> None:
+    def __init__(self, channels: int, hidden: int, sources: int = 0) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1)
+        self.sources = sources
+        self.conv1 = nn.Conv2d(channels + sources, hidden, 3, padding=1)
         self.conv2 = nn.Conv2d(hidden, 1, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sources: torch.Tensor | None = None) -> torch.Tensor:
+        if self.sources:
+            if sources is None or sources.shape[1] != self.sources:
+                raise ValueError(f"this fusion head reads {self.sources} source images beside its features")
+            x = torch.cat([x, sources.to(x.dtype)], dim=1)
         return torch.tanh(self.conv2(F.leaky_relu(self.conv1(x), 0.2)))
+
+    def zero_source_weights(self) -> None:
+        """Zero the weights of the source-image inputs (they start out ignored)."""
+        if self.sources:
+            with torch.no_grad():
+                self.conv1.weight[:, -self.sources:] = 0
 
 
 class FusionNet(nn.Module):
     """The Stage-II fusion network over multi-scale, multi-timestep features of the two sources."""
 
-    def __init__(self, channels: list[int], steps: int, head_channels: int, reduction: int) -> None:
+    def __init__(self, channels: list[int], steps: int, head_channels: int, reduction: int,
+                 source_skip: bool = False) -> None:
         super().__init__()
         levels = len(channels)
         self.merge = nn.ModuleList(TimestepFeatureMerge(c, steps) for c in channels)
@@ -113,10 +127,12 @@ class FusionNet(nn.Module):
         self.aggregate = nn.ModuleList(
             MultiScaleAggregation(c, channels[i + 1] if i + 1 < levels else c, channels[i - 1] if i >= 2 else None)
             for i, c in enumerate(channels))
-        self.head = FusionHead(channels[-1], head_channels)
+        self.head = FusionHead(channels[-1], head_channels, 2 if source_skip else 0)
 
-    def forward(self, mri: list[torch.Tensor], other: list[torch.Tensor]) -> torch.Tensor:
-        """mri, other: per level (coarse to fine) (N, T*c_l, H_l, W_l) timestep-concatenated features."""
+    def forward(self, mri: list[torch.Tensor], other: list[torch.Tensor], sources: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """mri, other: per level (coarse to fine) (N, T*c_l, H_l, W_l) timestep-concatenated features;
+        sources: (N, 2, H, W) MRI and other image, read by a head with a source skip only."""
         msf: list[torch.Tensor] = []
         out = mri[0]
         for level, (fm, fo) in enumerate(zip(mri, other)):
@@ -124,4 +140,4 @@ class FusionNet(nn.Module):
             out = self.aggregate[level](self.attention[level](x, y), msf)
             if level < len(mri) - 1:
                 msf.append(upsample2(out))
-        return self.head(out)
+        return self.head(out, sources)
