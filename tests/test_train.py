@@ -54,8 +54,9 @@ def test_stage2_trains_only_the_fusion_network_and_reports(tmp_path, train_dir, 
     assert _train(tmp_path / "s2", "stage2", 3, "--data", str(train_dir), "--unet",
                   str(tmp_path / "s1" / "unet"), "--val", str(val), "--lr", "1e-3") == 0
     printed = capsys.readouterr().out.strip().splitlines()  # a short summary, not the whole report
-    assert printed[1] == "validation (mean per modality):" and printed[-1].startswith("full report: ")
-    assert len(printed) == 7 and printed[4].startswith("| MRI-CT |")
+    assert printed[0].startswith("weights: ") and printed[1] == f"curves: {tmp_path / 's2' / 'curves.png'}"
+    assert printed[2] == "validation (mean per modality):" and printed[-1].startswith("full report: ")
+    assert len(printed) == 8 and printed[5].startswith("| MRI-CT |")
     unet = load_file(str(tmp_path / "s1" / "unet.safetensors"))
     model = load_file(str(tmp_path / "s2" / "dmfnet.safetensors"))
     assert all(torch.equal(unet[k], model[f"unet.{k}"]) for k in unet)  # frozen

@@ -30,11 +30,13 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: dict[str, Any
 
 
 def save_state(folder: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
-               rng: np.random.Generator, torch_gen: torch.Generator, info: dict[str, Any]) -> None:
+               rng: np.random.Generator, torch_gen: torch.Generator, info: dict[str, Any],
+               ema: dict[str, torch.Tensor] | None = None) -> None:
     """Write folder/last.safetensors and folder/last.json (the JSON last, so a complete pair is always valid)."""
     opt_tensors, opt_meta = _flatten_optimizer(opt)
     tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
     tensors.update(opt_tensors)
+    tensors.update({f"ema.{k}": v for k, v in (ema or {}).items()})
     tensors["rng.torch"] = torch_gen.get_state()
     save_tensors_atomic(tensors, folder / "last.safetensors")
     write_json_atomic(folder / "last.json", {"step": step, "optimizer": opt_meta,
@@ -42,8 +44,8 @@ def save_state(folder: Path, module: torch.nn.Module, opt: torch.optim.Optimizer
 
 
 def load_state(folder: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
-               torch_gen: torch.Generator) -> dict[str, Any]:
-    """Restore what `save_state` wrote; returns the JSON (with 'step')."""
+               torch_gen: torch.Generator, ema: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Restore what `save_state` wrote (the EMA weights into `ema`, where both have them); returns the JSON."""
     meta = read_json(folder / "last.json")
     try:
         tensors = load_file(str(folder / "last.safetensors"))
@@ -54,5 +56,11 @@ def load_state(folder: Path, module: torch.nn.Module, opt: torch.optim.Optimizer
     opt.load_state_dict(_unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("opt.")},
                                              meta["optimizer"]))
     torch_gen.set_state(tensors["rng.torch"])
+    if ema is not None:
+        saved = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+        if saved and set(saved) != set(ema):
+            raise ModelFileError(f"{folder / 'last.safetensors'}: its EMA weights do not match this network")
+        for name, value in saved.items():
+            ema[name].copy_(value)
     rng.bit_generator.state = meta["numpy_rng"]
     return meta

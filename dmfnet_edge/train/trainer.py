@@ -1,14 +1,20 @@
 """Training loops for both stages, on CPU or CUDA (bf16 autocast on request), with checkpoints and resume.
 
 Stage I trains the UNet as an x0-predicting denoiser on both modalities (each pair contributes its MRI and its
-other image). Stage II freezes the UNet, draws fresh noise for the 2 x T noised copies of every pair as the
-method does, and trains the fusion network with the hybrid loss.
+other image). Stage II freezes the UNet and trains the fusion network with the hybrid loss, either live (fresh
+noise for the 2 x T noised copies of every crop, as the method does) or from a feature cache (crops of the
+full-image features at the frozen inference noise, `feature_cache.py`: no UNet pass per step).
+
+Options shared by both: a constant or cosine learning rate (with linear warm-up), an exponential moving average
+of the weights, a loss history, and for Stage II periodic validation with checkpoint selection
+(`selection.py`). Every checkpoint holds all of it, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,11 +31,14 @@ from dmfnet_edge.models.diffusion import DiffusionObjective
 from dmfnet_edge.models.dmfnet import DMFNet
 from dmfnet_edge.models.unet import DiffusionUNet
 from dmfnet_edge.train.data import PairBank
+from dmfnet_edge.train.feature_cache import CachedBatch, FeatureCache
 from dmfnet_edge.train.losses import HybridFusionLoss, diffusion_loss
 from dmfnet_edge.train.state import load_state, save_state
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, dict[str, float]], None]
+Validate = Callable[[nn.Module], dict[str, Any]]  # a model with the weights to score -> {"score": ..., ...}
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,24 @@ class TrainSettings:
     checkpoint_every: int = 200
     threads: int | None = None
     t_sampling: str = "uniform"  # stage 1 only: see DiffusionObjective
+    schedule: str = "constant"  # or "cosine": from lr to lr * min_lr_ratio over `steps`, after `warmup`
+    warmup: int = 0
+    min_lr_ratio: float = 0.0
+    ema: float = 0.0  # decay of the weights' exponential moving average; 0 = off
+    val_every: int = 0  # stage 2: validate (and select the best checkpoint) every this many steps; 0 = off
+    log_every: int = 50  # steps per entry of the loss history
+
+
+def learning_rate(settings: TrainSettings, step: int) -> float:
+    """The learning rate of optimiser step `step` (0-based)."""
+    if step < settings.warmup:
+        return settings.lr * (step + 1) / settings.warmup
+    if settings.schedule == "constant":
+        return settings.lr
+    span = max(settings.steps - settings.warmup, 1)
+    progress = min((step - settings.warmup) / span, 1.0)
+    low = settings.lr * settings.min_lr_ratio
+    return low + 0.5 * (settings.lr - low) * (1 + math.cos(math.pi * progress))
 
 
 def orthogonal_init(module: nn.Module) -> None:
@@ -75,7 +102,8 @@ class Stage1Task:
     def optimizer(self, lr: float) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.model.parameters(), lr=lr)
 
-    def loss(self, mri: torch.Tensor, other: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor], gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+        mri, other = batch
         x0 = torch.cat([mri, other]).to(self.device)
         xt, gamma = self.objective.noised(x0, gen)
         mse = diffusion_loss(self.model(xt, gamma), x0)
@@ -90,12 +118,19 @@ class Stage2Task:
 
     kind = "dmfnet"
 
-    def __init__(self, cfg: ModelConfig, unet: DiffusionUNet, device: torch.device) -> None:
+    def __init__(self, cfg: ModelConfig, unet: DiffusionUNet, device: torch.device,
+                 init: dict[str, torch.Tensor] | None = None) -> None:
+        """`init`: fusion-network weights to start from (a trained model's, to fine-tune); a head with a source
+        skip that `init` lacks gets zero weights for the sources, so it starts as that network."""
         self.cfg = cfg
         self.model = DMFNet(cfg).to(device)
         self.model.unet.load_state_dict(unet.state_dict())
         self.model.unet.eval().requires_grad_(False)
         orthogonal_init(self.model.fusion)
+        if cfg.fusion.source_skip:
+            self.model.fusion.head.zero_source_weights()
+        if init is not None:
+            load_fusion_weights(self.model.fusion, init)
         self.criterion = HybridFusionLoss().to(device)
         self.device = device
 
@@ -105,18 +140,68 @@ class Stage2Task:
     def optimizer(self, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.model.fusion.parameters(), lr=lr)
 
-    def loss(self, mri: torch.Tensor, other: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
-        mri, other = mri.to(self.device), other.to(self.device)
-        n, _, h, w = mri.shape
-        noise = torch.randn((n, 2, self.model.gammas.shape[0], h, w), generator=gen).to(self.device)
-        with torch.no_grad():
-            feats = self.model.features(mri, other, noise)
-        fused = self.model.fusion(*feats)
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor] | CachedBatch, gen: torch.Generator
+             ) -> tuple[torch.Tensor, dict]:
+        if isinstance(batch, CachedBatch):
+            mri, other = batch.mri.to(self.device), batch.other.to(self.device)
+            feats = ([f.to(self.device) for f in batch.mri_feats], [f.to(self.device) for f in batch.other_feats])
+        else:
+            mri, other = batch[0].to(self.device), batch[1].to(self.device)
+            n, _, h, w = mri.shape
+            noise = torch.randn((n, 2, self.model.gammas.shape[0], h, w), generator=gen).to(self.device)
+            with torch.no_grad():
+                feats = self.model.features(mri, other, noise)
+        fused = self.model.fuse(feats, mri, other)
         total, parts = self.criterion(mri, other, fused.float())
         return total, {"loss": float(total.detach()), **{k: float(v) for k, v in parts.items()}}
 
     def export_module(self) -> nn.Module:
         return self.model
+
+
+def load_fusion_weights(fusion: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load fusion-network weights, widening a head's first convolution with zero source-image inputs where
+    `weights` come from a network without the source skip; anything else must match exactly."""
+    own = fusion.state_dict()
+    weights = dict(weights)
+    name = "head.conv1.weight"
+    if name in weights and name in own and weights[name].shape != own[name].shape:
+        old, new = weights[name], own[name]
+        if old.shape[0] != new.shape[0] or old.shape[1] > new.shape[1] or old.shape[2:] != new.shape[2:]:
+            raise ValueError(f"{name}: {tuple(old.shape)} cannot start a head of {tuple(new.shape)}")
+        widened = torch.zeros_like(new)
+        widened[:, :old.shape[1]] = old
+        weights[name] = widened
+    fusion.load_state_dict(weights, strict=True)
+
+
+class WeightAverage:
+    """Exponential moving average of a module's floating-point parameters and buffers."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.values = {k: v.detach().clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+
+    def reset(self, module: nn.Module) -> None:
+        for k, v in module.state_dict().items():
+            if k in self.values:
+                self.values[k].copy_(v)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        current = module.state_dict()
+        for k, avg in self.values.items():
+            avg.mul_(self.decay).add_(current[k].detach(), alpha=1 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self, module: nn.Module):
+        """The module with the averaged weights inside the block, its own weights restored after."""
+        saved = {k: v.detach().clone() for k, v in module.state_dict().items() if k in self.values}
+        module.load_state_dict(self.values, strict=False)
+        try:
+            yield module
+        finally:
+            module.load_state_dict(saved, strict=False)
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -125,9 +210,14 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def train(task: Stage1Task | Stage2Task, bank: PairBank, settings: TrainSettings, out: Path, resume: bool,
-          progress: Progress | None = None, info: dict[str, Any] | None = None) -> Path:
-    """Run the loop, checkpointing to out/last.* and writing the final model to out/<kind>.safetensors."""
+def train(task: Stage1Task | Stage2Task, bank: PairBank | FeatureCache, settings: TrainSettings, out: Path,
+          resume: bool, progress: Progress | None = None, info: dict[str, Any] | None = None,
+          validate: Validate | None = None) -> Path:
+    """Run the loop, checkpointing to out/last.* and writing the final model to out/<kind>.safetensors (the EMA
+    weights where EMA is on). With `validate` (and settings.val_every), the best-scoring weights so far are
+    also written to out/best.* as a complete model; the loss and validation history live in the checkpoint."""
+    if settings.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {settings.schedule!r}; choose one of {SCHEDULES}")
     if settings.threads:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
@@ -136,33 +226,73 @@ def train(task: Stage1Task | Stage2Task, bank: PairBank, settings: TrainSettings
     opt = task.optimizer(settings.lr)
     rng = np.random.default_rng(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
+    ema = WeightAverage(module, settings.ema) if settings.ema > 0 else None
     step, earlier, segments = 0, 0.0, []
+    history: list[dict[str, float]] = []
+    val_history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
     if resume and (out / "last.json").exists():
-        state = load_state(out, module, opt, rng, gen)
+        state = load_state(out, module, opt, rng, gen, ema.values if ema else None)
         step, earlier = int(state["step"]), float(state.get("train_seconds", 0.0))
         segments = state.get("segments", [])
+        history, val_history, best = state.get("history", []), state.get("validation", []), state.get("best")
+        if ema and not state.get("ema_saved"):
+            ema.reset(module)
         log.info("resumed from step %d", step)
     record = {"settings": asdict(settings), "stage": task.kind, **(info or {})}
     # every run that resumes a folder is one segment: the steps it trained and with which settings
     record["segments"] = [*segments, {"from_step": step, "settings": asdict(settings)}]
+    record["ema_saved"] = ema is not None
     started = time.perf_counter()
+    window: dict[str, list[float]] = {}
+
+    def scored() -> contextlib.AbstractContextManager:
+        return ema.applied(module) if ema else contextlib.nullcontext(module)
+
+    def checkpoint() -> None:
+        record.update(train_seconds=round(earlier + time.perf_counter() - started, 1), history=history,
+                      validation=val_history, best=best)
+        save_state(out, module, opt, step, rng, gen, record, ema.values if ema else None)
+
     module.train()
     while step < settings.steps:
-        mri, other = bank.sample(rng, settings.batch_size, settings.crop)
+        lr = learning_rate(settings, step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = bank.sample(rng, settings.batch_size, settings.crop)
         with _autocast(task.device, settings.amp):
-            loss, stats = task.loss(mri, other, gen)
+            loss, stats = task.loss(batch, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema:
+            ema.update(module)
         step += 1
+        for k, v in stats.items():
+            window.setdefault(k, []).append(v)
+        if step % settings.log_every == 0 or step == settings.steps:
+            history.append({"step": step, "lr": lr, **{k: round(float(np.mean(v)), 5) for k, v in window.items()}})
+            window = {}
         if progress:
             progress(step, stats)
+        if validate and settings.val_every and (step % settings.val_every == 0 or step == settings.steps):
+            with scored():
+                result = validate(task.export_module())
+                entry = {"step": step, **result}
+                val_history.append(entry)
+                if best is None or result["score"] < best["score"]:
+                    best = {"step": step, "score": result["score"]}
+                    save_model(task.export_module(), task.cfg, out / "best", task.kind,
+                               {"training": {**record, "selected": entry}})
+            log.info("step %d: validation score %.3f (best %.3f at step %d)", step, result["score"],
+                     best["score"], best["step"])
         if step % settings.checkpoint_every == 0 or step == settings.steps:
-            record["train_seconds"] = round(earlier + time.perf_counter() - started, 1)
-            save_state(out, module, opt, step, rng, gen, record)
+            checkpoint()
             log.info("step %d/%d %s (%.0f s)", step, settings.steps,
                      " ".join(f"{k}={v:.4f}" for k, v in stats.items()), time.perf_counter() - started)
     module.eval()
-    record["train_seconds"] = round(earlier + time.perf_counter() - started, 1)
-    record["steps_done"] = step
+    record.update(train_seconds=round(earlier + time.perf_counter() - started, 1), steps_done=step,
+                  history=history, validation=val_history, best=best)
+    if ema:
+        module.load_state_dict(ema.values, strict=False)  # the run ends on the averaged weights
     return save_model(task.export_module(), task.cfg, out / task.kind, task.kind, {"training": record})
