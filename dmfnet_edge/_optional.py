@@ -25,6 +25,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "tensorrt": ("trt", "tensorrt-cu13"),
     "tensorrt_rtx": ("trt-rtx", "tensorrt-rtx-cu13"),
     "cuda": ("trt", "cuda-python"),
+    "tritonclient": ("serve", "tritonclient[grpc,http]"),
 }
 
 

@@ -33,6 +33,9 @@ EXAMPLES: dict[str, dict[str, list[str]]] = {
             "dmfnet train stage1 --data train/ --val val/ --out runs/unet --preset edge --steps 3000",
             "dmfnet train stage2 --data train/ --val val/ --out runs/fusion --unet runs/unet/unet --steps 3000",
             "dmfnet train stage2 --data train/ --out runs/fusion --unet runs/unet/unet --resume",
+            "dmfnet train stage2 --data train/ --val val/ --out runs/ft --unet edge --preset edge --init edge "
+            "--feature-cache cache/edge --steps 5000 --lr 4e-4 --schedule cosine --warmup 100 --ema 0.999 "
+            "--val-every 250",
         ],
         "info": [
             "dmfnet info --model edge",
@@ -71,6 +74,12 @@ EXAMPLES: dict[str, dict[str, list[str]]] = {
             "dmfnet-export profile --model edge --repeats 50 --budget-ms 1500",
             "dmfnet-export profile --model out/export/dmfnet-edge-fp16.onnx --backend onnxruntime --json p.json "
             "--plot p.png",
+        ],
+        "triton": [
+            "dmfnet-export triton --onnx dmfnet_edge/weights/dmfnet-edge-fp32.onnx -o out/triton --threads 2",
+            "dmfnet-export triton --onnx dmfnet_edge/weights/dmfnet-edge-fp32.onnx -o out/triton-gpu --kind gpu "
+            "--instances 2 --max-batch 16 --preferred-batch 8 16",
+            "dmfnet-export triton --engine out/engines/ENGINE.engine -o out/triton-trt",
         ],
     },
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import write_json_atomic
+from dmfnet_edge.cli import triton_cmd
 from dmfnet_edge.cli.main import run_cli
 from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.cli.types import NON_NEGATIVE, POSITIVE, int_range, positive_float
@@ -311,6 +312,7 @@ COMMANDS = [
      run_build),
     ("profile", "latency percentiles, stage breakdown and a budget gate for any backend", configure_profile,
      run_profile),
+    *triton_cmd.COMMANDS,
 ]
 
 

@@ -1,0 +1,171 @@
+"""A Triton Inference Server model repository for an exported graph or a TensorRT engine.
+
+Layout (Triton's standard one; every model is a folder with `config.pbtxt` and numbered versions):
+
+    REPO/
+      repository.json                 what was packed, from which files (SHA-256), for which server
+      <name>/config.pbtxt             inputs, outputs, batching, instances, warm-up
+      <name>/1/model.onnx             platform onnxruntime_onnx (CPU or GPU instances), or
+      <name>/1/model.plan             platform tensorrt_plan (a full-TensorRT engine, built on the serving GPU)
+      <name>/1/<file>.json            the project's manifest of that file (Triton ignores it)
+
+The configuration follows the graph contract (`export/contract.py`): inputs `mri` and `other`, output `fused`,
+float32 (N, 1, H, W) in [-1, 1]. A graph or engine with a free batch dimension is served with
+`max_batch_size` and dynamic batching (Triton then omits the batch dimension from `dims`); one with a fixed
+batch is served as it is (`max_batch_size: 0`, full dims, no server-side batching). Free image sides are `-1`.
+
+A TensorRT for RTX engine is refused: Triton's tensorrt backend runs engines of full TensorRT, built on (or
+for) the serving GPU. The text is written without Triton's packages; `validate_config` parses it with
+Triton's own protobuf schema (`tritonclient`'s `model_config_pb2`) where that is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dmfnet_edge.artifacts import sha256_file, write_json_atomic
+from dmfnet_edge.errors import InputError
+from dmfnet_edge.export.contract import INPUT_NAMES, OUTPUT_NAME, contract_of, manifest_path, read_manifest
+from dmfnet_edge.io.permissions import FOLDER_MODE
+
+REPOSITORY_FORMAT = "dmfnet-edge-triton-repository"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+KINDS = ("cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How Triton should run the model."""
+
+    name: str = "dmfnet_edge"
+    max_batch: int = 8  # used where the model's batch dimension is free
+    preferred_batches: tuple[int, ...] = (4, 8)
+    queue_delay_us: int = 2000
+    instances: int = 1
+    kind: str = "cpu"  # onnx only; a plan always runs on GPU instances
+    threads: int | None = None  # ONNX Runtime intra-op threads per CPU instance
+    warmup_size: int = 256
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """The file to serve and what its manifest says about it."""
+
+    path: Path
+    platform: str  # onnxruntime_onnx | tensorrt_plan
+    manifest: dict[str, Any]
+    shape: list[int | str]  # (N, 1, H, W), names for free dimensions
+    max_batch_of_file: int | None  # the engine's profile maximum; None = unbounded (ONNX)
+
+
+def served_onnx(path: Path) -> ServedModel:
+    meta = read_manifest(path)
+    return ServedModel(path, "onnxruntime_onnx", meta, contract_of(meta).shape, None)
+
+
+def served_engine(path: Path) -> ServedModel:
+    from dmfnet_edge.build.engine_manifest import read_engine_manifest
+
+    meta = read_engine_manifest(path)
+    flavour = meta.get("toolchain", {}).get("flavour")
+    if flavour != "tensorrt":
+        raise InputError(f"{path}: a {flavour} engine; Triton's tensorrt backend runs full-TensorRT engines only "
+                         "(build one on the serving GPU with 'dmfnet-export build --toolchain tensorrt', or serve "
+                         "the ONNX graph)")
+    profile = meta["build"]["profile"]
+    lo, hi = profile["min"], profile["max"]
+    shape: list[int | str] = [lo[i] if lo[i] == hi[i] else name for i, name in enumerate(("N", "C", "H", "W"))]
+    return ServedModel(path, "tensorrt_plan", meta, shape, int(hi[0]))
+
+
+def _dims(values: list[int | str]) -> str:
+    return "[ " + ", ".join(str(v) if isinstance(v, int) else "-1" for v in values) + " ]"
+
+
+def config_text(model: ServedModel, options: ServingOptions) -> str:
+    """config.pbtxt for `model` (protobuf text format of Triton's ModelConfig)."""
+    batched = isinstance(model.shape[0], str)
+    max_batch = options.max_batch
+    if batched and model.max_batch_of_file is not None:
+        max_batch = min(max_batch, model.max_batch_of_file)
+    dims = model.shape[1:] if batched else model.shape
+    lines = [f'name: "{options.name}"', f'platform: "{model.platform}"', f"max_batch_size: {max_batch if batched else 0}"]
+    for kind, names in (("input", INPUT_NAMES), ("output", (OUTPUT_NAME,))):
+        entries = [f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: {_dims(dims)}\n  }}' for name in names]
+        lines.append(f"{kind} [\n" + ",\n".join(entries) + "\n]")
+    if batched:
+        preferred = sorted({b for b in options.preferred_batches if 1 <= b <= max_batch})
+        lines.append("dynamic_batching {\n" + "".join(f"  preferred_batch_size: {b}\n" for b in preferred)
+                     + f"  max_queue_delay_microseconds: {options.queue_delay_us}\n}}")
+    kind = "KIND_GPU" if model.platform == "tensorrt_plan" or options.kind == "gpu" else "KIND_CPU"
+    lines.append(f"instance_group [\n  {{\n    count: {options.instances}\n    kind: {kind}\n  }}\n]")
+    if model.platform == "onnxruntime_onnx" and options.threads:
+        lines.append('parameters {\n  key: "intra_op_thread_count"\n  value: { string_value: "'
+                     f'{options.threads}" }}\n}}')
+    sides = [options.warmup_size if isinstance(d, str) else d for d in model.shape[2:]]
+    warm_dims = [1, *sides] if batched else [model.shape[0], 1, *sides]
+    inputs = "".join(f'    inputs {{\n      key: "{name}"\n      value: {{\n        data_type: TYPE_FP32\n'
+                     f'        dims: {_dims(warm_dims)}\n        zero_data: true\n      }}\n    }}\n'
+                     for name in INPUT_NAMES)
+    lines.append(f'model_warmup [\n  {{\n    name: "zeros"\n    batch_size: 1\n{inputs}  }}\n]')
+    return "\n".join(lines) + "\n"
+
+
+def validate_config(text: str) -> Any:
+    """Parse config.pbtxt with Triton's protobuf schema; returns the ModelConfig message."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as exc:
+        raise ModuleNotFoundError(exc.name or "tritonclient", name="tritonclient") from None
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def write_repository(model: ServedModel, options: ServingOptions, out: Path, validate: bool = True
+                     ) -> tuple[Path, bool]:
+    """Write the repository to `out` (which must not exist, or be empty), atomically; returns the model folder
+    and whether its config was checked against Triton's schema (only where tritonclient is installed)."""
+    if not NAME_PATTERN.match(options.name):
+        raise InputError(f"--name {options.name!r}: a Triton model name of letters, digits, '_', '.', '-'")
+    if options.kind not in KINDS:
+        raise InputError(f"--kind {options.kind}: choose one of {KINDS}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out}: exists and is not empty; give a new folder for the repository")
+    text = config_text(model, options)
+    checked = False
+    if validate:
+        try:
+            validate_config(text)
+            checked = True
+        except ModuleNotFoundError:
+            checked = False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        version = work / options.name / "1"
+        version.mkdir(parents=True)
+        filename = "model.onnx" if model.platform == "onnxruntime_onnx" else "model.plan"
+        shutil.copyfile(model.path, version / filename)
+        sidecar = manifest_path(model.path) if model.platform == "onnxruntime_onnx" else \
+            model.path.with_name(model.path.name + ".json")
+        shutil.copyfile(sidecar, version / f"{filename}.json")
+        (work / options.name / "config.pbtxt").write_text(text)
+        write_json_atomic(work / "repository.json", {
+            "format": REPOSITORY_FORMAT, "model": options.name, "platform": model.platform,
+            "source": str(model.path), "source_sha256": sha256_file(version / filename),
+            "source_manifest": model.manifest, "config_checked_against_triton_schema": checked})
+        for folder in (work, work / options.name, version):
+            os.chmod(folder, FOLDER_MODE)
+        if out.is_dir():
+            out.rmdir()
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out / options.name, checked
