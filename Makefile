@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= train,onnx,quantize,medical,trt-rtx,serve,dev
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench clean serve-env
 
 PIP := $(BIN)/pip install --disable-pip-version-check
 
@@ -25,16 +25,25 @@ $(VENV)/.runtime: pyproject.toml
 
 install: $(VENV)/.installed
 
+# `dmfnet serve` (PyTriton pins numpy<2): an environment of its own beside the main one.
+SERVE_VENV ?= .venv-serve
+$(SERVE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install --disable-pip-version-check -e '.[onnx,serve-server]'
+	touch $@
+
+serve-env: $(SERVE_VENV)/.installed
+
 # Fuse the bundled sample pairs (one per modality) with the shipped edge model on the embedded default backend.
 demo: $(VENV)/.runtime
 	@echo "== fusing the three bundled sample pairs on the embedded default (ONNX Runtime, FP32)"
 	$(BIN)/dmfnet fuse-dir --pairs dmfnet_edge/samples --out $(DEMO_OUT) --metrics
 	@echo "== done: open $(DEMO_OUT)/report.md (or overview.png); run the tools as $(BIN)/dmfnet, or after 'source $(BIN)/activate'"
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(SERVE_VENV)/.installed
 	$(BIN)/python -m pytest -q
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed $(SERVE_VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(VENV)/.installed
@@ -42,7 +51,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_onnx_cpu.py
 
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) $(SERVE_VENV) out build *.egg-info
 
 # ---- maintainers: turning a training run into the shipped model, and the deployment artefacts ----------------
 RUN ?= runs/edge-stage2

@@ -26,6 +26,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "tensorrt_rtx": ("trt-rtx", "tensorrt-rtx-cu13"),
     "cuda": ("trt", "cuda-python"),
     "tritonclient": ("serve", "tritonclient[grpc,http]"),
+    "pytriton": ("serve-server", "nvidia-pytriton"),
 }
 
 

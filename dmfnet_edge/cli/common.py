@@ -18,9 +18,23 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="onnxruntime with a shipped model: fp32 (default) or int8 graph; torch: fp32; "
                         "gpu: fp16 (default), bf16 or fp32")
     p.add_argument("--threads", type=POSITIVE, help="CPU threads for inference (default: the library's choice)")
+    p.add_argument("--server", metavar="URL",
+                   help="fuse on a Triton Inference Server instead: http://HOST:PORT or grpc://HOST:PORT (e.g. "
+                        "'dmfnet serve'); retries with backoff while the server is unavailable")
+    p.add_argument("--server-model", default="dmfnet_edge", help="the model's name on --server")
 
 
 def runner_from(args: argparse.Namespace) -> Runner:
+    if getattr(args, "server", None):
+        local = [name for name, given in (("--model", args.model != "edge"), ("--backend", args.backend != "auto"),
+                                          ("--precision", args.precision), ("--threads", args.threads),
+                                          ("--device", args.device != "cpu")) if given]
+        if local:
+            raise InputError(f"--server fuses with the model the server serves; {', '.join(local)} choose a local "
+                             "model or backend (configure the server instead)")
+        from dmfnet_edge.runtime.triton_client import TritonRunner
+
+        return TritonRunner(args.server, args.server_model)
     return open_runner(args.backend, args.model, device=args.device, threads=args.threads, precision=args.precision)
 
 

@@ -29,6 +29,11 @@ EXAMPLES: dict[str, dict[str, list[str]]] = {
             "dmfnet compare --pairs val/ --out out/compare",
             "dmfnet compare --pairs val/ --out out/compare --backend torch --figure-rows 3",
         ],
+        "serve": [
+            "dmfnet serve --threads 2",
+            "dmfnet serve --onnx dmfnet_edge/weights/dmfnet-edge-fp32.onnx --http-port 9000 --grpc-port 9001 "
+            "--metrics-port 9002 --max-batch 16 --preferred-batch 8 16",
+        ],
         "train": [
             "dmfnet train stage1 --data train/ --val val/ --out runs/unet --preset edge --steps 3000",
             "dmfnet train stage2 --data train/ --val val/ --out runs/fusion --unet runs/unet/unet --steps 3000",

@@ -22,10 +22,11 @@ Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[a
 
 
 def _commands() -> list[Command]:
-    from dmfnet_edge.cli import baseline_cmd, compare_cmd, eval_cmd, fuse_cmd, info_cmd, train_cmd, volume_cmd
+    from dmfnet_edge.cli import (baseline_cmd, compare_cmd, eval_cmd, fuse_cmd, info_cmd, serve_cmd, train_cmd,
+                                 volume_cmd)
 
     return [*fuse_cmd.COMMANDS, *volume_cmd.COMMANDS, *eval_cmd.COMMANDS, *baseline_cmd.COMMANDS,
-            *compare_cmd.COMMANDS, *train_cmd.COMMANDS, *info_cmd.COMMANDS]
+            *compare_cmd.COMMANDS, *train_cmd.COMMANDS, *info_cmd.COMMANDS, *serve_cmd.COMMANDS]
 
 
 class _Parser(argparse.ArgumentParser):

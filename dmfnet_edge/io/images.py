@@ -23,7 +23,10 @@ from dmfnet_edge.limits import check_file_size, check_pixel_budget
 
 # OpenCV prints its own "[ERROR:...] readHeader ..." lines for malformed files; every decode failure is reported
 # here as one error line instead
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+if hasattr(cv2, "setLogLevel"):  # OpenCV 4.x
+    cv2.setLogLevel(0)  # LOG_LEVEL_SILENT
+else:  # OpenCV 5
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 

@@ -1,0 +1,257 @@
+"""A real Triton Inference Server (`dmfnet serve`, PyTriton's tritonserver) started by the tests, on loopback:
+bit-identical round trips over HTTP and gRPC, dynamic batching under concurrent clients, bad requests refused
+while it keeps serving, a restart the client rides out, a short load test, and a clean stop on SIGTERM.
+
+The server runs from its own environment (`make serve-env`: PyTriton pins numpy<2); CI has it, elsewhere
+these tests are skipped when it is missing."""
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dmfnet_edge.cli.export_main import main as export_main
+
+REPO = Path(__file__).resolve().parents[1]
+SERVE_BIN = REPO / ".venv-serve" / "bin" / "dmfnet"
+tritonclient = pytest.importorskip("tritonclient.http", reason="the 'serve' extra (tritonclient)")
+
+if not SERVE_BIN.exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{SERVE_BIN} missing: CI must create the serving environment (make serve-env)")
+    pytest.skip("no serving environment (make serve-env)", allow_module_level=True)
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class Server:
+    def __init__(self, onnx: Path, ports: list[int], *extra: str) -> None:
+        self.onnx, self.ports, self.extra = onnx, ports, extra
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.ports[0]}"
+
+    @property
+    def grpc(self) -> str:
+        return f"grpc://127.0.0.1:{self.ports[1]}"
+
+    def start(self, timeout: float = 120) -> dict:
+        self.log = open(self.onnx.parent / f"server-{time.monotonic_ns()}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(SERVE_BIN), "serve", "--onnx", str(self.onnx), "--threads", "1", "--http-port", str(self.ports[0]),
+             "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]), "--max-batch", "8",
+             "--preferred-batch", "4", "8", "--queue-delay-us", "20000", *self.extra],
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith("ready "):
+                return json.loads(line[len("ready "):])
+            if not line and self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError(f"server did not start: {(self.onnx.parent / self.log.name).read_text()[-3000:]}")
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode if self.proc else 0
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("served")
+    assert export_main(["onnx", "--model", "tiny", "-o", str(out), "--dynamic", "--name", "tiny-dyn"]) == 0
+    return out / "tiny-dyn.onnx"
+
+
+@pytest.fixture(scope="module")
+def server(graph):
+    srv = Server(graph, _free_ports(3))
+    srv.info = srv.start()
+    yield srv
+    assert srv.stop() == 0
+
+
+def _pairs(rng, n, side=64):
+    return [((rng.random((1, 1, side, side), dtype=np.float32) * 2 - 1),
+             (rng.random((1, 1, side, side), dtype=np.float32) * 2 - 1)) for _ in range(n)]
+
+
+def test_round_trips_are_bit_identical_to_local_onnxruntime(server, graph):
+    from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
+    from dmfnet_edge.runtime.triton_client import TritonRunner
+
+    local = OnnxRuntimeRunner(graph, threads=1)
+    rng = np.random.default_rng(0)
+    for url in (server.http, server.grpc):
+        remote = TritonRunner(url)
+        for side in (64, 96):
+            (a, b), = _pairs(rng, 1, side)
+            assert np.array_equal(remote.fuse(a, b), local.fuse(a, b)), (url, side)
+        a = np.concatenate([p[0] for p in _pairs(rng, 3)])
+        b = np.concatenate([p[1] for p in _pairs(rng, 3)])
+        assert np.array_equal(remote.fuse(a, b), local.fuse(a, b))  # a batch of 3 in one request
+        remote.close()
+    assert server.info["runner"]["onnx"] == graph.name
+
+
+def test_the_fuse_commands_run_against_the_server(server, tmp_path):
+    from dmfnet_edge.cli.main import main
+
+    samples = REPO / "dmfnet_edge" / "samples"
+    # the tiny graph serves random weights: what matters is that served and local pixels are the same bytes
+    assert main(["fuse-dir", "--pairs", str(samples), "--out", str(tmp_path / "served"), "--server", server.http]) == 0
+    pngs = sorted((tmp_path / "served").glob("MRI-*/*.png"))
+    assert len(pngs) == 3
+    code = main(["fuse-dir", "--pairs", str(samples), "--out", str(tmp_path / "x"), "--server", server.http,
+                 "--model", "paper"])
+    assert code == 2
+
+
+def _counts(server) -> tuple[float, float]:
+    """(inferences, executions) of the model from the Prometheus endpoint (PyTriton restricts the statistics
+    API to its own access token)."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.ports[2]}/metrics", timeout=10).read().decode()
+
+    def value(metric):
+        return float(re.search(rf'^{metric}{{model="dmfnet_edge",version="1"}} (\S+)$', text, re.M).group(1))
+
+    return value("nv_inference_count"), value("nv_inference_exec_count")
+
+
+def test_dynamic_batching_merges_concurrent_requests(server):
+    from dmfnet_edge.runtime.triton_client import TritonRunner
+
+    before = _counts(server)
+    pairs = _pairs(np.random.default_rng(1), 16)
+    runners = [TritonRunner(server.http) for _ in range(8)]
+
+    def call(i):
+        return runners[i % 8].fuse(*pairs[i])
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(16)))
+    assert all(r.shape == (1, 1, 64, 64) for r in results)
+    after = _counts(server)
+    inferences, executions = after[0] - before[0], after[1] - before[1]
+    assert inferences == 16 and executions < inferences, (inferences, executions)  # some requests shared a run
+
+
+def test_bad_requests_are_refused_and_the_server_keeps_serving(server):
+    from tritonclient.utils import InferenceServerException
+
+    client = tritonclient.InferenceServerClient(server.http[len("http://"):])
+
+    def request(dtype, shape, names=("mri", "other")):
+        inputs = []
+        for name in names:
+            tensor = tritonclient.InferInput(name, list(shape), dtype)
+            tensor.set_data_from_numpy(np.zeros(shape, np.float64 if dtype == "FP64" else np.float32))
+            inputs.append(tensor)
+        return client.infer("dmfnet_edge", inputs)
+
+    with pytest.raises(InferenceServerException, match="expects 'FP32'") as wrong_type:
+        request("FP64", (1, 1, 64, 64))
+    assert wrong_type.value.status() == "400"
+    with pytest.raises(InferenceServerException, match="unexpected inference input 'ct'"):
+        request("FP32", (1, 1, 64, 64), ("mri", "ct"))
+    with pytest.raises(InferenceServerException, match="over this server's bound"):
+        request("FP32", (1, 1, 4096, 4096))  # 16.8 M pixels against the 4.2 M bound, refused before any work
+    with pytest.raises(InferenceServerException):
+        client.infer("no_such_model", [])
+    ok = request("FP32", (2, 1, 80, 72))  # any size: padded to the contract and cropped back, as locally
+    assert ok.as_numpy("fused").shape == (2, 1, 80, 72)
+    assert client.is_server_live() and client.is_model_ready("dmfnet_edge")
+
+
+def test_metrics_and_config_endpoints(server):
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.ports[2]}/metrics", timeout=10).read().decode()
+    assert 'nv_inference_request_success{model="dmfnet_edge",version="1"}' in text
+    client = tritonclient.InferenceServerClient(server.http[len("http://"):])
+    config = client.get_model_config("dmfnet_edge")
+    assert config["max_batch_size"] == 8 and config["dynamic_batching"]["preferred_batch_size"] == [4, 8]
+
+
+def test_a_short_load_test(server):
+    """200 requests at concurrency 8 on the tiny model: every one answered; figures printed for the record."""
+    from dmfnet_edge.runtime.triton_client import TritonRunner
+
+    pairs = _pairs(np.random.default_rng(2), 8)
+    runners = [TritonRunner(server.http) for _ in range(8)]
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def call(i):
+        start = time.perf_counter()
+        out = runners[i % 8].fuse(*pairs[i % 8])
+        with lock:
+            latencies.append(time.perf_counter() - start)
+        return out.shape
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        shapes = list(pool.map(call, range(200)))
+    wall = time.perf_counter() - start
+    assert shapes == [(1, 1, 64, 64)] * 200
+    q = statistics.quantiles(latencies, n=100)
+    print(f"load test: 200 requests, concurrency 8, tiny 64x64: {200 / wall:.1f} req/s, p50 {q[49] * 1000:.1f} ms, "
+          f"p99 {q[98] * 1000:.1f} ms", file=sys.stderr)
+
+
+def test_a_restart_mid_run_is_ridden_out_by_the_client(graph):
+    from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
+    from dmfnet_edge.runtime.triton_client import TritonRunner
+
+    srv = Server(graph, _free_ports(3))
+    srv.start()
+    client = TritonRunner(srv.http, retries=8, backoff_s=0.5)
+    (a, b), = _pairs(np.random.default_rng(3), 1)
+    first = client.fuse(a, b)
+    assert srv.stop() == 0  # SIGTERM: a clean stop
+    restarted = threading.Thread(target=lambda: (time.sleep(1.0), srv.start()))
+    restarted.start()
+    second = client.fuse(a, b)  # refused connections are retried with backoff until the new server answers
+    restarted.join()
+    assert np.array_equal(first, second) and np.array_equal(second, OnnxRuntimeRunner(graph, threads=1).fuse(a, b))
+    assert srv.stop() == 0
+
+
+def test_a_taken_port_is_one_line_error(server, graph):
+    out = subprocess.run([str(SERVE_BIN), "serve", "--onnx", str(graph), "--http-port", str(server.ports[0])],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"dmfnet: error: --http-port {server.ports[0]}: 127.0.0.1:{server.ports[0]} is not free (Address already "
+        "in use); choose another port"]
