@@ -41,6 +41,7 @@ demo: $(VENV)/.runtime
 	@echo "== done: open $(DEMO_OUT)/report.md (or overview.png); run the tools as $(BIN)/dmfnet, or after 'source $(BIN)/activate'"
 
 test: $(VENV)/.installed $(SERVE_VENV)/.installed
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 test-fast: $(VENV)/.installed $(SERVE_VENV)/.installed
