@@ -144,3 +144,55 @@ def test_pair_discovery_skips_hidden_files_and_hints_at_letter_case(tmp_path, rn
     (tmp_path / "ok" / "MRI-CT").rename(tmp_path / "ok" / "mri-ct")
     with pytest.raises(InputError, match="found 'mri-ct': .* rename it to 'MRI-CT'"):
         find_pairs(tmp_path / "ok")
+
+
+def test_the_budget_is_checked_on_a_header_a_damaged_chunk_cannot_hide(tmp_path, monkeypatch):
+    """A PNG whose text chunk has a bad checksum: Pillow gives up on it, OpenCV would decode it anyway; the
+    size is read from IHDR and the budget refuses it before any decoding."""
+    import struct
+    import zlib
+
+    import cv2
+
+    from dmfnet_edge.errors import InputError
+    from dmfnet_edge.io.images import read_image
+
+    ok, png = cv2.imencode(".png", np.zeros((300, 300), np.uint8))
+    data = png.tobytes()
+    text = b"tEXt" + b"comment\x00hello"
+    chunk = struct.pack(">I", len(text) - 4) + text + struct.pack(">I", zlib.crc32(text) ^ 1)  # bad CRC
+    path = tmp_path / "bomb.png"
+    path.write_bytes(data[:33] + chunk + data[33:])
+    monkeypatch.setenv("DMFNET_MAX_PIXELS", "40000")
+    with pytest.raises(InputError, match=r"300x300 = 90,000 pixels exceeds the budget of 40,000"):
+        read_image(path)
+
+
+def test_content_decides_the_format_not_the_name(tmp_path):
+    import cv2
+
+    from dmfnet_edge.errors import InputError
+    from dmfnet_edge.io.images import read_image
+
+    hdr = tmp_path / "x.hdr"
+    cv2.imwrite(str(hdr), np.ones((64, 64, 3), np.float32))
+    disguised = tmp_path / "radiance.png"
+    disguised.write_bytes(hdr.read_bytes())
+    with pytest.raises(InputError, match="not a PNG, JPEG, TIFF or BMP file by its first bytes"):
+        read_image(disguised)
+    jpeg = tmp_path / "really-a-jpeg.png"  # a supported format under another supported name still reads
+    jpeg.write_bytes(cv2.imencode(".jpg", np.full((32, 48), 128, np.uint8))[1].tobytes())
+    assert read_image(jpeg).shape == (32, 48)
+
+
+def test_float64_tiff_with_extreme_values_keeps_its_contrast(tmp_path):
+    import cv2
+
+    from dmfnet_edge.io.images import read_image
+
+    half = np.linspace(0, 1.7e308, 32 * 64)
+    values = np.concatenate([-half[::-1], half]).reshape(64, 64)  # hi - lo overflows float64
+    path = tmp_path / "extreme.tif"
+    cv2.imwrite(str(path), values)
+    pixels = read_image(path)
+    assert pixels.min() == 0 and pixels.max() == 255 and len(np.unique(pixels)) == 256

@@ -11,6 +11,7 @@ import errno
 import io
 import os
 import stat
+import struct
 import tempfile
 from pathlib import Path
 
@@ -73,11 +74,56 @@ def to_uint8(pixels: np.ndarray, source: str) -> np.ndarray:
     lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
         return np.zeros(pixels.shape, np.uint8)
-    return np.round((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    # halves first: hi - lo overflows to inf for values near the float64 limits (and everything became 0)
+    span = hi / 2 - lo / 2
+    return np.round((values / 2 - lo / 2) * (255.0 / span)).astype(np.uint8)
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a TIFF's first image file directory (tags 256 and 257), without decoding."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (offset,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, offset)
+        sides: dict[int, int] = {}
+        for k in range(min(count, 4096)):
+            tag, kind, _, value = struct.unpack_from(order + "HHI4s", data, offset + 2 + 12 * k)
+            if tag in (256, 257):
+                fmt = {3: "H", 4: "I"}.get(kind)
+                if fmt is None:
+                    return None
+                sides[tag] = struct.unpack_from(order + fmt, value)[0]
+    except struct.error:
+        return None
+    return (sides[256], sides[257]) if len(sides) == 2 else None
+
+
+def header_format(data: bytes) -> str | None:
+    """'png', 'jpeg', 'tiff' or 'bmp' by the file's first bytes (its name does not count); None otherwise."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if data.startswith(b"BM"):
+        return "bmp"
+    return None
 
 
 def probe_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the file header without decoding pixels; None when the header is not understood."""
+    """(width, height) from the file header without decoding pixels; None when the header is not understood.
+
+    PNG and BMP sizes are read from their fixed header fields (a PNG's IHDR chunk comes first, and a damaged
+    checksum in a later chunk must not hide it), TIFF from its first directory, JPEG by Pillow."""
+    kind = header_format(data)
+    if kind == "png" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if kind == "bmp" and len(data) >= 26:
+        width, height = struct.unpack_from("<ii", data, 18)
+        return abs(width), abs(height)
+    if kind == "tiff":
+        return _tiff_size(data)
     from PIL import Image, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = None  # our own budget applies (limits.py); Pillow only reads the header here
@@ -89,17 +135,24 @@ def probe_size(data: bytes) -> tuple[int, int] | None:
 
 
 def decode_image(data: bytes, source: str) -> np.ndarray:
-    """Decode image bytes to uint8 (H, W) grey or (H, W, 3) RGB, refusing images over the pixel budget."""
+    """Decode image bytes to uint8 (H, W) grey or (H, W, 3) RGB, refusing images over the pixel budget before
+    decoding: the content must be PNG, JPEG, TIFF or BMP (whatever the name says) with a readable size."""
+    if header_format(data) is None:
+        raise InputError(f"{source}: not a readable image: not a PNG, JPEG, TIFF or BMP file by its first bytes "
+                         "(whatever its name says)")
     size = probe_size(data)
-    if size is not None:
-        check_pixel_budget(*size, source)
+    if size is None:
+        raise InputError(f"{source}: not a readable image (its header gives no size; corrupt or truncated)")
+    check_pixel_budget(*size, source)
     try:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         raise InputError(f"{source}: not a readable image ({str(exc).strip().splitlines()[-1]})") from None
     if pixels is None:
         raise InputError(f"{source}: not a readable image (corrupt, truncated or not PNG/JPEG/TIFF/BMP)")
-    check_pixel_budget(pixels.shape[1], pixels.shape[0], source)
+    if (pixels.shape[1], pixels.shape[0]) != tuple(size):
+        raise InputError(f"{source}: its header says {size[0]}x{size[1]} but it decodes to "
+                         f"{pixels.shape[1]}x{pixels.shape[0]}; the file is damaged")
     if pixels.ndim == 3:
         channels = pixels.shape[2]
         if channels == 1:
