@@ -196,3 +196,33 @@ def test_float64_tiff_with_extreme_values_keeps_its_contrast(tmp_path):
     cv2.imwrite(str(path), values)
     pixels = read_image(path)
     assert pixels.min() == 0 and pixels.max() == 255 and len(np.unique(pixels)) == 256
+
+
+def test_an_rgb_nifti_is_fused_by_fuse_as_fuse_volume_reads_it(tmp_path):
+    """RGB24 NIfTI (structured R, G, B voxels): the 2D reader keeps the colours, as the volume reader does."""
+    nib = pytest.importorskip("nibabel")
+    from dmfnet_edge.cli.main import main
+    from dmfnet_edge.io.images import read_image
+    from dmfnet_edge.io.medical import read_nifti_slice
+    from dmfnet_edge.io.volumes import read_nifti_volume
+
+    rng = np.random.default_rng(9)
+    rgb = rng.integers(0, 256, (64, 64, 3, 3), dtype=np.uint8)  # x, y, z, channel
+    voxels = np.zeros((64, 64, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    for i, c in enumerate("RGB"):
+        voxels[c] = rgb[..., i]
+    path = tmp_path / "pet_rgb.nii.gz"
+    nib.save(nib.Nifti1Image(voxels, np.eye(4)), path)
+    pixels, meta = read_nifti_slice(path, 1)
+    assert pixels.shape == (64, 64, 3) and pixels.dtype == np.uint8 and meta["colour"] == "rgb"
+    assert np.array_equal(pixels, read_nifti_volume(path).data[1])  # the same slice as fuse-volume's
+    from dmfnet_edge.errors import InputError
+
+    with pytest.raises(InputError, match="a window does not apply"):
+        read_nifti_slice(path, 1, window=(40, 400))
+    mri = tmp_path / "mri.png"
+    from dmfnet_edge.io.images import write_image
+
+    write_image(mri, rng.integers(0, 256, (64, 64), dtype=np.uint8))
+    assert main(["fuse", "--mri", str(mri), "--other", str(path), "--slice", "1", "-o", str(tmp_path / "f.png")]) == 0
+    assert read_image(tmp_path / "f.png").shape == (64, 64, 3)
