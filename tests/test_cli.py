@@ -246,3 +246,21 @@ def test_fuse_dir_with_file_names_that_are_not_utf8(capsys, tmp_path, rng, tiny_
                           str(tiny_model_base))
     assert code == 0 and (tmp_path / "out" / "MRI-CT" / f"{name}.png").is_file()
     assert read_image(tmp_path / "out" / "overview.png").shape[2] == 3
+
+
+def test_a_preset_name_never_fuses_with_random_weights_on_any_backend(tmp_path, capsys):
+    """'paper' and 'tiny' have no shipped weights: every backend refuses them (the gpu one used to build random
+    weights silently); benchmarks that want the paper size at random ask for it explicitly."""
+    from dmfnet_edge.cli.main import main
+    from dmfnet_edge.io.images import write_image
+
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / name, rng.integers(0, 256, (64, 64), dtype=np.uint8))
+    for backend in ("gpu", "torch", "onnxruntime"):
+        code = main(["fuse", "--mri", str(tmp_path / "a.png"), "--other", str(tmp_path / "b.png"), "-o",
+                     str(tmp_path / f"{backend}.png"), "--backend", backend, "--model", "paper"])
+        err = capsys.readouterr().err
+        assert code == 2, (backend, err)
+        assert err.count("\n") == 1 and "paper" in err
+    assert not list(tmp_path.glob("gpu.png")) and not list(tmp_path.glob("torch.png"))
