@@ -83,19 +83,66 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build and check a config (structure, types and values) before anything is built from it."""
         try:
+            if not isinstance(data, dict):
+                raise TypeError(f"expected an object, got {type(data).__name__}")
             version = data.get("config_version", CONFIG_VERSION)
             if version != CONFIG_VERSION:
                 raise ModelFileError(f"model config version {version} is not supported (expected {CONFIG_VERSION})")
-            return cls(
+            for part in ("unet", "fusion", "diffusion"):
+                if not isinstance(data.get(part), dict):
+                    raise TypeError(f"'{part}' must be an object")
+            cfg = cls(
                 name=str(data["name"]),
                 unet=_build(UNetConfig, data["unet"]),
                 fusion=_build(FusionConfig, data["fusion"]),
                 diffusion=_build(DiffusionConfig, data["diffusion"]),
             )
+            cfg.check()
+            return cfg
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"model config is malformed ({type(exc).__name__}: {exc}); "
                                  "regenerate it with the training or export command") from None
+
+    def check(self) -> None:
+        """ValueError/TypeError naming the first field whose type or value no model can be built from."""
+        u, f, d = self.unet, self.fusion, self.diffusion
+        for name, value in (("unet.in_channels", u.in_channels), ("unet.out_channels", u.out_channels),
+                            ("unet.base_channels", u.base_channels), ("unet.res_blocks", u.res_blocks),
+                            ("unet.norm_groups", u.norm_groups), ("fusion.head_channels", f.head_channels),
+                            ("fusion.attention_reduction", f.attention_reduction), ("fusion.noise_tile", f.noise_tile),
+                            ("diffusion.timesteps", d.timesteps)):
+            _positive_int(name, value)
+        if u.embedding_channels is not None:
+            _positive_int("unet.embedding_channels", u.embedding_channels)
+        if not isinstance(u.channel_mults, tuple) or not u.channel_mults:
+            raise ValueError("unet.channel_mults must be a non-empty list of positive integers")
+        for mult in u.channel_mults:
+            _positive_int("unet.channel_mults[]", mult)
+        for level in range(u.levels):
+            if u.level_channels(level) % u.norm_groups:
+                raise ValueError(f"unet.norm_groups {u.norm_groups} must divide every level's width "
+                                 f"({u.level_channels(level)} at level {level})")
+        if not _number(u.dropout) or not 0.0 <= u.dropout < 1.0:
+            raise ValueError(f"unet.dropout must be a number in [0, 1), got {u.dropout!r}")
+        if d.schedule not in ("linear", "cosine"):
+            raise ValueError(f"diffusion.schedule must be 'linear' or 'cosine', got {d.schedule!r}")
+        if not (_number(d.linear_start) and _number(d.linear_end) and 0 < d.linear_start < d.linear_end < 1):
+            raise ValueError(f"diffusion.linear_start/linear_end must satisfy 0 < start < end < 1, got "
+                             f"{d.linear_start!r}, {d.linear_end!r}")
+        if not isinstance(f.timesteps, tuple) or not f.timesteps:
+            raise ValueError("fusion.timesteps must be a non-empty list of integers")
+        for t in f.timesteps:
+            _positive_int("fusion.timesteps[]", t)
+            if t > d.timesteps:
+                raise ValueError(f"fusion.timesteps: {t} is beyond diffusion.timesteps {d.timesteps}")
+        if f.noise_tile % 16:
+            raise ValueError(f"fusion.noise_tile must be a multiple of 16, got {f.noise_tile}")
+        if not isinstance(f.noise_seed, int) or isinstance(f.noise_seed, bool) or f.noise_seed < 0:
+            raise ValueError(f"fusion.noise_seed must be a non-negative integer, got {f.noise_seed!r}")
+        if not isinstance(f.source_skip, bool):
+            raise ValueError(f"fusion.source_skip must be true or false, got {f.source_skip!r}")
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
@@ -106,6 +153,15 @@ class ModelConfig:
         if not isinstance(data, dict):
             raise ModelFileError("model config must be a JSON object")
         return cls.from_dict(data)
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _build(kind: type, values: dict[str, Any]) -> Any:

@@ -276,3 +276,30 @@ sys.exit(rc)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert out.is_file() and "onnxruntime" in result.stdout
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("inputs", ["mri", "other"], "'inputs' must be an object of input name -> shape"),
+    ("inputs", {"mri": "N,1,H,W", "other": ["N", 1, "H", "W"]}, "input 'mri' has shape 'N,1,H,W'"),
+    ("inputs", {"mri": [1, 256], "other": ["N", 1, "H", "W"]}, r"input 'mri' has shape \[1, 256\]"),
+    ("model_config", [1], "'model_config' must be an object"),
+    ("recipe", "int8", "'recipe' must be an object or null"),
+    ("onnxruntime_runnable", "no", "'onnxruntime_runnable' must be true or false"),
+    ("onnx_sha256", 12, "'onnx_sha256' must be a SHA-256 in hex"),
+])
+def test_manifests_of_the_wrong_structure_are_one_clear_error(tmp_path, field, value, message):
+    """Valid JSON with the wrong structure (these were tracebacks or silently accepted)."""
+    import shutil
+
+    from dmfnet_edge.errors import ModelFileError
+    from dmfnet_edge.export.contract import read_manifest
+    from dmfnet_edge.runtime import shipped_onnx
+
+    source = shipped_onnx("edge", "fp32")
+    graph = tmp_path / "g.onnx"
+    shutil.copy(source, graph)
+    meta = json.loads(source.with_name(source.name + ".json").read_text())
+    meta[field] = value
+    (tmp_path / "g.onnx.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=message):
+        read_manifest(graph, verify=field != "onnx_sha256")

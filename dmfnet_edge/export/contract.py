@@ -85,11 +85,39 @@ def read_manifest(onnx_path: Path, verify: bool = True) -> dict[str, Any]:
         if actual != expected:
             raise ModelFileError(f"{onnx_path}: SHA-256 {actual[:12]}... does not match {expected[:12]}... in "
                                  f"{sidecar.name}; the file is damaged or was swapped")
+    check_manifest_structure(meta, sidecar)
     if tuple(meta.get("inputs", {})) != INPUT_NAMES or meta.get("output") != OUTPUT_NAME:
         raise ModelFileError(f"{sidecar}: inputs/outputs do not follow the contract {INPUT_NAMES} -> {OUTPUT_NAME}")
     if meta.get("precision") not in PRECISIONS:
         raise ModelFileError(f"{sidecar}: unknown precision '{meta.get('precision')}'")
     return meta
+
+
+def check_manifest_structure(meta: dict[str, Any], sidecar: Path) -> None:
+    """The types and values a loader relies on (valid JSON of another structure is refused, never a traceback)."""
+    def bad(field: str, wanted: str) -> ModelFileError:
+        return ModelFileError(f"{sidecar}: '{field}' must be {wanted}, got {meta.get(field)!r:.80}; re-export the "
+                              "graph with 'dmfnet-export'")
+
+    inputs = meta.get("inputs")
+    if not isinstance(inputs, dict):
+        raise bad("inputs", "an object of input name -> shape")
+    for name, shape in inputs.items():
+        if not (isinstance(shape, list) and len(shape) == 4 and shape[1] == 1 and all(
+                (isinstance(d, int) and not isinstance(d, bool) and d > 0) or (isinstance(d, str) and d)
+                for d in shape)):
+            raise ModelFileError(f"{sidecar}: input '{name}' has shape {shape!r:.80}, not (N, 1, H, W) with positive "
+                                 "or named dimensions; re-export the graph with 'dmfnet-export'")
+    if not isinstance(meta.get("output"), str):
+        raise bad("output", "the output's name")
+    digest = meta.get("onnx_sha256")
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise bad("onnx_sha256", "a SHA-256 in hex")
+    for field, kinds, wanted in (("model_config", (dict,), "an object"), ("recipe", (dict,), "an object or null"),
+                                 ("onnxruntime_runnable", (bool,), "true or false"),
+                                 ("model", (str,), "a model name")):
+        if meta.get(field) is not None and not isinstance(meta[field], kinds):
+            raise bad(field, wanted)
 
 
 def contract_of(meta: dict[str, Any]) -> IOContract:

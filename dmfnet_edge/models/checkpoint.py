@@ -66,6 +66,13 @@ def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], source: Path
     module.load_state_dict(tensors, strict=True)
 
 
+def _config(meta: dict[str, Any], sidecar: Path) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(meta.get("config", {}))
+    except ModelFileError as exc:
+        raise ModelFileError(f"{sidecar}: {exc}") from None
+
+
 def load_model(spec: str | os.PathLike[str], verify: bool = True) -> tuple[DMFNet, dict[str, Any]]:
     """Load a complete model ('edge' or a path) in eval mode; returns (model, sidecar metadata)."""
     tensors, sidecar = resolve_weights(spec)
@@ -73,7 +80,7 @@ def load_model(spec: str | os.PathLike[str], verify: bool = True) -> tuple[DMFNe
     if meta.get("kind") != "dmfnet":
         raise ModelFileError(f"{sidecar}: holds a '{meta.get('kind')}' checkpoint, expected a complete 'dmfnet' "
                              "model (a Stage-I UNet alone cannot fuse)")
-    model = DMFNet(ModelConfig.from_dict(meta.get("config", {})))
+    model = DMFNet(_config(meta, sidecar))
     _load_into(model, _read_tensors(tensors), tensors)
     return model.eval(), meta
 
@@ -82,7 +89,7 @@ def load_unet(spec: str | os.PathLike[str]) -> tuple[DiffusionUNet, ModelConfig,
     """Load a Stage-I UNet checkpoint (kind 'unet') or the UNet part of a complete model."""
     tensors, sidecar = resolve_weights(spec)
     meta = load_sidecar(tensors, sidecar)
-    cfg = ModelConfig.from_dict(meta.get("config", {}))
+    cfg = _config(meta, sidecar)
     unet = DiffusionUNet(cfg.unet)
     state = _read_tensors(tensors)
     if meta.get("kind") == "dmfnet":
