@@ -72,6 +72,28 @@ def check_mri(volume: Volume) -> None:
         raise InputError(f"{volume.source}: the MRI volume is colour; expected grey MR images")
 
 
+def frame_of_reference(volume: Volume) -> str | None:
+    """A DICOM series' FrameOfReferenceUID (the coordinate system its positions are in); None otherwise."""
+    if volume.kind != "dicom" or not volume.sources:
+        return None
+    return str(getattr(volume.sources[0], "FrameOfReferenceUID", "") or "") or None
+
+
+def check_frames(mri: Volume, other: Volume, assume_registered: bool = False) -> None:
+    """Refuse two DICOM series whose positions are in different coordinate systems (before any resampling:
+    positions from different frames of reference cannot be compared), unless the caller vouches for them."""
+    a, b = frame_of_reference(mri), frame_of_reference(other)
+    if a and b and a != b and not assume_registered:
+        raise PairingError(f"the series have different frames of reference (MRI {a}, other {b}): their positions "
+                           "are in unrelated coordinate systems; register them first, or pass --assume-registered "
+                           "if they already are")
+
+
+def origin_tolerance_mm(spacing: tuple[float, float, float]) -> float:
+    """How far the first voxels of two volumes on one grid may lie apart: half the largest voxel side, >= 1 mm."""
+    return max(1.0, 0.5 * max(spacing))
+
+
 def check_geometry(mri: Volume, other: Volume) -> None:
     """Refuse volumes that are not on one grid, naming both values."""
     if mri.slices != other.slices:
@@ -86,6 +108,13 @@ def check_geometry(mri: Volume, other: Volume) -> None:
     if not np.allclose(mri.orientation, other.orientation, atol=1e-3):
         raise PairingError(f"orientation differs: MRI {np.round(mri.orientation[:2].ravel(), 3).tolist()}, "
                            f"other {np.round(other.orientation[:2].ravel(), 3).tolist()}; pass --resample")
+    if mri.kind == other.kind:  # DICOM (LPS) and NIfTI (RAS) positions are not compared across kinds
+        apart = float(np.linalg.norm(np.asarray(mri.origin, float) - np.asarray(other.origin, float)))
+        if apart > origin_tolerance_mm(mri.spacing):
+            raise PairingError(f"the volumes start {apart:.1f} mm apart (first voxel: MRI "
+                               f"{np.round(mri.origin, 1).tolist()}, other {np.round(other.origin, 1).tolist()} "
+                               f"mm; at most {origin_tolerance_mm(mri.spacing):g} mm on one grid): they do not cover "
+                               "the same place; pass --resample to put the other on the MRI grid by position")
 
 
 def _mm(spacing: tuple[float, float, float]) -> str:

@@ -111,6 +111,40 @@ def test_mismatched_volumes_are_refused_before_any_work(stacks, tmp_path, tiny_m
     assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
+def test_series_in_different_frames_of_reference_are_refused_unless_vouched_for(stacks, tmp_path, tiny_model_base,
+                                                                                capsys):
+    from pydicom.uid import generate_uid
+
+    write_series(tmp_path / "mri", stacks[0], "MR")
+    write_series(tmp_path / "ct", stacks[1], "CT", frame_uid=generate_uid())
+    argv = ["--mri", str(tmp_path / "mri"), "--other", str(tmp_path / "ct"), "--model", str(tiny_model_base),
+            "--backend", "torch"]
+    assert fuse(*argv, "-o", str(tmp_path / "out")) == 2
+    assert "different frames of reference" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert fuse(*argv, "-o", str(tmp_path / "out.nii"), "--assume-registered") == 0
+    record = json.loads((tmp_path / "out.nii.provenance.json").read_text())
+    assert record["geometry"]["assumed_registered"] is True  # the provenance says who vouched
+
+
+@pytest.mark.parametrize("kind", ["dicom", "nifti"])
+def test_volumes_that_do_not_cover_the_same_place_are_refused(stacks, tmp_path, tiny_model_base, kind, capsys):
+    """Same grid, same frame, origins 500 mm apart: fused silently before; refused now, naming the distance."""
+    if kind == "dicom":
+        write_series(tmp_path / "mri", stacks[0], "MR")
+        write_series(tmp_path / "ct", stacks[1], "CT", origin=(400.0, -120.0, 310.0))
+        mri, other = tmp_path / "mri", tmp_path / "ct"
+    else:
+        pytest.importorskip("nibabel")
+        mri, other = tmp_path / "mri.nii.gz", tmp_path / "ct.nii.gz"
+        write_nifti(mri, stacks[0].astype(np.float32))
+        write_nifti(other, stacks[1].astype(np.float32), origin=(410.0, -110.0, 305.0))
+    code = fuse("--mri", str(mri), "--other", str(other), "-o", str(tmp_path / "out.nii"), "--model",
+                str(tiny_model_base), "--other-modality", "CT")
+    err = capsys.readouterr().err
+    assert code == 2 and "the volumes start 583.1 mm apart" in err and "pass --resample" in err, err
+    assert not (tmp_path / "out.nii").exists()
+
+
 def test_resample_puts_the_other_volume_on_the_mri_grid(stacks, tmp_path, tiny_model_base):
     pytest.importorskip("SimpleITK")
     write_series(tmp_path / "mri", stacks[0], "MR")

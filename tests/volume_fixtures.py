@@ -15,12 +15,16 @@ SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 ORIENTATION = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 
 
+FRAME_UID = "1.2.826.0.1.3680043.8.498.20251201"  # the fixtures' one frame of reference
+
+
 def write_series(folder: Path, slices: np.ndarray, modality: str, spacing=(2.0, 0.9, 0.9),
                  origin=(-100.0, -120.0, 10.0), slope: float = 1.0, intercept: float = 0.0,
-                 study_uid: str | None = None, shuffle: bool = True) -> list[str]:
-    """One file per slice; file names are shuffled so that only positions give the order. Returns SOP UIDs."""
+                 study_uid: str | None = None, shuffle: bool = True, frame_uid: str | None = None) -> list[str]:
+    """One file per slice; file names are shuffled so that only positions give the order. Returns SOP UIDs.
+    Every series shares one frame of reference (they are co-registered phantoms) unless `frame_uid` says."""
     folder.mkdir(parents=True, exist_ok=True)
-    series_uid, study_uid, frame_uid = generate_uid(), study_uid or generate_uid(), generate_uid()
+    series_uid, study_uid, frame_uid = generate_uid(), study_uid or generate_uid(), frame_uid or FRAME_UID
     order = np.random.default_rng(5).permutation(len(slices)) if shuffle else np.arange(len(slices))
     uids = []
     for i, pixels in enumerate(slices):
@@ -56,13 +60,13 @@ def write_series(folder: Path, slices: np.ndarray, modality: str, spacing=(2.0, 
     return uids
 
 
-def write_nifti(path: Path, slices: np.ndarray, spacing=(2.0, 0.9, 0.9)) -> np.ndarray:
+def write_nifti(path: Path, slices: np.ndarray, spacing=(2.0, 0.9, 0.9), origin=(-90.0, -110.0, 5.0)) -> np.ndarray:
     """(S, H, W) display slices -> NIfTI (x, y, z) with an LAS-free diagonal affine; returns the affine."""
     import nibabel as nib
 
     data = np.moveaxis(np.swapaxes(np.flip(slices, axis=1), 1, 2), 0, 2).astype(np.float32)
     affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
-    affine[:3, 3] = [-90.0, -110.0, 5.0]
+    affine[:3, 3] = origin
     nib.save(nib.Nifti1Image(data, affine), path)
     return affine
 

@@ -16,8 +16,9 @@ from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.output_guard import check_replaceable, refuse_overlap
 from dmfnet_edge.io.volume_writers import write_dicom_series, write_nifti
 from dmfnet_edge.io.volumes import read_volume
-from dmfnet_edge.volume_pipeline import (IntensitySettings, check_geometry, check_mri, fuse_volume, other_modality,
-                                         provenance, resample_onto)
+from dmfnet_edge.volume_pipeline import (IntensitySettings, check_frames, check_geometry, check_mri,
+                                         frame_of_reference, fuse_volume, other_modality, provenance,
+                                         resample_onto)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                                               "percentile[:LO,HI] | minmax | none")
     p.add_argument("--colormap", help="pseudo-colour for grey PET/SPECT: jet, hot, rainbow, inferno, turbo, none")
     p.add_argument("--resample", action="store_true", help="resample the other volume onto the MRI grid")
+    p.add_argument("--assume-registered", action="store_true",
+                   help="accept DICOM series with different frames of reference (you vouch that they are "
+                        "co-registered)")
     p.add_argument("--mri-series", help="SeriesInstanceUID when the MRI folder holds several series")
     p.add_argument("--other-series", help="SeriesInstanceUID when the other folder holds several series")
     p.add_argument("--batch", type=int_range(1, 64),
@@ -67,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     mri, other = read_volume(args.mri, args.mri_series), read_volume(args.other, args.other_series)
     check_mri(mri)
     modality = other_modality(other, args.other_modality)
+    check_frames(mri, other, args.assume_registered)
     if args.resample:
         other = resample_onto(other, mri)
     check_geometry(mri, other)
@@ -89,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     record = provenance(mri, other, fused, runner, outputs, {"read_and_check": round(loaded - started, 4),
                                                              "write": round(done - written, 4),
                                                              "total": round(done - started, 4)})
+    record["geometry"] = {"resampled": bool(args.resample), "assumed_registered": bool(args.assume_registered),
+                          "frames_of_reference": {"mri": frame_of_reference(mri), "other": frame_of_reference(other)}}
     write_json_atomic(sidecar, record)
     print(f"{args.output}: {mri.slices} slices ({'RGB' if fused.pixels.ndim == 4 else 'grey'}) in "
           f"{done - started:.1f} s on {runner.backend}; provenance: {sidecar}")
