@@ -184,10 +184,21 @@ def test_rank_score_and_the_acceptance_bar():
             "laplacian": {"T": {m: 1.0 for m in METRIC_NAMES}}}
     score, details = rank_score(ours, base)
     assert score == 2.0 and details["meets_bar"] == {"T": True}
+    assert details["margin"] == pytest.approx(-1 / 3)  # 2.0 against the best baseline's 3.0 in every cell
     base["laplacian"]["T"]["VIF"] = 2.5  # losing VIF to the Laplacian fails the bar whatever else is won
     score, details = rank_score(ours, base)
     assert score == pytest.approx(2 + 1 / 11) and details["meets_bar"] == {"T": False}
     assert "VIF" not in details["wins"]["T"]["laplacian"]
+
+
+def test_equal_ranks_are_decided_by_the_margin():
+    from dmfnet_edge.train.selection import better
+
+    first = {"score": 2.03, "margin": -0.10}
+    assert better(first, None)
+    assert better({"score": 2.03, "margin": -0.05}, first)  # same rank, closer to the best baseline: better
+    assert not better({"score": 2.03, "margin": -0.10}, first)  # a full tie keeps the earlier step
+    assert not better({"score": 2.06, "margin": 0.50}, first)  # rank first
 
 
 def _stage2(tmp, data, unet, steps, *extra):

@@ -8,8 +8,10 @@ images) is reported beside them, for the model and for each baseline.
 
 Selection rule (stated once, used everywhere): for each modality and each of the eleven metrics, rank the
 model among {model, average, max, laplacian} (1 = best; ties share the better rank); the score is the mean
-rank over all modality x metric cells, lower is better; on equal scores the earlier step is kept. The
-withheld evaluation set is never seen (it is not in the data).
+rank over all modality x metric cells, lower is better. Ranks are coarse (many validations tie), so equal
+scores are decided by the margin: the mean over the same cells of (model - best baseline) / |best baseline|,
+higher is better; only on equal score and margin is the earlier step kept. The withheld evaluation set is
+never seen (it is not in the data).
 """
 
 from __future__ import annotations
@@ -36,20 +38,32 @@ ACCEPTANCE_BASELINES = ("average", "laplacian")
 
 def rank_score(model: dict[str, dict[str, float]], baselines: dict[str, dict[str, dict[str, float]]]
                ) -> tuple[float, dict[str, Any]]:
-    """(mean rank, details) of per-task model metrics against per-task baseline metrics (see the module doc)."""
+    """(mean rank, details) of per-task model metrics against per-task baseline metrics (see the module doc);
+    details hold the margin, the wins against each baseline and whether each task meets the project's bar."""
     ranks: list[int] = []
+    margins: list[float] = []
     wins: dict[str, dict[str, list[str]]] = {}
     for task, ours in model.items():
         wins[task] = {}
         for metric in METRIC_NAMES:
             ranks.append(1 + sum(baselines[b][task][metric] > ours[metric] for b in baselines))
+            best = max(baselines[b][task][metric] for b in baselines)
+            margins.append((ours[metric] - best) / max(abs(best), 1e-12))
         for b in baselines:
             wins[task][b] = [m for m in METRIC_NAMES if ours[m] > baselines[b][task][m]]
     accepted = {task: all(m in wins[task][b] for b in ACCEPTANCE_BASELINES if b in wins[task]
                           for m in ("Qabf", "VIF"))
                 and all(len(wins[task][b]) >= 8 for b in ACCEPTANCE_BASELINES if b in wins[task])
                 for task in model}
-    return float(np.mean(ranks)), {"wins": wins, "meets_bar": accepted}
+    return float(np.mean(ranks)), {"margin": round(float(np.mean(margins)), 5), "wins": wins,
+                                   "meets_bar": accepted}
+
+
+def better(result: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """Whether a validation result beats the best so far under the selection rule (lower rank, then margin)."""
+    if best is None:
+        return True
+    return (result["score"], -result.get("margin", 0.0)) < (best["score"], -best.get("margin", 0.0))
 
 
 class Validator:

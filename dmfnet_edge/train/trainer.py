@@ -33,6 +33,7 @@ from dmfnet_edge.models.unet import DiffusionUNet
 from dmfnet_edge.train.data import PairBank
 from dmfnet_edge.train.feature_cache import CachedBatch, FeatureCache
 from dmfnet_edge.train.losses import HybridFusionLoss, diffusion_loss
+from dmfnet_edge.train.selection import better
 from dmfnet_edge.train.state import load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -280,8 +281,8 @@ def train(task: Stage1Task | Stage2Task, bank: PairBank | FeatureCache, settings
                 result = validate(task.export_module())
                 entry = {"step": step, **result}
                 val_history.append(entry)
-                if best is None or result["score"] < best["score"]:
-                    best = {"step": step, "score": result["score"]}
+                if better(result, best):
+                    best = {"step": step, "score": result["score"], "margin": result.get("margin", 0.0)}
                     save_model(task.export_module(), task.cfg, out / "best", task.kind,
                                {"training": {**record, "selected": entry}})
             log.info("step %d: validation score %.3f (best %.3f at step %d)", step, result["score"],
