@@ -42,6 +42,13 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _die_with_parent() -> None:
+    """In the server's process: get SIGTERM when the test process dies, so no server outlives a crashed run."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Server:
     def __init__(self, onnx: Path, ports: list[int], *extra: str) -> None:
         self.onnx, self.ports, self.extra = onnx, ports, extra
@@ -61,7 +68,8 @@ class Server:
             [str(SERVE_BIN), "serve", "--onnx", str(self.onnx), "--threads", "1", "--http-port", str(self.ports[0]),
              "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]), "--max-batch", "8",
              "--preferred-batch", "4", "8", "--queue-delay-us", "20000", *self.extra],
-            stdout=subprocess.PIPE, stderr=self.log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
@@ -240,10 +248,13 @@ def test_a_restart_mid_run_is_ridden_out_by_the_client(graph):
     (a, b), = _pairs(np.random.default_rng(3), 1)
     first = client.fuse(a, b)
     assert srv.stop() == 0  # SIGTERM: a clean stop
-    restarted = threading.Thread(target=lambda: (time.sleep(1.0), srv.start()))
-    restarted.start()
-    second = client.fuse(a, b)  # refused connections are retried with backoff until the new server answers
-    restarted.join()
+    result: dict = {}
+    waiting = threading.Thread(target=lambda: result.update(second=client.fuse(a, b)))
+    waiting.start()  # refused connections are retried with backoff until the new server answers
+    time.sleep(1.0)
+    srv.start()  # from this thread: the server is tied to it (it dies with the test process)
+    waiting.join(timeout=120)
+    second = result["second"]
     assert np.array_equal(first, second) and np.array_equal(second, OnnxRuntimeRunner(graph, threads=1).fuse(a, b))
     assert srv.stop() == 0
 

@@ -64,5 +64,6 @@ def plot_training(record: dict[str, Any], path: Path, title: str = "") -> Path:
 def plot_run(run: Path, path: Path | None = None) -> Path:
     """RUN/last.json -> RUN/curves.png (or `path`)."""
     record = read_json(run / "last.json")
-    title = f"stage {record.get('stage', '?')}: {record.get('step', '?')} steps, {record.get('features', '')}"
+    stage = {"unet": "Stage I (UNet)", "dmfnet": "Stage II (fusion network)"}.get(record.get("stage"), "training")
+    title = f"{stage}: {record.get('step', '?')} steps, {record.get('features') or 'features live'}"
     return plot_training(record, path or run / "curves.png", title)
