@@ -30,7 +30,8 @@ def runner_from(args: argparse.Namespace) -> Runner:
                                           ("--precision", args.precision), ("--threads", args.threads),
                                           ("--device", args.device != "cpu")) if given]
         if local:
-            raise InputError(f"--server fuses with the model the server serves; {', '.join(local)} choose a local "
+            verb = "chooses" if len(local) == 1 else "choose"
+            raise InputError(f"--server fuses with the model the server serves; {', '.join(local)} {verb} a local "
                              "model or backend (configure the server instead)")
         from dmfnet_edge.runtime.triton_client import TritonRunner
 
