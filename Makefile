@@ -63,10 +63,12 @@ EXPORT_OUT ?= out/export
 
 .PHONY: weights export verify engines bench-all
 
-# Ship the final stage-2 weights of $(RUN) with their ONNX graphs (dynamic fp32 and the ONNX Runtime int8).
+# Ship the stage-2 weights of $(RUN) (its validation-selected RUN/best where it has one, else its final
+# RUN/dmfnet) with their ONNX graphs (dynamic fp32 and the ONNX Runtime int8).
+PICK = $(if $(wildcard $(RUN)/best.safetensors),best,dmfnet)
 weights: $(VENV)/.installed
-	cp $(RUN)/dmfnet.safetensors $(WEIGHTS)/dmfnet-edge.safetensors
-	cp $(RUN)/dmfnet.json $(WEIGHTS)/dmfnet-edge.json
+	cp $(RUN)/$(PICK).safetensors $(WEIGHTS)/dmfnet-edge.safetensors
+	cp $(RUN)/$(PICK).json $(WEIGHTS)/dmfnet-edge.json
 	$(BIN)/dmfnet-export onnx --model edge -o $(WEIGHTS) --dynamic --name dmfnet-edge-fp32
 	$(BIN)/dmfnet-export quantize --onnx $(WEIGHTS)/dmfnet-edge-fp32.onnx --precision int8 --target onnxruntime \
 	    --method $(INT8_METHOD) --calibration calibration/harvard-train-16.json --plot docs/figures/int8_sensitivity.png \

@@ -179,7 +179,7 @@ PRESETS: dict[str, ModelConfig] = {
         name="edge",
         unet=UNetConfig(base_channels=16, channel_mults=(1, 2, 2, 4, 4), res_blocks=1, norm_groups=8,
                         dropout=0.1),
-        fusion=FusionConfig(head_channels=32, attention_reduction=4),
+        fusion=FusionConfig(head_channels=32, attention_reduction=4, source_skip=True),
     ),
     "tiny": ModelConfig(
         name="tiny",

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         weights = train(task, bank, settings, args.out, args.resume, report, info, validate)
     print(f"weights: {weights}")
     _curves(args.out)
-    if validate is not None:
+    if validate is not None and (args.out / "best.json").is_file():
         best = json.loads((args.out / "best.json").read_text())["training"]["selected"]
         print(f"best: {args.out / 'best.safetensors'} (step {best['step']}, validation score {best['score']:.3f}; "
               "rule: mean rank of 11 metrics x modalities against average, max, laplacian)")
