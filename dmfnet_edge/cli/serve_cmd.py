@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,14 +47,23 @@ def run(args: argparse.Namespace) -> int:
                             preferred_batches=tuple(args.preferred_batch), queue_delay_us=args.queue_delay_us,
                             threads=args.threads, max_pixels=args.max_pixels)
 
-    def ready(info: dict) -> None:
-        print(f"serving {info['model']} ({info['runner']['onnx']}, {info['runner']['precision']}): "
-              f"http {info['http']}, grpc {info['grpc']}, metrics {info['metrics']}; Ctrl-C or SIGTERM stops")
-        print("ready " + json.dumps(info, sort_keys=True), flush=True)
-        sys.stdout.flush()
+    # Our lines alone go to standard output: the server's own processes (tritonserver, its Python backend) inherit
+    # file descriptor 1 and would interleave their bytes with ours, so fd 1 becomes standard error for them.
+    sys.stdout.flush()
+    ours = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
 
-    serve(args.onnx or shipped_onnx("edge", "fp32"), options, ready)
-    print("stopped", flush=True)
+    def ready(info: dict) -> None:
+        ours.write(f"serving {info['model']} ({info['runner']['onnx']}, {info['runner']['precision']}): "
+                   f"http {info['http']}, grpc {info['grpc']}, metrics {info['metrics']}; Ctrl-C or SIGTERM stops\n")
+        ours.write("ready " + json.dumps(info, sort_keys=True) + "\n")
+        ours.flush()
+
+    try:
+        serve(args.onnx or shipped_onnx("edge", "fp32"), options, ready)
+        ours.write("stopped\n")
+    finally:
+        ours.close()
     return 0
 
 
