@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dmfnet_edge.artifacts import read_json, write_json_atomic
+from dmfnet_edge.artifacts import read_json, sha256_file, write_json_atomic
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.images import read_image
 from dmfnet_edge.io.pairs import ImagePair
@@ -55,17 +55,9 @@ def unet_fingerprint(model: DMFNet) -> str:
     return digest.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def data_manifest(pairs: list[ImagePair]) -> list[dict[str, str]]:
     """One entry per pair, in cache order: task, name and the SHA-256 of both source files."""
-    return [{"task": p.task, "name": p.name, "mri": _file_sha256(p.mri), "other": _file_sha256(p.other)}
+    return [{"task": p.task, "name": p.name, "mri": sha256_file(p.mri), "other": sha256_file(p.other)}
             for p in pairs]
 
 
