@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dmfnet_edge.build.toolchain import parse_targets
+from dmfnet_edge.runtime.toolchain import parse_targets
 from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
 from dmfnet_edge.profiling import cpu_description
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.files import atomic_write_bytes
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = ("edge",)
@@ -78,6 +79,4 @@ def load_sidecar(tensors: Path, sidecar: Path, verify: bool = True) -> dict[str,
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    from dmfnet_edge.io.images import atomic_write_bytes
-
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())

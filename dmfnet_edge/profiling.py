@@ -152,7 +152,7 @@ def budget_verdict(report: dict[str, Any], budget_ms: float | None) -> tuple[boo
 def write_outputs(report: dict[str, Any], json_path: Path | None, csv_path: Path | None,
                   plot_path: Path | None) -> None:
     from dmfnet_edge.artifacts import write_json_atomic
-    from dmfnet_edge.io.images import atomic_write_bytes
+    from dmfnet_edge.files import atomic_write_bytes
 
     if json_path:
         write_json_atomic(json_path, report)

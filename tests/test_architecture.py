@@ -8,6 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LINT = Path(sys.executable).with_name("lint-imports")
+LAYERS_BROKEN = "layers: the import DAG, commands on top, errors at the bottom BROKEN"
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess:
@@ -21,13 +22,25 @@ def test_the_import_contracts_are_kept():
     assert "Contracts: 3 kept, 0 broken." in out.stdout
 
 
-def test_an_upward_import_breaks_the_layers(tmp_path):
+def _inject(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess:
     shutil.copytree(REPO / "dmfnet_edge", tmp_path / "dmfnet_edge",
                     ignore=shutil.ignore_patterns("__pycache__", "*.onnx", "*.safetensors", "samples"))
     shutil.copy(REPO / "pyproject.toml", tmp_path)
-    tensor = tmp_path / "dmfnet_edge" / "preprocess" / "tensor.py"
-    tensor.write_text(tensor.read_text() + "\nfrom dmfnet_edge.runtime import base  # noqa: E402 (injected)\n")
-    out = _lint(tmp_path)
+    target = tmp_path / "dmfnet_edge" / module
+    target.write_text(target.read_text() + f"\n{line}  # noqa: E402 (injected)\n")
+    return _lint(tmp_path)
+
+
+def test_an_upward_import_breaks_the_layers(tmp_path):
+    out = _inject(tmp_path, "preprocess/tensor.py", "from dmfnet_edge.runtime import base")
     assert out.returncode == 1
-    assert "layers: commands on top, errors and the graph contract at the bottom BROKEN" in out.stdout
+    assert LAYERS_BROKEN in out.stdout
     assert "dmfnet_edge.preprocess.tensor -> dmfnet_edge.runtime.base" in out.stdout
+
+
+def test_an_import_between_siblings_of_one_layer_breaks_it(tmp_path):
+    """export and build share a layer but may not import each other (that is how the old cycle grew)."""
+    out = _inject(tmp_path, "export/calibration.py", "from dmfnet_edge.build import precision")
+    assert out.returncode == 1
+    assert LAYERS_BROKEN in out.stdout
+    assert "dmfnet_edge.export.calibration -> dmfnet_edge.build.precision" in out.stdout

@@ -62,7 +62,10 @@ def test_batched_and_single_fusion_agree(capsys, pairs_dir, tmp_path, tiny_model
     for batch in ("1", "4"):
         run(capsys, "fuse-dir", "--pairs", str(pairs_dir), "--out", str(tmp_path / batch), "--model",
             str(tiny_model_base), "--batch", batch)
-    for path in (tmp_path / "1").rglob("0*.png"):
+    singles = sorted((tmp_path / "1").glob("*/*.png"))
+    expected = sorted(f"{p.parent.parent.name}/{p.name}" for p in pairs_dir.glob("*/MRI/*.png"))
+    assert singles and [str(p.relative_to(tmp_path / "1")) for p in singles] == expected
+    for path in singles:
         other = tmp_path / "4" / path.relative_to(tmp_path / "1")
         assert np.abs(read_image(path).astype(int) - read_image(other)).max() <= 1
 
@@ -132,7 +135,7 @@ from pathlib import Path
 os.umask(int(sys.argv[2], 8))
 import numpy as np
 from dmfnet_edge.io.images import write_image
-from dmfnet_edge.io.permissions import FOLDER_MODE
+from dmfnet_edge.files import FOLDER_MODE
 out = Path(sys.argv[1])
 write_image(out / "fused.png", np.zeros((64, 64), np.uint8))
 print(oct(stat.S_IMODE((out / "fused.png").stat().st_mode)), oct(FOLDER_MODE))

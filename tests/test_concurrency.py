@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from dmfnet_edge.export.contract import IOContract
+from dmfnet_edge.contract import IOContract
 from dmfnet_edge.export.onnx_export import export_onnx
 from dmfnet_edge.models.checkpoint import build_model
 from dmfnet_edge.pipeline import fuse_pixels

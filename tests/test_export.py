@@ -12,10 +12,10 @@ import pytest
 from dmfnet_edge.cli.export_main import main as export_main
 from dmfnet_edge.errors import InputError, ModelFileError
 from dmfnet_edge.export.calibration import load_calibration, network_batches, select_calibration_set
-from dmfnet_edge.export.contract import IOContract, read_manifest
+from dmfnet_edge.contract import IOContract, read_manifest
 from dmfnet_edge.export.onnx_export import export_onnx
 from dmfnet_edge.export.quantize import SATURATION_SAFE_WEIGHT, largest_int8_weight
-from dmfnet_edge.export.verify import verify_runner
+from dmfnet_edge.evaluation.verify import verify_runner
 from dmfnet_edge.io.images import write_image
 from dmfnet_edge.io.pairs import find_pairs
 from dmfnet_edge.models.checkpoint import build_model
@@ -292,7 +292,7 @@ def test_manifests_of_the_wrong_structure_are_one_clear_error(tmp_path, field, v
     import shutil
 
     from dmfnet_edge.errors import ModelFileError
-    from dmfnet_edge.export.contract import read_manifest
+    from dmfnet_edge.contract import read_manifest
     from dmfnet_edge.runtime import shipped_onnx
 
     source = shipped_onnx("edge", "fp32")

@@ -95,7 +95,7 @@ def test_a_cache_is_reused_and_refused_when_stale(tmp_path, pairs_dir):
     pairs = find_pairs(pairs_dir / "train")
     folder = tmp_path / "c"
     FeatureCache.open_or_build(folder, model, pairs)
-    from dmfnet_edge.io.permissions import FOLDER_MODE
+    from dmfnet_edge.files import FOLDER_MODE
 
     assert folder.stat().st_mode & 0o777 == FOLDER_MODE  # not the build folder's 0700
     stamp = (folder / "level0.npy").stat().st_mtime_ns

@@ -18,14 +18,14 @@ import onnx
 import pytest
 
 from dmfnet_edge.build import trt_builder
-from dmfnet_edge.build.engine_manifest import engine_manifest_path, read_engine_manifest
+from dmfnet_edge.runtime.engine_manifest import engine_manifest_path, read_engine_manifest
 from dmfnet_edge.build.precision import expected_convolutions
-from dmfnet_edge.build.toolchain import (FLAVOURS, RTX_PORTABLE_TARGETS, Toolchain, load_toolchain,
+from dmfnet_edge.runtime.toolchain import (FLAVOURS, RTX_PORTABLE_TARGETS, Toolchain, load_toolchain,
                                          parse_targets)
 from dmfnet_edge.build.trt_builder import BuildOptions, build_engine, shape_profile
 from dmfnet_edge.cli.export_main import main as export_main
 from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
-from dmfnet_edge.export.contract import layer_group, manifest_path
+from dmfnet_edge.contract import layer_group, manifest_path
 
 from conftest import REPO, SAMPLES
 
@@ -57,7 +57,7 @@ def test_targets_and_flags_per_flavour():
 def _no_gpu(toolchain: Toolchain) -> None:
     from unittest import mock
 
-    with mock.patch("dmfnet_edge.build.toolchain.current_device",
+    with mock.patch("dmfnet_edge.runtime.toolchain.current_device",
                     side_effect=EnvironmentProblem("no usable CUDA device 0 (cudaGetDeviceProperties error 35)")):
         toolchain.targets(None)
 
@@ -79,7 +79,7 @@ def test_flavour_refusals_name_the_fix(tmp_path):
 
 
 def test_auto_without_any_tensorrt_names_both_extras(monkeypatch):
-    monkeypatch.setattr("dmfnet_edge.build.toolchain.available", lambda module: False)
+    monkeypatch.setattr("dmfnet_edge.runtime.toolchain.available", lambda module: False)
     with pytest.raises(MissingDependency, match=r"dmfnet-edge\[trt\].*dmfnet-edge\[trt-rtx\]"):
         load_toolchain("auto")
     with pytest.raises(InputError, match="--toolchain banana"):

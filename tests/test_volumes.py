@@ -222,7 +222,7 @@ def test_nifti_and_dicom_outputs_agree_in_a_standard_reader(series, tmp_path, ti
     assert np.allclose(dicom.GetOrigin(), nifti.GetOrigin(), atol=1e-4)
     assert np.allclose(dicom.GetDirection(), nifti.GetDirection(), atol=1e-6)
     assert np.allclose(dicom.GetSpacing(), nifti.GetSpacing(), atol=1e-6)
-    from dmfnet_edge.io.permissions import FILE_MODE, FOLDER_MODE
+    from dmfnet_edge.files import FILE_MODE, FOLDER_MODE
 
     assert (tmp_path / "d").stat().st_mode & 0o777 == FOLDER_MODE  # not mkdtemp's 0700
     assert (tmp_path / "n.nii.gz").stat().st_mode & 0o777 == FILE_MODE  # not mkstemp's 0600

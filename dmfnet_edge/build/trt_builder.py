@@ -24,14 +24,14 @@ from typing import Any
 from dmfnet_edge._optional import require
 from dmfnet_edge._quiet import captured
 from dmfnet_edge.artifacts import sha256_file, write_json_atomic
-from dmfnet_edge.build.engine_manifest import (BuildTarget, build_engine_manifest, engine_file_name,
+from dmfnet_edge.runtime.engine_manifest import (BuildTarget, build_engine_manifest, engine_file_name,
                                                engine_manifest_path, profile_key, read_engine_manifest)
 from dmfnet_edge.build.precision import (LayerRecord, check_precision, expected_convolutions, int8_fallbacks,
                                          precision_summary, records_from_inspector, records_from_layer_dump)
-from dmfnet_edge.build.toolchain import Toolchain, load_toolchain, refuse_unbuildable
+from dmfnet_edge.runtime.toolchain import Toolchain, load_toolchain, refuse_unbuildable
 from dmfnet_edge.errors import InputError, ModelFileError
-from dmfnet_edge.export.contract import INPUT_NAMES, contract_of, read_manifest
-from dmfnet_edge.io.images import atomic_write_bytes
+from dmfnet_edge.contract import INPUT_NAMES, contract_of, read_manifest
+from dmfnet_edge.files import atomic_write_bytes
 from dmfnet_edge.preprocess.tensor import MIN_NETWORK_SIDE, SIZE_MULTIPLE
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from dmfnet_edge.cli.common import add_model_options, runner_from
 from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.cli.report import overview_picture
 from dmfnet_edge.cli.types import int_range
-from dmfnet_edge.io.images import atomic_write_bytes, encode_image, read_image, write_image
+from dmfnet_edge.files import atomic_write_bytes
+from dmfnet_edge.io.images import encode_image, read_image, write_image
 from dmfnet_edge.io.output_guard import refuse_overlap
 from dmfnet_edge.io.pairs import ImagePair, find_pairs
 from dmfnet_edge.metrics.evaluate import evaluate

@@ -43,7 +43,7 @@ def configure_onnx(p: argparse.ArgumentParser) -> None:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
-    from dmfnet_edge.export.contract import IOContract
+    from dmfnet_edge.contract import IOContract
     from dmfnet_edge.export.onnx_export import export_onnx
 
     model, meta = _load_reference(args.model)
@@ -113,7 +113,7 @@ def _keep_fp32(value: str) -> str | list[str]:
     if value in ("auto", "none"):
         return value
     if value.endswith(".onnx"):
-        from dmfnet_edge.export.contract import read_manifest
+        from dmfnet_edge.contract import read_manifest
 
         plan = read_manifest(Path(value)).get("recipe", {}).get("mixed_precision")
         if not plan:
@@ -166,7 +166,7 @@ def configure_verify(p: argparse.ArgumentParser) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from dmfnet_edge.export.verify import verify_runner, write_report
+    from dmfnet_edge.evaluation.verify import verify_runner, write_report
     from dmfnet_edge.io.pairs import find_pairs
     from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
     from dmfnet_edge.runtime.torch_backend import TorchRunner
@@ -205,7 +205,7 @@ def _print_verdict(name: str, report: dict, json_path: Path, png_path: Path) -> 
 
 
 def configure_build(p: argparse.ArgumentParser) -> None:
-    from dmfnet_edge.build.toolchain import RTX_PORTABLE_TARGETS, TOOLCHAIN_CHOICES
+    from dmfnet_edge.runtime.toolchain import RTX_PORTABLE_TARGETS, TOOLCHAIN_CHOICES
 
     p.add_argument("--onnx", required=True, type=Path,
                    help="fp32, fp16 or int8-tensorrt graph with its manifest (not the ONNX Runtime INT8 graph)")
@@ -228,7 +228,7 @@ def configure_build(p: argparse.ArgumentParser) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from dmfnet_edge.build.toolchain import parse_targets
+    from dmfnet_edge.runtime.toolchain import parse_targets
     from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
 
     options = BuildOptions(args.toolchain, parse_targets(args.compute_capability), args.shapes, args.opt_level,

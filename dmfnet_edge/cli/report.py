@@ -12,7 +12,8 @@ import numpy as np
 
 from dmfnet_edge import __version__
 from dmfnet_edge.artifacts import write_json_atomic
-from dmfnet_edge.io.images import atomic_write_bytes, encode_image, read_image
+from dmfnet_edge.files import atomic_write_bytes
+from dmfnet_edge.io.images import encode_image, read_image
 from dmfnet_edge.io.pairs import ImagePair
 from dmfnet_edge.metrics.evaluate import pair_metrics, summarise
 from dmfnet_edge.metrics.fusion import CONVENTIONS

@@ -22,9 +22,9 @@ from dmfnet_edge import __version__
 from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import sha256_file, write_json_atomic
 from dmfnet_edge.errors import InputError
-from dmfnet_edge.export.contract import (INPUT_NAMES, MANIFEST_FORMAT, MANIFEST_VERSION, OPSET, OUTPUT_NAME,
+from dmfnet_edge.contract import (INPUT_NAMES, MANIFEST_FORMAT, MANIFEST_VERSION, OPSET, OUTPUT_NAME,
                                          IOContract, manifest_path)
-from dmfnet_edge.io.images import atomic_write_bytes
+from dmfnet_edge.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 FORBIDDEN_OPS = ("Einsum", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike")

@@ -35,10 +35,10 @@ from dmfnet_edge._optional import require
 from dmfnet_edge._quiet import third_party_output
 from dmfnet_edge.artifacts import write_json_atomic
 from dmfnet_edge.errors import InputError
-from dmfnet_edge.export.contract import IOContract, contract_of, layer_group, manifest_path, read_manifest
+from dmfnet_edge.contract import IOContract, contract_of, layer_group, manifest_path, read_manifest
 from dmfnet_edge.export.onnx_export import build_manifest, op_inventory
-from dmfnet_edge.export.verify import psnr_db
-from dmfnet_edge.io.images import atomic_write_bytes
+from dmfnet_edge.evaluation.verify import psnr_db
+from dmfnet_edge.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 FP16_KEEP_FP32 = ["LayerNormalization", "InstanceNormalization", "GroupNormalization", "ReduceMean", "ReduceMax",

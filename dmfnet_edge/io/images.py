@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from dmfnet_edge.errors import EnvironmentProblem, InputError
-from dmfnet_edge.io.permissions import FILE_MODE
+from dmfnet_edge.files import atomic_write_bytes
 from dmfnet_edge.limits import check_file_size, check_pixel_budget
 
 # OpenCV prints its own "[ERROR:...] readHeader ..." lines for malformed files; every decode failure is reported
@@ -186,30 +186,6 @@ def encode_image(pixels: np.ndarray, suffix: str) -> bytes:
     if not ok:
         raise InputError(f"cannot encode an image as '{suffix}'")
     return buf.tobytes()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, FILE_MODE)
-    except OSError as exc:
-        if exc.errno == errno.ENAMETOOLONG:
-            raise InputError(f"{path.name[:40]}...: the output file name is {len(os.fsencode(path.name))} bytes "
-                             "long; file systems allow 255: choose a shorter name") from None
-        raise EnvironmentProblem(f"{path.parent}: cannot write here ({exc.strerror}); choose a writable "
-                                 "output folder") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise EnvironmentProblem(f"{path}: writing failed ({exc.strerror}); nothing was written") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_image(path: str | os.PathLike[str], pixels: np.ndarray) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,8 @@ import numpy as np
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.errors import EnvironmentProblem, InputError
-from dmfnet_edge.io.images import atomic_write_bytes
-from dmfnet_edge.io.permissions import FOLDER_MODE
+from dmfnet_edge.files import atomic_write_bytes
+from dmfnet_edge.files import staged_folder
 from dmfnet_edge.io.volumes import Volume
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -146,28 +145,19 @@ def write_dicom_series(folder: Path, fused: np.ndarray, mri: Volume, other: Volu
     series = {"uid": _uid(pydicom), "study": _uid(pydicom), "frame_of_reference": _uid(pydicom),
               "date": now.strftime("%Y%m%d"), "time": now.strftime("%H%M%S")}
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        staging.chmod(FOLDER_MODE)
+        with staged_folder(folder) as staging:
+            names = []
+            for i in range(fused.shape[0]):
+                ds = _slice_dataset(pydicom, fused[i], i, mri, other, series, description)
+                meta = pydicom.dataset.FileMetaDataset()
+                meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+                meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+                ds.file_meta = meta
+                name = f"IM{i + 1:05d}.dcm"
+                ds.save_as(staging / name, enforce_file_format=True)
+                names.append(name)
+            _swap_in(staging, folder)
     except OSError as exc:
-        raise EnvironmentProblem(f"{folder.parent}: cannot write here ({exc.strerror})") from None
-    try:
-        names = []
-        for i in range(fused.shape[0]):
-            ds = _slice_dataset(pydicom, fused[i], i, mri, other, series, description)
-            meta = pydicom.dataset.FileMetaDataset()
-            meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-            meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-            ds.file_meta = meta
-            name = f"IM{i + 1:05d}.dcm"
-            ds.save_as(staging / name, enforce_file_format=True)
-            names.append(name)
-        _swap_in(staging, folder)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
         raise EnvironmentProblem(f"{folder}: writing the series failed ({exc.strerror}); nothing was written") \
             from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return [folder / n for n in names]

@@ -72,13 +72,3 @@ def evaluate_folders(pairs_dir: Path, fused_dir: Path, progress: Callable[[], No
         fused_file(fused_dir, pair)  # fail before any work when something is missing
     return evaluate(pairs, lambda pair, _m, _o: read_image(fused_file(fused_dir, pair)), progress)
 
-
-def evaluate_model_on_pairs(module: Any, pairs_dir: Path, progress: Callable[[], None] | None = None
-                            ) -> dict[str, Any]:
-    """Fuse every pair of a split with an in-memory torch DMFNet and evaluate (training reports)."""
-    from dmfnet_edge.pipeline import fuse_pixels
-    from dmfnet_edge.runtime.torch_backend import TorchRunner
-
-    device = str(next(module.parameters()).device)
-    runner = TorchRunner(module, device=device)
-    return evaluate(find_pairs(pairs_dir), lambda pair, m, o: fuse_pixels(runner, m, o, pair.name).pixels, progress)

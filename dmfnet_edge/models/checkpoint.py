@@ -16,7 +16,7 @@ from dmfnet_edge import __version__
 from dmfnet_edge.artifacts import load_sidecar, resolve_weights, sha256_file, write_json_atomic
 from dmfnet_edge.config import ModelConfig, preset
 from dmfnet_edge.errors import ModelFileError
-from dmfnet_edge.io.permissions import FILE_MODE
+from dmfnet_edge.files import FILE_MODE
 from dmfnet_edge.models.dmfnet import DMFNet
 from dmfnet_edge.models.unet import DiffusionUNet
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.errors import EnvironmentProblem, InputError
-from dmfnet_edge.export.contract import INPUT_NAMES, OUTPUT_NAME
+from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME
 from dmfnet_edge.runtime.base import check_network_inputs
 
 TRANSIENT_HTTP = {502, 503, 504}

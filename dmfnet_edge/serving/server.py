@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from dmfnet_edge.errors import InputError
-from dmfnet_edge.export.contract import INPUT_NAMES, OUTPUT_NAME
+from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME
 from dmfnet_edge.preprocess.tensor import crop_to, pad_to_multiple, padded_size
 
 log = logging.getLogger(__name__)

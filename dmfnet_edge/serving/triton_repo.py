@@ -9,7 +9,7 @@ Layout (Triton's standard one; every model is a folder with `config.pbtxt` and n
       <name>/1/model.plan             platform tensorrt_plan (a full-TensorRT engine, built on the serving GPU)
       <name>/1/<file>.json            the project's manifest of that file (Triton ignores it)
 
-The configuration follows the graph contract (`export/contract.py`): inputs `mri` and `other`, output `fused`,
+The configuration follows the graph contract (`dmfnet_edge/contract.py`): inputs `mri` and `other`, output `fused`,
 float32 (N, 1, H, W) in [-1, 1]. A graph or engine with a free batch dimension is served with
 `max_batch_size` and dynamic batching (Triton then omits the batch dimension from `dims`); one with a fixed
 batch is served as it is (`max_batch_size: 0`, full dims, no server-side batching). Free image sides are `-1`.
@@ -24,15 +24,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dmfnet_edge.artifacts import sha256_file, write_json_atomic
 from dmfnet_edge.errors import InputError
-from dmfnet_edge.export.contract import INPUT_NAMES, OUTPUT_NAME, contract_of, manifest_path, read_manifest
-from dmfnet_edge.io.permissions import FOLDER_MODE
+from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, contract_of, manifest_path, read_manifest
+from dmfnet_edge.files import FOLDER_MODE, staged_folder
 
 REPOSITORY_FORMAT = "dmfnet-edge-triton-repository"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -70,7 +69,7 @@ def served_onnx(path: Path) -> ServedModel:
 
 
 def served_engine(path: Path) -> ServedModel:
-    from dmfnet_edge.build.engine_manifest import read_engine_manifest
+    from dmfnet_edge.runtime.engine_manifest import read_engine_manifest
 
     meta = read_engine_manifest(path)
     flavour = meta.get("toolchain", {}).get("flavour")
@@ -145,9 +144,7 @@ def write_repository(model: ServedModel, options: ServingOptions, out: Path, val
             checked = True
         except ModuleNotFoundError:
             checked = False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with staged_folder(out) as work:
         version = work / options.name / "1"
         version.mkdir(parents=True)
         filename = "model.onnx" if model.platform == "onnxruntime_onnx" else "model.plan"
@@ -160,12 +157,9 @@ def write_repository(model: ServedModel, options: ServingOptions, out: Path, val
             "format": REPOSITORY_FORMAT, "model": options.name, "platform": model.platform,
             "source": str(model.path), "source_sha256": sha256_file(version / filename),
             "source_manifest": model.manifest, "config_checked_against_triton_schema": checked})
-        for folder in (work, work / options.name, version):
+        for folder in (work / options.name, version):
             os.chmod(folder, FOLDER_MODE)
         if out.is_dir():
             out.rmdir()
         os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return out / options.name, checked

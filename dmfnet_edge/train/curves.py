@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dmfnet_edge.artifacts import read_json
-from dmfnet_edge.io.images import atomic_write_bytes
+from dmfnet_edge.files import atomic_write_bytes
 
 
 def plot_training(record: dict[str, Any], path: Path, title: str = "") -> Path:

@@ -19,8 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ from dmfnet_edge.artifacts import read_json, sha256_file, write_json_atomic
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.images import read_image
 from dmfnet_edge.io.pairs import ImagePair
-from dmfnet_edge.io.permissions import FOLDER_MODE
+from dmfnet_edge.files import staged_folder
 from dmfnet_edge.models.dmfnet import DMFNet
 from dmfnet_edge.preprocess.color import split_luma
 from dmfnet_edge.preprocess.tensor import to_network
@@ -151,9 +149,7 @@ class FeatureCache:
         if height % multiple or width % multiple:
             raise InputError(f"{pairs[0].mri}: {width}x{height} is not a multiple of {multiple}; a feature cache "
                              "needs unpadded images")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-        try:
+        with staged_folder(folder) as work:
             model = model.eval()
             arrays: list[np.ndarray] = []
             np.save(work / "luma.npy", np.stack(luma))
@@ -178,13 +174,9 @@ class FeatureCache:
                 array.flush()
             del arrays
             write_json_atomic(work / MANIFEST, meta)
-            os.chmod(work, FOLDER_MODE)  # mkdtemp made it 0700
             if folder.is_dir():
                 folder.rmdir()  # empty: checked by the caller
             os.replace(work, folder)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
         log.info("feature cache %s: %d pairs built (%.1f GB)", folder, len(pairs), meta["bytes"] / 1e9)
         return cls(folder, meta)
 

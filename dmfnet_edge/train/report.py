@@ -10,7 +10,11 @@ import numpy as np
 import torch
 
 from dmfnet_edge.artifacts import write_json_atomic
+from dmfnet_edge.io.pairs import find_pairs
+from dmfnet_edge.metrics.evaluate import evaluate
 from dmfnet_edge.models.diffusion import tile_noise
+from dmfnet_edge.pipeline import fuse_pixels
+from dmfnet_edge.runtime.torch_backend import TorchRunner
 from dmfnet_edge.train.data import PairBank
 
 
@@ -41,8 +45,12 @@ def validation_report(task, val_dir: Path, out_path: Path, progress: Callable[[]
     if task.kind == "unet":
         summary = _unet_report(task, PairBank.from_folder(val_dir), progress)
     else:
-        from dmfnet_edge.metrics.evaluate import evaluate_model_on_pairs
-
-        summary = evaluate_model_on_pairs(task.model, val_dir, progress)
+        summary = _fusion_report(task.model, val_dir, progress)
     write_json_atomic(out_path, summary)
     return summary
+
+
+def _fusion_report(module: Any, pairs_dir: Path, progress: Callable[[], None]) -> dict[str, Any]:
+    """Fuse every pair of a split with an in-memory torch DMFNet (the library path) and evaluate it."""
+    runner = TorchRunner(module, device=str(next(module.parameters()).device))
+    return evaluate(find_pairs(pairs_dir), lambda pair, m, o: fuse_pixels(runner, m, o, pair.name).pixels, progress)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmfnet_edge._optional import available, require
-from dmfnet_edge.build.engine_manifest import DeviceInfo, sm_name
+from dmfnet_edge.runtime.engine_manifest import DeviceInfo, sm_name
 from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
 
 log = logging.getLogger(__name__)

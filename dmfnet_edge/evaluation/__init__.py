@@ -1,0 +1,1 @@
+"""Evaluation gates above the runtimes and the metrics: does a graph or engine reproduce the reference model?"""

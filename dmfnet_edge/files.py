@@ -1,0 +1,79 @@
+"""How the toolkit writes files and folders: atomically, with the permissions of any Unix tool.
+
+* Permissions: 0666 / 0777 less the umask. Outputs are written through temporary files and folders (mkstemp,
+  mkdtemp) and renamed into place; those are created 0600 / 0700, which would leave every result readable by
+  its writer only (other users, a PACS bridge). The umask is read once, at import: reading it means setting it,
+  which is not safe while other threads create files.
+* `atomic_write_bytes`: a temporary file in the target folder, renamed into place; nothing is left on failure.
+* `staged_folder`: a hidden folder beside a target folder to build it in; whatever the block leaves of it
+  (an error, Ctrl-C, SIGTERM) is removed, so an interrupted build leaves nothing. The block moves it into place
+  under its own rule for what it may replace.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dmfnet_edge.errors import EnvironmentProblem, InputError
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+FILE_MODE = 0o666 & ~UMASK
+FOLDER_MODE = 0o777 & ~UMASK
+
+
+def _creation_error(exc: OSError, path: Path, where: Path) -> Exception:
+    if exc.errno == errno.ENAMETOOLONG:
+        return InputError(f"{path.name[:40]}...: the output name is {len(os.fsencode(path.name))} bytes long; "
+                          "file systems allow 255: choose a shorter name")
+    return EnvironmentProblem(f"{where}: cannot write here ({exc.strerror}); choose a writable output folder")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, FILE_MODE)
+    except OSError as exc:
+        raise _creation_error(exc, path, path.parent) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise EnvironmentProblem(f"{path}: writing failed ({exc.strerror}); nothing was written") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def staged_folder(target: Path, tag: str = "partial") -> Iterator[Path]:
+    """An empty hidden folder `.<name>.<tag>-XXXX` beside `target` (mode FOLDER_MODE) to build `target` in.
+
+    The block fills it and renames it into place; if anything of it is still there when the block ends (it
+    failed, was interrupted, or did not move it), it is removed with its contents."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{tag}-", dir=target.parent))
+        os.chmod(staging, FOLDER_MODE)
+    except OSError as exc:
+        raise _creation_error(exc, target, target.parent) from None
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
