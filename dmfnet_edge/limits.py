@@ -1,8 +1,11 @@
 """Resource limits checked before any large allocation.
 
-The pixel budget bounds one image (or one slice): the fusion network needs a few kB of working memory per
-pixel, so an unchecked 20000 x 20000 file would exhaust the machine instead of failing cleanly. Override with
-the environment variable DMFNET_MAX_PIXELS (or --max-pixels where a command offers it).
+The pixel budget bounds one image (or one slice) and one network call: the fusion network needs a few kB of
+working memory per pixel, so an unchecked 20000 x 20000 file would exhaust the machine instead of failing
+cleanly, and so would eight budget-sized images in one batch. A file over the budget is refused from its header,
+before decoding; a batch (`--batch`) is cut into calls of at most the budget's pixels (`pairs_per_call`), so peak
+memory is bounded by the budget whatever the batch (docs/RELIABILITY.md, "Memory model", gives the measured
+function). Override with the environment variable DMFNET_MAX_PIXELS (or --max-pixels where a command offers it).
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ def check_pixel_budget(width: int, height: int, source: str) -> None:
     if width * height > budget:
         raise InputError(f"{source}: {width}x{height} = {width * height:,} pixels exceeds the budget of "
                          f"{budget:,}; downsample it or raise DMFNET_MAX_PIXELS")
+
+
+def pairs_per_call(height: int, width: int, requested: int) -> int:
+    """How many (height x width) network inputs one call may take: `requested`, lowered so that the call holds
+    at most the pixel budget (never below one: a single image was checked against the budget when read)."""
+    return max(1, min(requested, max_pixels() // max(1, height * width)))
 
 
 def check_file_size(size: int, source: str) -> None:

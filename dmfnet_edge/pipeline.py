@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dmfnet_edge.errors import InputError, PairingError
+from dmfnet_edge.limits import pairs_per_call
 from dmfnet_edge.preprocess.color import merge_luma, split_luma
 from dmfnet_edge.preprocess.tensor import crop_to, from_network, pad_to_multiple, to_network
 from dmfnet_edge.runtime.base import Runner
@@ -89,10 +90,12 @@ def fuse_pixels(runner: Runner, mri: np.ndarray, other: np.ndarray, label: str =
 
 def batched(items: Iterable[tuple[object, PreparedPair]], size: int
             ) -> Iterator[list[tuple[object, PreparedPair]]]:
-    """Group consecutive prepared pairs of equal padded shape into batches of at most `size`."""
+    """Group consecutive prepared pairs of equal padded shape into batches of at most `size`, and of at most the
+    pixel budget per call (limits.pairs_per_call), so memory is bounded whatever `size` is."""
     group: list[tuple[object, PreparedPair]] = []
     for key, pair in items:
-        if group and (len(group) == size or group[0][1].mri.shape != pair.mri.shape):
+        if group and (len(group) == pairs_per_call(*group[0][1].mri.shape, size)
+                      or group[0][1].mri.shape != pair.mri.shape):
             yield group
             group = []
         group.append((key, pair))

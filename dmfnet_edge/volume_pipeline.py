@@ -20,8 +20,10 @@ from dmfnet_edge import __version__
 from dmfnet_edge._optional import require
 from dmfnet_edge.errors import InputError, PairingError
 from dmfnet_edge.io.volumes import Volume
+from dmfnet_edge.limits import pairs_per_call
 from dmfnet_edge.pipeline import prepare_pair, run_batch
 from dmfnet_edge.preprocess.intensity import DEFAULT_COLORMAPS, DEFAULT_SPECS, pseudo_colour, to_uint8
+from dmfnet_edge.preprocess.tensor import padded_size
 from dmfnet_edge.runtime.base import Runner
 
 MODALITY_TAGS = {"CT": "CT", "PT": "PET", "NM": "SPECT", "MR": "MRI", "PET": "PET", "SPECT": "SPECT"}
@@ -158,8 +160,10 @@ def to_slices(mri: Volume, other: Volume, modality: str, settings: IntensitySett
 
 def fuse_slices(runner: Runner, mri8: np.ndarray, other8: np.ndarray, batch: int,
                 progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Fuse 8-bit slice stacks, `batch` slices per Runner call; returns (S, H, W[, 3]) uint8."""
+    """Fuse 8-bit slice stacks, `batch` slices per Runner call (fewer where that would exceed the pixel budget);
+    returns (S, H, W[, 3]) uint8."""
     out: list[np.ndarray] = []
+    batch = pairs_per_call(*padded_size(*mri8.shape[1:3]), batch)
     for start in range(0, mri8.shape[0], batch):
         prepared = [prepare_pair(mri8[i], other8[i], f"slice {i}")
                     for i in range(start, min(start + batch, mri8.shape[0]))]

@@ -73,3 +73,33 @@ def test_fusing_is_bit_identical_across_runs(tiny_runner, rng):
     mri, other = smooth_image(rng, 64, 64), smooth_image(rng, 64, 64, colour=True)
     first = fuse_pixels(tiny_runner, mri, other).pixels
     assert fuse_pixels(tiny_runner, mri, other).pixels.tobytes() == first.tobytes()
+
+
+def test_batches_are_cut_to_the_pixel_budget_per_call(monkeypatch, rng):
+    from dmfnet_edge.pipeline import batched
+
+    pairs = [(k, prepare_pair(smooth_image(rng, 64, 64), smooth_image(rng, 64, 64))) for k in range(7)]
+    assert [len(g) for g in batched(pairs, 8)] == [7]
+    monkeypatch.setenv("DMFNET_MAX_PIXELS", str(3 * 64 * 64 + 5))
+    groups = list(batched(pairs, 8))
+    assert [len(g) for g in groups] == [3, 3, 1] and [k for g in groups for k, _ in g] == list(range(7))
+    monkeypatch.setenv("DMFNET_MAX_PIXELS", "100")  # below one image: one per call, never zero
+    assert [len(g) for g in batched(pairs, 8)] == [1] * 7
+
+
+def test_volume_slices_are_cut_to_the_pixel_budget_per_call(monkeypatch, rng):
+    from dmfnet_edge.volume_pipeline import fuse_slices
+
+    calls: list[int] = []
+
+    class Recorder:
+        def fuse(self, mri, other):
+            calls.append(mri.shape[0])
+            return np.maximum(mri, other)
+
+    mri = np.stack([smooth_image(rng, 72, 72) for _ in range(5)])
+    other = np.stack([smooth_image(rng, 72, 72) for _ in range(5)])
+    monkeypatch.setenv("DMFNET_MAX_PIXELS", str(2 * 80 * 80))  # 72 pads to 80
+    out = fuse_slices(Recorder(), mri, other, batch=8)
+    assert calls == [2, 2, 1] and out.shape == (5, 72, 72)
+    assert np.array_equal(out, np.maximum(mri, other))
