@@ -13,7 +13,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from dmfnet_edge.preprocess.color import merge_luma, split_luma
+from dmfnet_edge.postprocess.image import merge_luma
+from dmfnet_edge.preprocess.color import split_luma
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

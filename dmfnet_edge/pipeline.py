@@ -14,8 +14,9 @@ import numpy as np
 
 from dmfnet_edge.errors import InputError, PairingError
 from dmfnet_edge.limits import pairs_per_call
-from dmfnet_edge.preprocess.color import merge_luma, split_luma
-from dmfnet_edge.preprocess.tensor import crop_to, from_network, pad_to_multiple, to_network
+from dmfnet_edge.postprocess.image import crop_to, from_network, merge_luma
+from dmfnet_edge.preprocess.color import split_luma
+from dmfnet_edge.preprocess.tensor import pad_to_multiple, to_network
 from dmfnet_edge.runtime.base import Runner
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
 """ONNX export, manifests, the ONNX Runtime backend, calibration sets, precision recipes and the verify gate."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -10,18 +11,22 @@ import onnx
 import pytest
 
 from dmfnet_edge.cli.export_main import main as export_main
-from dmfnet_edge.errors import InputError, ModelFileError
-from dmfnet_edge.export.calibration import load_calibration, network_batches, select_calibration_set
 from dmfnet_edge.contract import IOContract, read_manifest
+from dmfnet_edge.errors import InputError, ModelFileError
+from dmfnet_edge.evaluation.verify import verify_runner
+from dmfnet_edge.export.calibration import load_calibration, network_batches, select_calibration_set
 from dmfnet_edge.export.onnx_export import export_onnx
 from dmfnet_edge.export.quantize import SATURATION_SAFE_WEIGHT, largest_int8_weight
-from dmfnet_edge.evaluation.verify import verify_runner
 from dmfnet_edge.io.images import write_image
 from dmfnet_edge.io.pairs import find_pairs
 from dmfnet_edge.models.checkpoint import build_model
 from dmfnet_edge.runtime.onnxruntime_backend import SIMULATE_QDQ, OnnxRuntimeRunner
 from dmfnet_edge.runtime.torch_backend import TorchRunner
 from tests.conftest import smooth_image
+
+# the TensorRT Q/DQ and FP16 recipes run NVIDIA Model Optimizer (the [quantize] extra): skipped without it
+needs_modelopt = pytest.mark.skipif(importlib.util.find_spec("modelopt") is None,
+                                    reason="needs the [quantize] extra (nvidia-modelopt)")
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +123,8 @@ def calibration(pairs, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("target, marker_op", [("onnxruntime", "QLinearConv"), ("tensorrt", "QuantizeLinear")])
+@pytest.mark.parametrize("target, marker_op", [("onnxruntime", "QLinearConv"),
+                                               pytest.param("tensorrt", "QuantizeLinear", marks=needs_modelopt)])
 def test_int8_recipes(exported, calibration, tmp_path, target, marker_op):
     out = tmp_path / f"int8-{target}.onnx"
     source = exported["dynamic"]
@@ -144,6 +150,7 @@ def test_int8_recipes(exported, calibration, tmp_path, target, marker_op):
     assert diff.max() < 0.1
 
 
+@needs_modelopt
 def test_tensorrt_int8_graph_runs_as_simulated_qdq_on_onnxruntime(exported, calibration, tmp_path):
     """The TensorRT flavour is checked with float Q/DQ arithmetic (what the engine computes exactly), not with
     ONNX Runtime's CPU-dependent integer kernels."""
@@ -169,6 +176,7 @@ def test_tensorrt_int8_graph_runs_as_simulated_qdq_on_onnxruntime(exported, cali
     assert not np.array_equal(simulated, fused)  # so the comparison above can tell the two apart
 
 
+@needs_modelopt
 @pytest.mark.parametrize("method", ["percentile", "entropy"])
 def test_onnxruntime_int8_after_a_tensorrt_recipe_in_the_same_process(exported, calibration, tmp_path, method):
     """Model Optimizer patches onnxruntime.quantization process-wide; ONNX Runtime's recipe must not notice."""
@@ -180,6 +188,7 @@ def test_onnxruntime_int8_after_a_tensorrt_recipe_in_the_same_process(exported, 
     assert read_manifest(tmp_path / "ort.onnx")["ops"].get("QLinearConv", 0) > 0
 
 
+@needs_modelopt
 def test_fp16_recipe_keeps_normalisation_in_fp32(exported, tmp_path, capfd):
     out = tmp_path / "fp16.onnx"
     assert export_main(["quantize", "--onnx", str(exported["dynamic"]), "--precision", "fp16", "-o", str(out)]) == 0

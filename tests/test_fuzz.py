@@ -16,7 +16,8 @@ from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.images import decode_image, encode_image
 from dmfnet_edge.io.loader import load_image
 from dmfnet_edge.pipeline import prepare_pair
-from dmfnet_edge.preprocess.tensor import crop_to, from_network, pad_to_multiple, to_network
+from dmfnet_edge.postprocess.image import crop_to, from_network
+from dmfnet_edge.preprocess.tensor import pad_to_multiple, to_network
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SEED_PNG = encode_image(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8), ".png")

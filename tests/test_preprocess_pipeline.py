@@ -3,8 +3,9 @@ import pytest
 
 from dmfnet_edge.errors import InputError, PairingError
 from dmfnet_edge.pipeline import fuse_pixels, prepare_pair
-from dmfnet_edge.preprocess.color import grey_of, merge_luma, split_luma
-from dmfnet_edge.preprocess.tensor import from_network, pad_to_multiple, to_network
+from dmfnet_edge.postprocess.image import from_network, merge_luma
+from dmfnet_edge.preprocess.color import grey_of, split_luma
+from dmfnet_edge.preprocess.tensor import pad_to_multiple, to_network
 from dmfnet_edge.runtime.torch_backend import TorchRunner
 from tests.conftest import smooth_image
 

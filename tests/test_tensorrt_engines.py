@@ -138,6 +138,7 @@ def _check_engine(onnx_path: Path, out: Path, options: BuildOptions = RTX) -> di
 @pytest.fixture(scope="module")
 def tiny_graphs(tmp_path_factory, tensorrt_rtx):
     """The tiny model's dynamic FP32 graph and its FP16 (AutoCast) and INT8 (TensorRT Q/DQ) recipes."""
+    pytest.importorskip("modelopt", reason="the FP16 and TensorRT INT8 recipes need the [quantize] extra")
     root = tmp_path_factory.mktemp("tiny-graphs")
     assert export_main(["onnx", "--model", "tiny", "-o", str(root), "--dynamic", "--name", "tiny-fp32"]) == 0
     fp32 = root / "tiny-fp32.onnx"
@@ -250,6 +251,7 @@ def test_engine_validity_is_asked_before_deserialising(tensorrt_rtx):
 def edge_graphs(tmp_path_factory, tensorrt_rtx, shared_data):
     """The shipped dynamic FP32 graph, and FP16 / INT8 (TensorRT Q/DQ, the shipped mixed-precision plan) recipes
     of it calibrated on two training pairs per modality."""
+    pytest.importorskip("modelopt", reason="the FP16 and TensorRT INT8 recipes need the [quantize] extra")
     root = tmp_path_factory.mktemp("edge-graphs")
     fp32 = WEIGHTS / "dmfnet-edge-fp32.onnx"
     assert export_main(["quantize", "--onnx", str(fp32), "--precision", "fp16", "-o", str(root / "fp16.onnx")]) == 0

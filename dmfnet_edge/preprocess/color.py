@@ -1,4 +1,4 @@
-"""BT.601 luma/chroma split and merge (8-bit YCrCb with offset 128, OpenCV's definition).
+"""BT.601 luma/chroma split (8-bit YCrCb with offset 128, OpenCV's definition); the merge is postprocess/.
 
 PET and SPECT are pseudo-colour: the network fuses their luma Y and the fused image gets the functional
 image's chroma back, as the method does. Grey images have neutral chroma (Cr = Cb = 128).
@@ -16,14 +16,6 @@ def split_luma(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         return pixels, None
     ycrcb = cv2.cvtColor(pixels, cv2.COLOR_RGB2YCrCb)
     return np.ascontiguousarray(ycrcb[:, :, 0]), np.ascontiguousarray(ycrcb[:, :, 1:])
-
-
-def merge_luma(luma: np.ndarray, chroma: np.ndarray | None) -> np.ndarray:
-    """Fused Y (H, W) uint8 + source CrCb -> RGB (H, W, 3) uint8, or the grey Y itself when chroma is None."""
-    if chroma is None:
-        return luma
-    ycrcb = np.concatenate([luma[:, :, None], chroma], axis=2)
-    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
 
 
 def grey_of(pixels: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Numeric pre/post-processing between uint8 pixels and the network range, without torch.
+"""Numeric preprocessing from uint8 pixels to the network range, without torch (the way back: postprocess/).
 
 The network sees float32 (N, 1, H, W) in [-1, 1] with H and W multiples of 16 and at least 64 (the coarsest
 feature level, 1/16 of the input, must be wider than the 7x7 reflect-padded spatial attention's padding).
@@ -18,12 +18,6 @@ def to_network(luma: np.ndarray) -> np.ndarray:
     return luma.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
 
 
-def from_network(values: np.ndarray) -> np.ndarray:
-    """float (..., H, W) in about [-1, 1] -> uint8: clamp, map to 0..255 and round (the method's tensor2img)."""
-    scaled = (np.clip(values, -1.0, 1.0) + 1.0) * 127.5
-    return np.round(scaled).astype(np.uint8)
-
-
 def padded_size(height: int, width: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
     """The network size for an image: next multiple of `multiple`, at least MIN_NETWORK_SIDE."""
     def side(n: int) -> int:
@@ -40,7 +34,3 @@ def pad_to_multiple(image: np.ndarray, multiple: int = SIZE_MULTIPLE) -> np.ndar
         return image
     widths = [(0, 0)] * (image.ndim - 2) + [(0, ph - h), (0, pw - w)]
     return np.pad(image, widths, mode="reflect" if min(h, w) > 1 else "edge")
-
-
-def crop_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    return image[..., :height, :width]

@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from dmfnet_edge.errors import InputError
 from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME
-from dmfnet_edge.preprocess.tensor import crop_to, pad_to_multiple, padded_size
+from dmfnet_edge.errors import InputError
+from dmfnet_edge.postprocess.image import crop_to
+from dmfnet_edge.preprocess.tensor import pad_to_multiple, padded_size
 
 log = logging.getLogger(__name__)
 

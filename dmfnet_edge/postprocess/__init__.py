@@ -1,0 +1,1 @@
+"""The stage after the runner, without torch: network output -> pixels (range, crop, chroma restored)."""
