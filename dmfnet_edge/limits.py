@@ -14,7 +14,11 @@ import os
 
 from dmfnet_edge.errors import InputError
 
-DEFAULT_MAX_PIXELS = 2048 * 2048
+# Peak memory of a fusion call on the embedded default (ONNX Runtime, FP32 graph) measured by
+# benchmarks/memory_model.py (docs/RELIABILITY.md, "Memory model"): about 0.1 GiB + 5 to 7 kB per pixel in the
+# call, up to 10.5 kB where ONNX Runtime's arena rounds big buffers up (two 1024 x 1024 images: 21 GiB). 2**20
+# pixels (one 1024 x 1024 image, four 512 x 512) keep a call under 11 GiB on a 24 GiB machine.
+DEFAULT_MAX_PIXELS = 2**20
 
 
 def max_pixels() -> int:

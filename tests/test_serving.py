@@ -194,7 +194,7 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(server):
     with pytest.raises(InferenceServerException, match="unexpected inference input 'ct'"):
         request("FP32", (1, 1, 64, 64), ("mri", "ct"))
     with pytest.raises(InferenceServerException, match="over this server's bound"):
-        request("FP32", (1, 1, 4096, 4096))  # 16.8 M pixels against the 4.2 M bound, refused before any work
+        request("FP32", (1, 1, 4096, 4096))  # 16.8 M pixels against the 1 M bound, refused before any work
     with pytest.raises(InferenceServerException):
         client.infer("no_such_model", [])
     ok = request("FP32", (2, 1, 80, 72))  # any size: padded to the contract and cropped back, as locally

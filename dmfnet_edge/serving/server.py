@@ -33,6 +33,7 @@ import numpy as np
 
 from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME
 from dmfnet_edge.errors import InputError
+from dmfnet_edge.limits import DEFAULT_MAX_PIXELS
 from dmfnet_edge.postprocess.image import crop_to
 from dmfnet_edge.preprocess.tensor import pad_to_multiple, padded_size
 
@@ -50,7 +51,7 @@ class ServerOptions:
     preferred_batches: tuple[int, ...] = (4, 8)
     queue_delay_us: int = 2000
     threads: int | None = None
-    max_pixels: int = 4 * 1024 * 1024  # network pixels run at once (batch x H x W): one 2048x2048 image
+    max_pixels: int = DEFAULT_MAX_PIXELS  # network pixels run at once (batch x H x W), as the CLI's budget
 
 
 def request_error(mri: np.ndarray, other: np.ndarray, max_pixels: int) -> str | None:
