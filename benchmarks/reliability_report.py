@@ -1,5 +1,6 @@
-"""Run the bad-input catalogue (tests/bad_inputs.py) and print a Markdown table of what each case produced:
-exit code, the one-line message, and whether any output file was left behind. Used for docs/RELIABILITY.md.
+"""Run the bad-input catalogue (tests/bad_inputs.py), every case in a fresh `dmfnet` process, and print a Markdown
+table of what each produced: exit code, the one-line message, whether any output file was left behind and
+whether every input is byte-identical afterwards. Used for docs/RELIABILITY.md.
 
     python benchmarks/reliability_report.py [--model PATH]   (default: a seeded tiny model)
 """
@@ -15,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dmfnet_edge.models.checkpoint import build_model, save_model  # noqa: E402
-from tests.bad_inputs import CATALOGUE, run_case  # noqa: E402
+from tests.bad_inputs import CATALOGUE, run_case_process  # noqa: E402
 
 PYDICOM_TEST_FILES = Path(__import__("pydicom").__file__).parent / "data" / "test_files"
 
@@ -31,19 +32,23 @@ def main() -> int:
             tiny = build_model("tiny")
             model = Path(tmp) / "tiny"
             save_model(tiny, tiny.cfg, model, "dmfnet", {})
-        print("| bad input | exit | message (paths shortened) | output left |")
-        print("|---|---|---|---|")
+        print("| bad input | exit | message (paths shortened) | output left | inputs unchanged |")
+        print("|---|---|---|---|---|")
         for i, case in enumerate(CATALOGUE):
             folder = Path(tmp) / f"case{i}"
             folder.mkdir()
-            code, stderr, left = run_case(case, folder, model)
-            ok = code == case.exit_code and (case.message in stderr) and (not left or code == 0)
+            outcome = run_case_process(case, folder, model)
+            code, stderr, left = outcome.code, outcome.stderr, outcome.left
+            same = outcome.inputs_after == outcome.inputs_before
+            ok = code == case.exit_code and (case.message in stderr) and (not left or code == 0) and same \
+                and "Traceback" not in stderr and (code == 0 or stderr.count("\n") == 1)
             failures += not ok
             message = stderr.strip().replace(str(folder) + "/", "").replace(str(folder), ".")
             message = message.replace(str(PYDICOM_TEST_FILES) + "/", "pydicom test file ")
             message = message.replace("dmfnet: error: ", "") or "(fused; exit 0)"
             print(f"| {case.name} | {code} | {message.replace('|', '/')} | "
-                  f"{'no' if not left or code == 0 else 'YES'} |{'' if ok else ' **unexpected**'}")
+                  f"{'no' if not left or code == 0 else 'YES'} | {'yes' if same else 'NO'} |"
+                  f"{'' if ok else ' **unexpected**'}", flush=True)
     return 1 if failures else 0
 
 

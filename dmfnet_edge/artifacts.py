@@ -56,6 +56,9 @@ def resolve_weights(spec: str | os.PathLike[str]) -> tuple[Path, Path]:
         base = Path(text)
         if base.suffix in (".json", ".safetensors"):
             base = base.with_suffix("")
+        if base.name in ("", ".", "..") or not text.strip():  # '', ' ', '/', '..': a folder, never a model
+            raise ModelFileError(f"'{text}': not a model; give a shipped name ({', '.join(SHIPPED)}) or "
+                                 "PATH/NAME of NAME.safetensors + NAME.json")
     tensors, sidecar = base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
     for path in (tensors, sidecar):
         if not path.is_file():

@@ -5,6 +5,7 @@
   its writer only (other users, a PACS bridge). The umask is read once, at import: reading it means setting it,
   which is not safe while other threads create files.
 * `atomic_write_bytes`: a temporary file in the target folder, renamed into place; nothing is left on failure.
+  A target that is a device, FIFO, socket or folder is refused, never replaced.
 * `staged_folder`: a hidden folder beside a target folder to build it in; whatever the block leaves of it
   (an error, Ctrl-C, SIGTERM) is removed, so an interrupted build leaves nothing. The block moves it into place
   under its own rule for what it may replace.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,15 +36,28 @@ FILE_MODE = 0o666 & ~UMASK
 FOLDER_MODE = 0o777 & ~UMASK
 
 
-def _creation_error(exc: OSError, path: Path, where: Path) -> Exception:
+def _creation_error(exc: OSError, path: Path, where: Path, kind: str = "file") -> Exception:
     if exc.errno == errno.ENAMETOOLONG:
-        return InputError(f"{path.name[:40]}...: the output name is {len(os.fsencode(path.name))} bytes long; "
-                          "file systems allow 255: choose a shorter name")
+        return InputError(f"{path.name[:40]}...: the output {kind} name is {len(os.fsencode(path.name))} bytes "
+                          "long; file systems allow 255: choose a shorter name")
     return EnvironmentProblem(f"{where}: cannot write here ({exc.strerror}); choose a writable output folder")
+
+
+def refuse_special_target(path: Path) -> None:
+    """An output path that names a device, FIFO, socket or folder is refused: renaming a file over it would
+    replace `/dev/null` for every program on the machine (a root user's `--json /dev/null`)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # nothing there (or unreadable: the write reports it)
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
+        raise InputError(f"{path}: is {kind}; give the path of a file to write")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
+    refuse_special_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -72,7 +87,7 @@ def staged_folder(target: Path, tag: str = "partial") -> Iterator[Path]:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{tag}-", dir=target.parent))
         os.chmod(staging, FOLDER_MODE)
     except OSError as exc:
-        raise _creation_error(exc, target, target.parent) from None
+        raise _creation_error(exc, target, target.parent, "folder") from None
     try:
         yield staging
     finally:

@@ -1,14 +1,23 @@
-"""The bad-input catalogue: every case builds its inputs in a folder, runs one CLI command in-process and
-states the exit code and the message it must produce. Used by tests/test_bad_inputs.py and by
-benchmarks/reliability_report.py (which prints the observed errors for docs/RELIABILITY.md)."""
+"""The bad-input catalogue: every case builds its inputs in a folder, runs one CLI command and states the exit
+code and the message it must produce. `run_case_process` runs it as a user would, in a fresh `dmfnet` process
+(a traceback, a crash or a hang can only be seen from outside), and hashes every input before and after. Used
+by tests/test_bad_inputs.py and by benchmarks/reliability_report.py (which prints the observed errors for
+docs/RELIABILITY.md).
+
+    python -m tests.bad_inputs CASE-NAME FOLDER MODEL   the child process of a case with a patch (disk full)
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import io
+import hashlib
+import json
 import os
+import stat
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,6 +195,10 @@ CATALOGUE: list[Case] = [
     Case("oversized file named .png", lambda d, m: _pair(d, other=_raw(d, "big.png", b"\x89PNG" + bytes(40 << 20))),
          2, "more than an image within the pixel budget can take"),
     Case("eval of 1x1 images", lambda d, m: _eval(d, 1), 2, "too small for the metrics"),
+    Case("output over a FIFO (as /dev/null would be for root)", lambda d, m: [
+        *_pair(d)[:-1], str(_fifo(d)), "--overwrite"], 2, "is not a regular file (a device, pipe or socket)"),
+    Case("--json over a FIFO", lambda d, m: [*_eval(d, 64), "--json", str(_fifo(d))], 2,
+         "is not a regular file (a device, pipe or socket)"),
     Case("invalid option value (--batch 0)", lambda d, m: ["fuse-dir", "--pairs", str(d), "--out", str(d / "out"),
                                                            "--batch", "0"], 2, "0 is out of range"),
 ]
@@ -212,22 +225,67 @@ def _damaged_model(folder: Path, model: Path) -> str:
     return str(folder / "m")
 
 
-def run_case(case: Case, folder: Path, model: Path) -> tuple[int, str, list[Path]]:
-    """Run one case; returns (exit code, stderr, files left under folder/out)."""
-    from dmfnet_edge.cli.main import main
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Outcome:
+    code: int  # exit status; negative: killed by that signal (a crash)
+    stderr: str
+    left: list[Path]  # files under folder/out afterwards
+    inputs_before: dict[str, str]
+    inputs_after: dict[str, str]
+    seconds: float
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every input under `folder` (outside folder/out): regular files by SHA-256, links by target, other
+    entries (FIFOs, folders) by type; nothing is opened that could block or never end."""
+    out: dict[str, str] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if rel.parts[0] == "out":
+            continue
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            out[str(rel)] = "link -> " + os.readlink(path)
+        elif stat.S_ISREG(mode):
+            out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            out[str(rel)] = "folder" if stat.S_ISDIR(mode) else f"special {stat.S_IFMT(mode):o}"
+    return out
+
+
+def run_case_process(case: Case, folder: Path, model: Path, timeout: float = 300) -> Outcome:
+    """Run one case in a fresh process: `python -m dmfnet_edge.cli.main ARGV`, or this module as the child for
+    a case that patches the library (it cannot be set up from outside)."""
+    import time
 
     argv = case.build(folder, model)
     if "--model" not in argv and argv[0] != "eval":
         argv += ["--model", str(model)]
-    from dmfnet_edge._quiet import captured
-
-    err, native = io.StringIO(), io.StringIO()  # native: file descriptor 2, where native libraries print
-    with captured(native, fds=(2,)), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        with case.patch() if case.patch else contextlib.nullcontext():
-            try:
-                code = main(argv)
-            except SystemExit as exc:  # usage errors: argparse exits
-                code = exc.code
+    (folder / "argv.json").write_text(json.dumps(argv))
+    command = [sys.executable, "-m", "tests.bad_inputs", case.name, str(folder), str(model)] if case.patch \
+        else [sys.executable, "-m", "dmfnet_edge.cli.main", *argv]
+    before = snapshot(folder)
+    start = time.perf_counter()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMFNET_")}
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
     out = folder / "out"
     left = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
-    return code, native.getvalue() + err.getvalue(), left
+    return Outcome(done.returncode, done.stderr, left, before, snapshot(folder), seconds)
+
+
+def _child(name: str, folder: Path) -> int:
+    from dmfnet_edge.cli.main import main
+
+    case = next(c for c in CATALOGUE if c.name == name)
+    argv = json.loads((folder / "argv.json").read_text())
+    with case.patch() if case.patch else contextlib.nullcontext():
+        return main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1], Path(sys.argv[2])))

@@ -267,3 +267,18 @@ def test_a_preset_name_never_fuses_with_random_weights_on_any_backend(tmp_path, 
         assert code == 2, (backend, err)
         assert err.count("\n") == 1 and "paper" in err
     assert not list(tmp_path.glob("gpu.png")) and not list(tmp_path.glob("torch.png"))
+
+
+def test_fuse_dir_says_which_pairs_it_kept_when_a_later_pair_fails(capsys, tmp_path, rng, tiny_model_base):
+    pairs = tmp_path / "pairs" / "MRI-CT"
+    for name in ("01", "02", "03"):
+        write_image(pairs / "MRI" / f"{name}.png", smooth_image(rng, 64, 64))
+        write_image(pairs / "CT" / f"{name}.png", smooth_image(rng, 64, 64))
+    (pairs / "CT" / "03.png").write_bytes(b"not an image at all")
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "fuse-dir", "--pairs", str(tmp_path / "pairs"), "--out", str(out), "--model",
+                       str(tiny_model_base))
+    assert code == 2 and err.count("\n") == 1 and "03.png: not a readable image" in err
+    kept = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert kept and kept == ["01.png", "02.png"][:len(kept)]  # pairs are read one ahead of the one fused
+    assert f"; {len(kept)} of 3 pairs were fused before it and are complete in {out} (no report was written)" in err

@@ -36,9 +36,11 @@ def test_a_signal_mid_fuse_dir_keeps_the_pairs_already_fused(tmp_path, sig, code
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
-    assert err.strip().splitlines()[-1] == f"dmfnet: {word}; no partial outputs were kept"
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"dmfnet: {word}; no partial outputs were kept; ") and "pairs were fused before it" in last
     written = sorted(out.glob("MRI-CT/*.png"))
     assert 2 <= len(written) < 24  # stopped mid-run, the earlier pairs kept
+    assert f"; {len(written)} of 24 pairs were fused before it and are complete in {out}" in last  # and said so
     for png in written:
         assert read_image(png).shape == (256, 256)  # each one complete
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary files left behind

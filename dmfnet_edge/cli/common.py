@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from dmfnet_edge.cli.types import POSITIVE, torch_device
+from dmfnet_edge.cli.types import THREADS, torch_device
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.runtime import BACKENDS, Runner, open_runner
 
@@ -17,7 +17,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "int8", "fp16", "bf16"),
                    help="onnxruntime with a shipped model: fp32 (default) or int8 graph; torch: fp32; "
                         "gpu: fp16 (default), bf16 or fp32")
-    p.add_argument("--threads", type=POSITIVE, help="CPU threads for inference (default: the library's choice)")
+    p.add_argument("--threads", type=THREADS, help="CPU threads for inference (default: the library's choice)")
     p.add_argument("--server", metavar="URL",
                    help="fuse on a Triton Inference Server instead: http://HOST:PORT or grpc://HOST:PORT (e.g. "
                         "'dmfnet serve'); retries with backoff while the server is unavailable")

@@ -54,11 +54,15 @@ def run(args: argparse.Namespace) -> int:
     runner = runner_from(args)
     methods = _method_fns(runner)
     results: dict[str, dict[str, Any]] = {}
+    written = [0]
+    args.kept_note = lambda: (f"{written[0]} fused images were written before it and are complete in {args.out} "
+                              "(no comparison was written)" if written[0] else "")
     with bar(len(pairs) * len(methods), "comparing", "image") as progress:
         for method, fn in methods.items():
             def fused_for(pair: ImagePair, mri: np.ndarray, other: np.ndarray, fn=fn, method=method) -> np.ndarray:
                 pixels = fn(mri, other)
                 write_image(args.out / _folder(method) / pair.task / f"{pair.name}.png", pixels)
+                written[0] += 1
                 return pixels
 
             results[method] = evaluate(pairs, fused_for, lambda: progress.update(1))

@@ -12,7 +12,7 @@ from dmfnet_edge.artifacts import write_json_atomic
 from dmfnet_edge.cli import triton_cmd
 from dmfnet_edge.cli.main import run_cli
 from dmfnet_edge.cli.progress import bar
-from dmfnet_edge.cli.types import NON_NEGATIVE, POSITIVE, int_range, positive_float
+from dmfnet_edge.cli.types import NON_NEGATIVE, POSITIVE, THREADS, int_range, positive_float
 from dmfnet_edge.errors import InputError
 
 
@@ -162,7 +162,7 @@ def configure_verify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", required=True, type=Path, help="validation split DIR/MRI-X/{MRI,X}/NAME.png")
     p.add_argument("--per-modality", type=POSITIVE, help="use only the first N pairs of every modality")
     p.add_argument("--report", required=True, type=Path, help="folder for <graph>.verify.json and .worst.png")
-    p.add_argument("--threads", type=POSITIVE, help="ONNX Runtime CPU threads (default: its choice)")
+    p.add_argument("--threads", type=THREADS, help="ONNX Runtime CPU threads (default: its choice)")
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -222,7 +222,7 @@ def configure_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-cache", type=Path, help="tensorrt: persisted timing cache file (read, then updated)")
     p.add_argument("--lock-timing-cache", action="store_true",
                    help="tensorrt: never update the cache; fail on cache misses where TensorRT supports it")
-    p.add_argument("--workspace-mib", type=POSITIVE, default=2048, help="builder workspace (scratch memory) limit")
+    p.add_argument("--workspace-mib", type=int_range(1, 1 << 20), default=2048, help="builder workspace (scratch memory) limit")
     p.add_argument("--plugin-lib", type=Path, action="append", default=[],
                    help="tensorrt: plugin library to load (libdmfnet_trt_plugins.so), recorded in the manifest")
 
@@ -247,9 +247,9 @@ def configure_profile(p: argparse.ArgumentParser) -> None:
     from dmfnet_edge.cli.common import add_model_options
 
     add_model_options(p)
-    p.add_argument("--repeats", "--runs", dest="repeats", type=POSITIVE, default=50, help="timed runs")
-    p.add_argument("--warmup", type=NON_NEGATIVE, default=5, help="untimed runs first")
-    p.add_argument("--batch", type=POSITIVE, default=1, help="pairs per network call")
+    p.add_argument("--repeats", "--runs", dest="repeats", type=int_range(1, 100_000), default=50, help="timed runs")
+    p.add_argument("--warmup", type=int_range(0, 100_000), default=5, help="untimed runs first")
+    p.add_argument("--batch", type=int_range(1, 64), default=1, help="pairs per network call")
     p.add_argument("--pair", nargs=2, type=Path, metavar=("MRI", "OTHER"),
                    help="images to fuse (default: the bundled MRI-PET sample)")
     p.add_argument("--budget-ms", type=positive_float, help="fail (exit 1) when the p99 latency exceeds this")

@@ -64,6 +64,9 @@ def run_fuse_dir(args: argparse.Namespace) -> int:
     runner = runner_from(args)
     seconds: dict[str, float] = {}
     written: dict[str, Path] = {}
+    # pairs are written one by one, each atomically: a run stopped part-way keeps the complete ones and says so
+    args.kept_note = lambda: (f"{len(written)} of {len(pairs)} pairs were fused before it and are complete in "
+                              f"{args.out} (no report was written)" if written else "")
 
     def prepared():
         for pair in pairs:

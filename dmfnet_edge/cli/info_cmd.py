@@ -6,12 +6,14 @@ import argparse
 import json
 
 from dmfnet_edge._optional import require
-from dmfnet_edge.cli.types import int_range
+from dmfnet_edge.cli.types import int_multiple
+from dmfnet_edge.preprocess.tensor import SIZE_MULTIPLE
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="edge", help="shipped name, preset (paper/edge/tiny) or PATH")
-    p.add_argument("--size", type=int_range(64, 8192), default=256, help="image side for the FLOP count")
+    p.add_argument("--size", type=int_multiple(SIZE_MULTIPLE, 64, 8192), default=256,
+                   help=f"image side for the FLOP count (a network side: a multiple of {SIZE_MULTIPLE})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -98,19 +98,27 @@ def run_cli(argv: Sequence[str] | None, prog: str, commands: list[Command] | Non
             signal.signal(signal.SIGTERM, previous)
 
 
+def _kept(args: argparse.Namespace) -> str:
+    """What a command that stopped part-way kept (`args.kept_note`, set by commands whose outputs are
+    complete one by one, like fuse-dir's pairs), as a clause for its one error line."""
+    note = getattr(args, "kept_note", None)
+    text = note() if callable(note) else ""
+    return f"; {text}" if text else ""
+
+
 def _run(args: argparse.Namespace, prog: str) -> int:
     try:
         code = int(args.run(args) or 0)
         sys.stdout.flush()  # a full disk or closed pipe behind stdout shows here, not as a traceback at exit
         return code
     except DmfnetError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}{_kept(args)}", file=sys.stderr)
         return exc.exit_code
     except Terminated:
-        print(f"{prog}: terminated; no partial outputs were kept", file=sys.stderr)
+        print(f"{prog}: terminated; no partial outputs were kept{_kept(args)}", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; no partial outputs were kept", file=sys.stderr)
+        print(f"{prog}: interrupted; no partial outputs were kept{_kept(args)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`
         sys.stderr.close()

@@ -9,8 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from dmfnet_edge.cli.types import POSITIVE, int_range
+from dmfnet_edge.cli.types import POSITIVE, THREADS, int_range
 from dmfnet_edge.errors import MissingDependency
+from dmfnet_edge.limits import DEFAULT_MAX_PIXELS
 
 PORT = int_range(1, 65535)
 
@@ -28,10 +29,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="batch sizes the dynamic batcher waits to form")
     p.add_argument("--queue-delay-us", type=int_range(0, 10_000_000), default=2000,
                    help="how long a request may wait to be batched")
-    p.add_argument("--threads", type=POSITIVE, help="ONNX Runtime intra-op threads")
-    p.add_argument("--max-pixels", type=POSITIVE, default=4 * 1024 * 1024,
+    p.add_argument("--threads", type=THREADS, help="ONNX Runtime intra-op threads")
+    p.add_argument("--max-pixels", type=POSITIVE, default=DEFAULT_MAX_PIXELS,
                    help="network pixels run at once (batch x H x W, padded): batches run in chunks of this, one "
-                        "image over it is refused (default: one 2048x2048 image)")
+                        "image over it is refused (default: the CLI's pixel budget, 2**20 pixels, under 11 GiB peak)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.cli.progress import bar
-from dmfnet_edge.cli.types import NON_NEGATIVE, POSITIVE, int_range, positive_float, torch_device
+from dmfnet_edge.cli.types import NON_NEGATIVE, POSITIVE, THREADS, int_range, positive_float, torch_device
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.pairs import find_pairs
 from dmfnet_edge.metrics.table import markdown_table
@@ -30,8 +30,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=positive_float, help="learning rate (stage1 default 2e-4 AdamW, stage2 1e-4 Adam)")
     p.add_argument("--device", default="cpu", type=torch_device, help="cpu | cuda | cuda:N")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
-    p.add_argument("--threads", type=POSITIVE, help="CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of initialisation, data order and noise")
+    p.add_argument("--threads", type=THREADS, help="CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="seed of initialisation, data order and noise")
     p.add_argument("--checkpoint-every", type=POSITIVE, default=200, help="steps between resumable checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.* if present")
     p.add_argument("--json", action="store_true", help="print the whole validation report as JSON")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dmfnet_edge.cli.types import POSITIVE, int_range
+from dmfnet_edge.cli.types import POSITIVE, THREADS, int_range
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.output_guard import refuse_overlap
 
@@ -24,7 +24,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="how long a request may wait to be batched")
     p.add_argument("--instances", type=int_range(1, 64), default=1, help="model instances per device")
     p.add_argument("--kind", choices=["cpu", "gpu"], default="cpu", help="ONNX: CPU or GPU instances")
-    p.add_argument("--threads", type=POSITIVE, help="ONNX Runtime intra-op threads per CPU instance")
+    p.add_argument("--threads", type=THREADS, help="ONNX Runtime intra-op threads per CPU instance")
 
 
 def run(args: argparse.Namespace) -> int:

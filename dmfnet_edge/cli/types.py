@@ -24,8 +24,23 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def int_multiple(multiple: int, low: int, high: int) -> Callable[[str], int]:
+    """An int in [low, high] that is a multiple of `multiple` (a network side)."""
+    bounded = int_range(low, high)
+
+    def parse(text: str) -> int:
+        value = bounded(text)
+        if value % multiple:
+            raise argparse.ArgumentTypeError(f"{value} is not a multiple of {multiple}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
 POSITIVE = int_range(1)
 NON_NEGATIVE = int_range(0)
+THREADS = int_range(1, 1024)  # torch and ONNX Runtime take a C int; more threads than this is a typo
 
 
 def positive_float(text: str) -> float:
