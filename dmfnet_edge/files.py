@@ -20,6 +20,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 
 from dmfnet_edge.errors import EnvironmentProblem, InputError
@@ -34,6 +35,13 @@ def _read_umask() -> int:
 UMASK = _read_umask()
 FILE_MODE = 0o666 & ~UMASK
 FOLDER_MODE = 0o777 & ~UMASK
+
+
+def package_path(*parts: str) -> Path:
+    """A data folder or file shipped inside the package (wheel or source checkout alike), e.g. the kernel
+    sources: `package_path("kernels", "cross_modal_attention")`. In a checkout `dmfnet_edge/kernels` is a link
+    to the top-level `kernels/`; a wheel holds a copy."""
+    return Path(str(resources.files("dmfnet_edge").joinpath(*parts)))
 
 
 def _creation_error(exc: OSError, path: Path, where: Path, kind: str = "file") -> Exception:

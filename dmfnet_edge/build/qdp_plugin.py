@@ -22,8 +22,9 @@ from typing import Any, Dict, List, Tuple, Union
 from dmfnet_edge._optional import require
 from dmfnet_edge.contract import PLUGIN_ID
 from dmfnet_edge.errors import EnvironmentProblem
+from dmfnet_edge.files import package_path
 
-KERNELS = Path(__file__).resolve().parents[2] / "kernels" / "cross_modal_attention"
+KERNELS = package_path("kernels", "cross_modal_attention")  # package data: works from a wheel too
 KERNEL_NAME = "dmfnet_pixel_attention_fuse_aot"
 BLOCK = 256
 IO_FORMATS = "FP32, FP32, FP32, FP32, FP32, FP32, FP32"  # six inputs and the output, linear FP32

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import torch
 
-KERNELS = Path(__file__).resolve().parents[2] / "kernels" / "cross_modal_attention"
+from dmfnet_edge.files import package_path
+
+KERNELS = package_path("kernels", "cross_modal_attention")  # package data: works from a wheel too
 
 
 @functools.lru_cache(maxsize=1)
