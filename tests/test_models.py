@@ -131,3 +131,16 @@ def test_low_noise_timestep_sampling_puts_half_the_mass_below_100():
     assert float((uniform <= 100).float().mean()) < 0.07
     with pytest.raises(ValueError):
         DiffusionObjective(PRESETS["tiny"].diffusion, "bogus")
+
+
+def test_saved_weights_get_the_umask_permissions_like_every_other_output(tmp_path):
+    """safetensors writes its own new file (0600): the weights would be unreadable for other users."""
+    import stat
+
+    from dmfnet_edge.files import FILE_MODE
+    from dmfnet_edge.models.checkpoint import build_model, save_model
+
+    model = build_model("tiny")
+    save_model(model, model.cfg, tmp_path / "m", "dmfnet", {})
+    for name in ("m.safetensors", "m.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == FILE_MODE, name

@@ -29,6 +29,7 @@ def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: 
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, FILE_MODE)  # safetensors writes a new file of its own (0600), not through our descriptor
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
