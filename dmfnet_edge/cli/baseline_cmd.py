@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dmfnet_edge.baselines import BASELINES, fuse_with_baseline
+from dmfnet_edge.cli.common import Kept
 from dmfnet_edge.cli.progress import track
 from dmfnet_edge.io.images import read_image, write_image
 from dmfnet_edge.io.output_guard import refuse_overlap
@@ -21,13 +22,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     refuse_overlap("--out", args.out, {"--pairs": args.pairs})
     pairs = find_pairs(args.pairs)
-    done = [0]
-    args.kept_note = lambda: (f"{done[0]} of {len(pairs)} pairs were fused before it and are complete in {args.out}"
-                              if done[0] else "")
+    kept = Kept(args, "pairs were fused", args.out, len(pairs))
     for pair in track(pairs, len(pairs), args.method, "pair"):
         fused = fuse_with_baseline(args.method, read_image(pair.mri), read_image(pair.other))
         write_image(args.out / pair.task / f"{pair.name}.png", fused)
-        done[0] += 1
+        kept.add()
     print(f"{len(pairs)} pairs fused with '{args.method}' into {args.out}")
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from dmfnet_edge.cli.types import THREADS, torch_device
 from dmfnet_edge.errors import InputError
@@ -52,3 +53,24 @@ def parse_window(text: str | None) -> tuple[float, float] | None:
     if width <= 0:
         raise InputError(f"--window '{text}': the width must be positive")
     return center, width
+
+
+class Kept:
+    """Counts the outputs a command completes one by one (each written atomically), so that a run stopped
+    part-way by an error, Ctrl-C or SIGTERM says in its one error line what it kept (cli.main reads
+    `args.kept_note`)."""
+
+    def __init__(self, args: argparse.Namespace, what: str, where: Path, total: int | None = None,
+                 missing: str = "") -> None:
+        self.count, self.what, self.where, self.total, self.missing = 0, what, where, total, missing
+        args.kept_note = self.describe
+
+    def add(self, n: int = 1) -> None:
+        self.count += n
+
+    def describe(self) -> str:
+        if not self.count:
+            return ""
+        of = f" of {self.total}" if self.total is not None else ""
+        missing = f" ({self.missing})" if self.missing else ""
+        return f"{self.count}{of} {self.what} before it and are complete in {self.where}{missing}"

@@ -11,7 +11,7 @@ import numpy as np
 
 from dmfnet_edge.artifacts import write_json_atomic
 from dmfnet_edge.baselines import BASELINES, fuse_with_baseline
-from dmfnet_edge.cli.common import add_model_options, runner_from
+from dmfnet_edge.cli.common import Kept, add_model_options, runner_from
 from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.cli.report import overview_picture
 from dmfnet_edge.cli.types import int_range
@@ -54,15 +54,13 @@ def run(args: argparse.Namespace) -> int:
     runner = runner_from(args)
     methods = _method_fns(runner)
     results: dict[str, dict[str, Any]] = {}
-    written = [0]
-    args.kept_note = lambda: (f"{written[0]} fused images were written before it and are complete in {args.out} "
-                              "(no comparison was written)" if written[0] else "")
+    kept = Kept(args, "fused images were written", args.out, missing="no comparison was written")
     with bar(len(pairs) * len(methods), "comparing", "image") as progress:
         for method, fn in methods.items():
             def fused_for(pair: ImagePair, mri: np.ndarray, other: np.ndarray, fn=fn, method=method) -> np.ndarray:
                 pixels = fn(mri, other)
                 write_image(args.out / _folder(method) / pair.task / f"{pair.name}.png", pixels)
-                written[0] += 1
+                kept.add()
                 return pixels
 
             results[method] = evaluate(pairs, fused_for, lambda: progress.update(1))

@@ -222,7 +222,8 @@ def configure_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-cache", type=Path, help="tensorrt: persisted timing cache file (read, then updated)")
     p.add_argument("--lock-timing-cache", action="store_true",
                    help="tensorrt: never update the cache; fail on cache misses where TensorRT supports it")
-    p.add_argument("--workspace-mib", type=int_range(1, 1 << 20), default=2048, help="builder workspace (scratch memory) limit")
+    p.add_argument("--workspace-mib", type=int_range(1, 1 << 20), default=2048,
+                   help="builder workspace (scratch memory) limit")
     p.add_argument("--plugin-lib", type=Path, action="append", default=[],
                    help="tensorrt: plugin library to load (libdmfnet_trt_plugins.so), recorded in the manifest")
 

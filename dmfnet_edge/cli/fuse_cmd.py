@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from dmfnet_edge.cli.common import add_model_options, parse_window, runner_from
+from dmfnet_edge.cli.common import Kept, add_model_options, parse_window, runner_from
 from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.cli.types import NON_NEGATIVE, int_range
 from dmfnet_edge.errors import InputError
@@ -64,9 +64,7 @@ def run_fuse_dir(args: argparse.Namespace) -> int:
     runner = runner_from(args)
     seconds: dict[str, float] = {}
     written: dict[str, Path] = {}
-    # pairs are written one by one, each atomically: a run stopped part-way keeps the complete ones and says so
-    args.kept_note = lambda: (f"{len(written)} of {len(pairs)} pairs were fused before it and are complete in "
-                              f"{args.out} (no report was written)" if written else "")
+    kept = Kept(args, "pairs were fused", args.out, len(pairs), "no report was written")
 
     def prepared():
         for pair in pairs:
@@ -78,6 +76,7 @@ def run_fuse_dir(args: argparse.Namespace) -> int:
             for (pair, _), image in zip(group, fused):
                 key = f"{pair.task}/{pair.name}"
                 written[key] = write_image(args.out / pair.task / f"{pair.name}.png", image.pixels)
+                kept.add()
                 seconds[key] = elapsed / len(group)
             progress.update(len(group))
     with bar(len(pairs), "metrics and report" if args.metrics else "report", "pair") as progress:

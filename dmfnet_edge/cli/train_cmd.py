@@ -31,7 +31,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", type=torch_device, help="cpu | cuda | cuda:N")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--threads", type=THREADS, help="CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="seed of initialisation, data order and noise")
+    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0,
+                   help="seed of initialisation, data order and noise")
     p.add_argument("--checkpoint-every", type=POSITIVE, default=200, help="steps between resumable checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.* if present")
     p.add_argument("--json", action="store_true", help="print the whole validation report as JSON")
