@@ -88,15 +88,21 @@ OUTPUT_OPTIONS = {"-o": "fused.png", "--output": "fused.png", "--out": "outdir",
 COUNTER = itertools.count()
 
 
-@st.composite
-def command_lines(draw, inputs: dict[str, list[str]]) -> tuple[list[str], Path]:
-    command = draw(st.sampled_from(COMMANDS))
-    out = Path(inputs["root"][0]).parent / f"out-{next(COUNTER)}"
+def _base_line(inputs: dict[str, list[str]], command: str, tag: str) -> tuple[list[str], Path]:
+    """The command's valid line with its output options pointing into a fresh folder (returned too)."""
+    out = Path(inputs["root"][0]).parent / f"{tag}-{next(COUNTER)}"
     argv = list(inputs[command])
     flags = {a.option_strings[0] for a in _options(command)}
     for opt, name in OUTPUT_OPTIONS.items():
         if opt in flags and opt != "--json":
             argv += [opt, str(out / name)]
+    return argv, out
+
+
+@st.composite
+def command_lines(draw, inputs: dict[str, list[str]]) -> tuple[list[str], Path]:
+    command = draw(st.sampled_from(COMMANDS))
+    argv, out = _base_line(inputs, command, "out")
     for action in draw(st.lists(st.sampled_from(_options(command)), max_size=4, unique_by=lambda a: a.dest)):
         option = draw(st.sampled_from(action.option_strings))
         if action.nargs == 0:
@@ -116,12 +122,7 @@ def _single_option_lines(inputs: dict[str, list[str]]):
         for action in _options(command):
             values = [None] if action.nargs == 0 else HOSTILE + [str(c) for c in action.choices or []]
             for value in values:
-                out = root.parent / f"single-{next(COUNTER)}"
-                argv = list(inputs[command])
-                flags = {a.option_strings[0] for a in _options(command)}
-                for opt, name in OUTPUT_OPTIONS.items():
-                    if opt in flags and opt != "--json":
-                        argv += [opt, str(out / name)]
+                argv, out = _base_line(inputs, command, "single")
                 yield argv + [action.option_strings[0]] + ([] if value is None else [_value(value, root)]), out
 
 
