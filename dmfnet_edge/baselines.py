@@ -15,14 +15,11 @@ import numpy as np
 
 from dmfnet_edge.postprocess.image import merge_luma
 from dmfnet_edge.preprocess.color import split_luma
-
-
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+from dmfnet_edge.preprocess.intensity import clip_to_uint8
 
 
 def average(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _to_uint8((a.astype(np.float64) + b.astype(np.float64)) / 2)
+    return clip_to_uint8((a.astype(np.float64) + b.astype(np.float64)) / 2)
 
 
 def pixel_max(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -47,7 +44,7 @@ def laplacian_pyramid(a: np.ndarray, b: np.ndarray, levels: int = 4) -> np.ndarr
     out = (pa[-1] + pb[-1]) / 2
     for band in reversed(fused):
         out = cv2.pyrUp(out, dstsize=(band.shape[1], band.shape[0])) + band
-    return _to_uint8(out)
+    return clip_to_uint8(out)
 
 
 BASELINES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {

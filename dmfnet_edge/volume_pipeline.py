@@ -22,7 +22,8 @@ from dmfnet_edge.errors import InputError, PairingError
 from dmfnet_edge.io.volumes import Volume
 from dmfnet_edge.limits import pairs_per_call
 from dmfnet_edge.pipeline import prepare_pair, run_batch
-from dmfnet_edge.preprocess.intensity import DEFAULT_COLORMAPS, DEFAULT_SPECS, pseudo_colour, to_uint8
+from dmfnet_edge.preprocess.intensity import (DEFAULT_COLORMAPS, DEFAULT_SPECS, display_uint8, pseudo_colour,
+                                               to_uint8)
 from dmfnet_edge.preprocess.tensor import padded_size
 from dmfnet_edge.runtime.base import Runner
 
@@ -142,17 +143,17 @@ def resample_onto(other: Volume, mri: Volume) -> Volume:
         resampled = np.clip(np.round(resampled), 0, 255).astype(np.uint8)
     return Volume(resampled.astype(np.float64) if not other.is_colour else resampled, mri.spacing,
                   mri.orientation, mri.origin, other.modality, other.source, other.kind, sources=[],
-                  input_sha256=other.input_sha256)
+                  input_sha256=other.input_sha256, monochrome1=other.monochrome1)
 
 
 def to_slices(mri: Volume, other: Volume, modality: str, settings: IntensitySettings
               ) -> tuple[np.ndarray, np.ndarray, dict[str, str | None]]:
     """8-bit MRI slices (S, H, W) and other slices (grey or RGB), with the settings actually used."""
     resolved = settings.resolved(modality)
-    mri8 = to_uint8(mri.data, resolved["mri"])
+    mri8 = display_uint8(to_uint8(mri.data, resolved["mri"], str(mri.source)), mri.monochrome1)
     if other.is_colour:
         return mri8, other.data, {**resolved, "other": "as stored (colour)", "colormap": None}
-    other8 = to_uint8(other.data, resolved["other"])
+    other8 = display_uint8(to_uint8(other.data, resolved["other"], str(other.source)), other.monochrome1)
     if modality != "CT" and resolved["colormap"]:
         other8 = pseudo_colour(other8, resolved["colormap"])
     return mri8, other8, resolved

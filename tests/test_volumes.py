@@ -196,6 +196,37 @@ def test_intensity_specs():
         value_range(values, "window:abc")
 
 
+def test_monochrome1_is_inverted_after_the_window_by_one_rule(tmp_path):
+    """Both readers invert MONOCHROME1 after mapping values to 8 bits, over one scale for the whole series (the
+    volume reader used to invert each slice around its own range, before the window)."""
+    from dmfnet_edge.io.medical import read_dicom
+    from dmfnet_edge.volume_pipeline import IntensitySettings, to_slices
+
+    ramp = np.linspace(0.0, 1.0, 64 * 80).reshape(64, 80)
+    values = np.round(np.stack([100 + 300 * ramp, 900 * ramp]))  # slices with different ranges (integers: stored)
+    write_series(tmp_path / "m1", values, "MR", photometric="MONOCHROME1", shuffle=False)
+    write_series(tmp_path / "m2", values, "MR", shuffle=False)
+    inverted, plain = read_volume(tmp_path / "m1"), read_volume(tmp_path / "m2")
+    assert inverted.monochrome1 and not plain.monochrome1
+    assert np.array_equal(inverted.data, plain.data)  # values are never inverted, only the displayed pixels
+    for spec in ("window:450,900", "percentile", "minmax"):
+        settings = IntensitySettings(mri=spec, other=spec, colormap="none")
+        shown, _, _ = to_slices(inverted, inverted, "CT", settings)
+        reference, _, _ = to_slices(plain, plain, "CT", settings)
+        assert np.array_equal(shown, 255 - reference), spec
+    for k, path in enumerate(sorted((tmp_path / "m1").glob("*.dcm"))):  # the 2D reader: same rule, same pixels
+        pixels, meta = read_dicom(path, window=(450.0, 900.0))
+        assert meta["photometric"] == "MONOCHROME1"
+        assert np.array_equal(pixels, 255 - to_uint8(values[k], "window:450,900"))
+    with pytest.raises(InputError, match="mixes MONOCHROME1 and MONOCHROME2"):
+        mixed = tmp_path / "mixed"
+        write_series(mixed, values, "MR", photometric="MONOCHROME1", shuffle=False)
+        ds = pydicom.dcmread(sorted(mixed.glob("*.dcm"))[1])
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.save_as(sorted(mixed.glob("*.dcm"))[1])
+        read_volume(mixed)
+
+
 def test_multiple_series_need_a_choice(stacks, tmp_path):
     write_series(tmp_path / "mix", stacks[0], "MR")
     write_series(tmp_path / "mix", stacks[0], "MR")

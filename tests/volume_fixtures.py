@@ -20,7 +20,8 @@ FRAME_UID = "1.2.826.0.1.3680043.8.498.20251201"  # the fixtures' one frame of r
 
 def write_series(folder: Path, slices: np.ndarray, modality: str, spacing=(2.0, 0.9, 0.9),
                  origin=(-100.0, -120.0, 10.0), slope: float = 1.0, intercept: float = 0.0,
-                 study_uid: str | None = None, shuffle: bool = True, frame_uid: str | None = None) -> list[str]:
+                 study_uid: str | None = None, shuffle: bool = True, frame_uid: str | None = None,
+                 photometric: str = "MONOCHROME2") -> list[str]:
     """One file per slice; file names are shuffled so that only positions give the order. Returns SOP UIDs.
     Every series shares one frame of reference (they are co-registered phantoms) unless `frame_uid` says."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,7 +42,7 @@ def write_series(folder: Path, slices: np.ndarray, modality: str, spacing=(2.0, 
         ds.Rows, ds.Columns = pixels.shape[:2]
         colour = pixels.ndim == 3
         ds.SamplesPerPixel = 3 if colour else 1
-        ds.PhotometricInterpretation = "RGB" if colour else "MONOCHROME2"
+        ds.PhotometricInterpretation = "RGB" if colour else photometric
         if colour:
             ds.PlanarConfiguration = 0
             ds.BitsAllocated = ds.BitsStored = 8

@@ -50,7 +50,8 @@ class Frame:
         return n / (np.linalg.norm(n) or 1.0)
 
     def pixels(self) -> np.ndarray:
-        """Modality-LUT values (H, W) float64, or (H, W, 3) uint8 for colour images."""
+        """Modality-LUT values (H, W) float64 (never inverted: see `monochrome1`), or (H, W, 3) uint8 for
+        colour images."""
         try:
             arr = self.dataset.pixel_array
         except Exception as exc:  # pydicom raises many types for undecodable pixel data
@@ -60,10 +61,12 @@ class Frame:
         if arr.ndim == 3:
             return arr.astype(np.uint8) if arr.dtype == np.uint8 else np.round(
                 255.0 * arr / max(float(arr.max()), 1.0)).astype(np.uint8)
-        values = arr.astype(np.float64) * self.slope + self.intercept
-        if str(getattr(self.dataset, "PhotometricInterpretation", "")) == "MONOCHROME1":
-            values = values.max() + values.min() - values
-        return values
+        return arr.astype(np.float64) * self.slope + self.intercept
+
+    @property
+    def monochrome1(self) -> bool:
+        """Shown inverted (minimum value white); applied after the value mapping, `intensity.display_uint8`."""
+        return str(getattr(self.dataset, "PhotometricInterpretation", "")) == "MONOCHROME1"
 
 
 def _spacing(ds: Any, groups: Any) -> tuple[float, float]:

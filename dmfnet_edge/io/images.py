@@ -21,6 +21,7 @@ import numpy as np
 from dmfnet_edge.errors import EnvironmentProblem, InputError
 from dmfnet_edge.files import atomic_write_bytes
 from dmfnet_edge.limits import check_file_size, check_pixel_budget
+from dmfnet_edge.preprocess.intensity import rescale_to_uint8
 
 # OpenCV prints its own "[ERROR:...] readHeader ..." lines for malformed files; every decode failure is reported
 # here as one error line instead
@@ -60,23 +61,6 @@ def _check_readable(path: Path) -> bytes:
     if not data:
         raise InputError(f"{path}: file is empty")
     return data
-
-
-def to_uint8(pixels: np.ndarray, source: str) -> np.ndarray:
-    """Map any numeric image to uint8; 8-bit is kept, other depths are min..max scaled. Rejects NaN/Inf."""
-    if pixels.dtype == np.uint8:
-        return pixels
-    if not np.issubdtype(pixels.dtype, np.number) or np.issubdtype(pixels.dtype, np.complexfloating):
-        raise InputError(f"{source}: pixel type {pixels.dtype} is not supported")
-    values = pixels.astype(np.float64)
-    if not np.all(np.isfinite(values)):
-        raise InputError(f"{source}: image contains NaN or Inf values; clean or re-export the image")
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return np.zeros(pixels.shape, np.uint8)
-    # halves first: hi - lo overflows to inf for values near the float64 limits (and everything became 0)
-    span = hi / 2 - lo / 2
-    return np.round((values / 2 - lo / 2) * (255.0 / span)).astype(np.uint8)
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -165,7 +149,7 @@ def decode_image(data: bytes, source: str) -> np.ndarray:
             raise InputError(f"{source}: {channels} channels are not supported (expected 1, 3 or 4)")
     elif pixels.ndim != 2:
         raise InputError(f"{source}: {pixels.ndim}-dimensional image is not supported (expected a 2D image)")
-    return np.ascontiguousarray(to_uint8(pixels, source))
+    return np.ascontiguousarray(rescale_to_uint8(pixels, source))
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

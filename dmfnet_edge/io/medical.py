@@ -2,7 +2,8 @@
 
 DICOM: the modality LUT (RescaleSlope/Intercept) is applied first, giving physical values (HU for CT); then
 the window: `window=(center, width)` if given, else the file's own VOI LUT/window, else the slice's min..max.
-MONOCHROME1 is inverted so that bright means high signal. Colour (RGB, YBR, palette) images become RGB.
+MONOCHROME1 is inverted after the window (`preprocess.intensity.display_uint8`, the rule the volume
+reader follows too). Colour (RGB, YBR, palette) images become RGB.
 
 NIfTI: a 2D image, or slice `index` along the last axis of a 3D volume. Values are windowed by `window` if
 given, else by the volume's 0.5th..99.5th percentiles, so every slice of one volume shares one scale.
@@ -18,19 +19,9 @@ import numpy as np
 from dmfnet_edge._optional import require
 from dmfnet_edge.errors import DmfnetError, InputError
 from dmfnet_edge.limits import check_pixel_budget, check_voxel_budget
+from dmfnet_edge.preprocess.intensity import display_uint8, window_to_uint8
 
 Window = tuple[float, float]
-
-
-def window_to_uint8(values: np.ndarray, lower: float, upper: float, source: str) -> np.ndarray:
-    """Linearly map [lower, upper] to 0..255 (clipped); a degenerate window gives a black image."""
-    values = np.asarray(values, np.float64)
-    if not np.all(np.isfinite(values)):
-        raise InputError(f"{source}: image contains NaN or Inf values")
-    if upper <= lower:
-        return np.zeros(values.shape, np.uint8)
-    scaled = (values - lower) * (255.0 / (upper - lower))
-    return np.round(np.clip(scaled, 0, 255)).astype(np.uint8)
 
 
 def center_width(window: Window) -> tuple[float, float]:
@@ -119,8 +110,7 @@ def _read_dicom(pydicom: Any, path: Path, window: Window | None, frame: int | No
         out = window_to_uint8(voi, float(voi.min()), float(voi.max()), str(path))
     else:
         out = window_to_uint8(values, float(values.min()), float(values.max()), str(path))
-    if photometric == "MONOCHROME1":
-        out = 255 - out
+    out = display_uint8(out, photometric == "MONOCHROME1")
     meta["window"] = list(window) if window is not None else None
     return out, meta
 

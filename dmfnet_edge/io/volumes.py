@@ -39,6 +39,7 @@ class Volume:
     sources: list[Any] = field(default_factory=list)  # per slice: pydicom datasets (DICOM) or nothing
     header: Any = None  # the nibabel image (NIfTI)
     input_sha256: str = ""
+    monochrome1: bool = False  # DICOM MONOCHROME1: the 8-bit slices are inverted after the value mapping
 
     @property
     def slices(self) -> int:
@@ -173,10 +174,14 @@ def _read_dicom_series(path: Path, series_uid: str | None) -> Volume:
     if len(gaps) and (np.any(gaps <= 1e-6) or np.ptp(gaps) > 0.01 * max(abs(gaps.mean()), 1e-6) + 1e-3):
         raise InputError(f"{path}: slice positions are duplicated or unevenly spaced "
                          f"(gaps {np.round(np.unique(np.round(gaps, 3)), 3).tolist()} mm)")
+    if len({fr.monochrome1 for fr in frames}) > 1:
+        raise InputError(f"{path}: the series mixes MONOCHROME1 and MONOCHROME2 slices; no one grey scale fits "
+                         "both")
     data = np.stack([fr.pixels() for fr in frames])
     first = frames[0]
     dz = float(gaps.mean()) if len(gaps) else first.thickness
     return Volume(data, (dz, first.spacing[0], first.spacing[1]),
                   np.stack([first.orientation[:3], first.orientation[3:], normal]), first.position,
                   first.modality, path, "dicom", sources=[fr.dataset for fr in frames],
-                  input_sha256=_tree_sha256([Path(ds.filename) for ds in datasets]))
+                  input_sha256=_tree_sha256([Path(ds.filename) for ds in datasets]),
+                  monochrome1=first.monochrome1)

@@ -1,6 +1,14 @@
-"""Modality-aware mapping of physical volume values to the 8-bit images the model was trained on.
+"""Every mapping of values to the 8-bit pixels the model reads or writes lives here.
 
-An intensity spec is one of:
+* `window_to_uint8`: a linear window [lower, upper] -> 0..255, clipped (DICOM windows, NIfTI percentiles,
+  every intensity spec below); non-finite values are refused.
+* `rescale_to_uint8`: an image of any numeric depth from its own min..max (16-bit and float 2D files).
+* `clip_to_uint8`: values already on the 0..255 scale, rounded and clipped (the baselines' blends).
+* `display_uint8`: the one MONOCHROME1 rule: the 8-bit image is inverted after the value mapping (DICOM's
+  presentation order: modality LUT, then VOI window, then the inverse presentation), over the whole image or
+  volume at once, so every slice of a series shares one scale.
+
+An intensity spec (volumes) is one of:
 * ``percentile[:LO,HI]``: linear from the volume's LO..HI percentiles (default 0.5,99.5) to 0..255;
 * ``minmax``: the volume's min..max;
 * ``window:CENTER,WIDTH`` or a CT preset name (``brain``, ``subdural``, ``stroke``, ``bone``,
@@ -59,16 +67,52 @@ def value_range(values: np.ndarray, spec: str) -> tuple[float, float]:
     return center - width / 2, center + width / 2
 
 
-def to_uint8(values: np.ndarray, spec: str) -> np.ndarray:
-    """Map a grey volume (float) to uint8 under `spec`."""
-    lower, upper = value_range(values, spec)
-    if spec == "none" and (values.min() < 0 or values.max() > 255):
-        raise InputError(f"intensity 'none' needs values in 0..255, the volume spans "
-                         f"{values.min():g}..{values.max():g}; choose percentile, minmax or a window")
+def window_to_uint8(values: np.ndarray, lower: float, upper: float, source: str) -> np.ndarray:
+    """Linearly map [lower, upper] to 0..255 (clipped); a degenerate window gives a black image."""
+    values = np.asarray(values, np.float64)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{source}: image contains NaN or Inf values")
+    if not (np.isfinite(lower) and np.isfinite(upper)):
+        raise InputError(f"{source}: the window {lower:g}..{upper:g} is not finite")
     if upper <= lower:
         return np.zeros(values.shape, np.uint8)
     scaled = (values - lower) * (255.0 / (upper - lower))
     return np.round(np.clip(scaled, 0, 255)).astype(np.uint8)
+
+
+def rescale_to_uint8(pixels: np.ndarray, source: str) -> np.ndarray:
+    """Map any numeric image to uint8; 8-bit is kept, other depths are min..max scaled. Rejects NaN/Inf."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if not np.issubdtype(pixels.dtype, np.number) or np.issubdtype(pixels.dtype, np.complexfloating):
+        raise InputError(f"{source}: pixel type {pixels.dtype} is not supported")
+    values = pixels.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{source}: image contains NaN or Inf values; clean or re-export the image")
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.zeros(pixels.shape, np.uint8)
+    # halves first: hi - lo overflows to inf for values near the float64 limits (and everything became 0)
+    span = hi / 2 - lo / 2
+    return np.round((values / 2 - lo / 2) * (255.0 / span)).astype(np.uint8)
+
+
+def clip_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Values on the 0..255 scale -> uint8, rounded then clipped."""
+    return np.clip(np.round(values), 0, 255).astype(np.uint8)
+
+
+def display_uint8(pixels: np.ndarray, monochrome1: bool) -> np.ndarray:
+    """The displayed 8-bit image: MONOCHROME1 (minimum value shown white) is inverted after the value mapping."""
+    return 255 - pixels if monochrome1 else pixels
+
+
+def to_uint8(values: np.ndarray, spec: str, source: str = "volume") -> np.ndarray:
+    """Map a grey volume (float) to uint8 under `spec`."""
+    if spec == "none" and (values.min() < 0 or values.max() > 255):
+        raise InputError(f"intensity 'none' needs values in 0..255, the volume spans "
+                         f"{values.min():g}..{values.max():g}; choose percentile, minmax or a window")
+    return window_to_uint8(values, *value_range(values, spec), source)
 
 
 def pseudo_colour(grey: np.ndarray, colormap: str) -> np.ndarray:
