@@ -16,8 +16,7 @@ import time
 
 import torch
 
-from dmfnet_edge.config import PRESETS
-from dmfnet_edge.models.checkpoint import build_model, load_model
+from dmfnet_edge.models.checkpoint import load_or_build
 from dmfnet_edge.models.dmfnet import DMFNet
 from dmfnet_edge.profiling import cpu_description
 
@@ -53,7 +52,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = build_model(args.model) if args.model in PRESETS and args.model != "edge" else load_model(args.model)[0]
+    model = load_or_build(args.model, allow_random=True)[0]
     gen = torch.Generator().manual_seed(0)
     mri, other = (torch.rand(1, 1, args.size, args.size, generator=gen) * 2 - 1 for _ in range(2))
     with torch.inference_mode():

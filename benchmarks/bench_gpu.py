@@ -22,8 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpu import official_pattern  # noqa: E402
 
-from dmfnet_edge.config import PRESETS  # noqa: E402
-from dmfnet_edge.models.checkpoint import build_model, load_model  # noqa: E402
+from dmfnet_edge.models.checkpoint import load_or_build  # noqa: E402
 from dmfnet_edge.models.fusion import CrossModalAttention  # noqa: E402
 from dmfnet_edge.models.kernels import attention_maps, pixel_attention_fuse  # noqa: E402
 from dmfnet_edge.runtime.gpu_backend import GpuRunner  # noqa: E402
@@ -45,7 +44,7 @@ def cuda_ms(fn, runs: int, warmup: int = 5) -> float:
 
 
 def load(spec: str):
-    return build_model(spec) if spec in PRESETS and spec != "edge" else load_model(spec)[0]
+    return load_or_build(spec, allow_random=True)[0]
 
 
 def model_table(spec: str, runs: int) -> None:

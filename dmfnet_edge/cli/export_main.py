@@ -19,12 +19,9 @@ from dmfnet_edge.errors import InputError
 def _load_reference(spec: str):
     """A DMFNet for export or as the accuracy reference: shipped/saved weights, or a random preset."""
     require("torch", purpose="this command")
-    from dmfnet_edge.config import PRESETS
-    from dmfnet_edge.models.checkpoint import build_model, load_model
+    from dmfnet_edge.models.checkpoint import load_or_build
 
-    if spec in PRESETS and spec != "edge":
-        return build_model(spec), {"weights_sha256": None, "weights": "seeded random initialisation (preset)"}
-    return load_model(spec)
+    return load_or_build(spec, allow_random=True)
 
 
 def configure_onnx(p: argparse.ArgumentParser) -> None:

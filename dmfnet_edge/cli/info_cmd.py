@@ -18,15 +18,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     require("torch", purpose="'dmfnet info'")
-    from dmfnet_edge.config import PRESETS
-    from dmfnet_edge.models.checkpoint import build_model, load_model
+    from dmfnet_edge.models.checkpoint import load_or_build
     from dmfnet_edge.models.dmfnet import parameter_count
     from dmfnet_edge.models.flops import pair_flops
 
-    if args.model in PRESETS and args.model != "edge":
-        model, meta = build_model(args.model), {"weights": "none (preset, random initialisation)"}
-    else:
-        model, meta = load_model(args.model)
+    model, meta = load_or_build(args.model, allow_random=True)
     flops = pair_flops(model, args.size)
     info = {
         "model": model.cfg.name,

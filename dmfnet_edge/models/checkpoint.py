@@ -15,7 +15,7 @@ from torch import nn
 from dmfnet_edge import __version__
 from dmfnet_edge.artifacts import load_sidecar, resolve_weights, sha256_file, write_json_atomic
 from dmfnet_edge.config import ModelConfig, preset
-from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.errors import InputError, ModelFileError
 from dmfnet_edge.files import FILE_MODE
 from dmfnet_edge.models.dmfnet import DMFNet
 from dmfnet_edge.models.unet import DiffusionUNet
@@ -97,6 +97,25 @@ def load_unet(spec: str | os.PathLike[str]) -> tuple[DiffusionUNet, ModelConfig,
         state = {k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")}
     _load_into(unet, state, tensors)
     return unet, cfg, meta
+
+
+RANDOM_WEIGHTS = "seeded random initialisation (preset)"
+
+
+def load_or_build(spec: str | os.PathLike[str], allow_random: bool = False) -> tuple[DMFNet, dict[str, Any]]:
+    """The one rule for a model spec: the shipped name or a weights path loads trained weights; any other preset
+    name (paper, tiny) builds seeded random weights, but only when the caller asks for them (`allow_random`:
+    sizes, FLOPs, graphs and timings); otherwise it is refused, so nothing fuses with random weights by accident."""
+    from dmfnet_edge.artifacts import SHIPPED
+    from dmfnet_edge.config import PRESETS
+
+    text = str(spec)
+    if text in PRESETS and text not in SHIPPED:
+        if not allow_random:
+            raise InputError(f"model '{text}': a preset has no trained weights (only {', '.join(SHIPPED)} ships); "
+                             "give a weights PATH (NAME.safetensors + NAME.json)")
+        return build_model(text), {"weights_sha256": None, "weights": RANDOM_WEIGHTS}
+    return load_model(spec)
 
 
 def build_model(spec: str, seed: int = 0) -> DMFNet:

@@ -26,23 +26,17 @@ class GpuRunner:
                  fused_kernels: bool = True, cuda_graphs: bool = True, allow_random: bool = False) -> None:
         """`allow_random`: a preset name other than the shipped one gives seeded random weights (benchmarks of
         the paper size); without it a preset name is refused, as every other backend refuses it."""
-        from dmfnet_edge.config import PRESETS
-
-        random_weights = model in PRESETS and model != "edge"
-        if random_weights and not allow_random:
-            raise InputError(f"--model {model}: a preset has no trained weights (only 'edge' ships); give a "
-                             "weights PATH (NAME.safetensors + NAME.json)")
         torch = require("torch", purpose="the gpu backend")
-        if not torch.cuda.is_available():
-            raise EnvironmentProblem("--backend gpu needs a CUDA GPU visible to PyTorch; use onnxruntime or torch")
         if precision not in DTYPES:
             raise InputError(f"--precision {precision}: the gpu backend runs {', '.join(DTYPES)}")
-        from dmfnet_edge.models.checkpoint import build_model, load_model
+        from dmfnet_edge.models.checkpoint import load_or_build
         from dmfnet_edge.models.fusion import CrossModalAttention
 
+        module, self.meta = load_or_build(model, allow_random)  # input errors before environment ones
+        if not torch.cuda.is_available():
+            raise EnvironmentProblem("--backend gpu needs a CUDA GPU visible to PyTorch; use onnxruntime or torch")
         self._torch = torch
         self.device = torch.device(device)
-        module, self.meta = (build_model(model), {}) if random_weights else load_model(model)
         for layer in module.modules():
             if isinstance(layer, CrossModalAttention):
                 layer.use_fused_kernel = fused_kernels

@@ -30,11 +30,11 @@ class TorchRunner:
     @classmethod
     def load(cls, model: str = "edge", device: str = "cpu", threads: int | None = None) -> TorchRunner:
         torch = require("torch", purpose="the torch backend")
-        from dmfnet_edge.models.checkpoint import load_model
+        from dmfnet_edge.models.checkpoint import load_or_build
 
         if threads:
             torch.set_num_threads(threads)
-        module, meta = load_model(model)
+        module, meta = load_or_build(model)
         return cls(module, meta, device)
 
     def fuse(self, mri: np.ndarray, other: np.ndarray) -> np.ndarray:
