@@ -167,7 +167,7 @@ def test_fuse_dir_json_and_an_overview_of_every_modality(capsys, pairs_dir, tmp_
                                                                     ("MRI-CT", "02")]
 
 
-def test_progress_off_a_terminal_is_plain_periodic_lines(capsys):
+def test_progress_off_a_terminal_is_plain_periodic_lines(capsys, monkeypatch):
     from dmfnet_edge.cli.progress import PlainProgress, bar
 
     assert isinstance(bar(3, "quick", "pair"), PlainProgress)  # capsys' stderr is no terminal
@@ -181,6 +181,11 @@ def test_progress_off_a_terminal_is_plain_periodic_lines(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("fusing: 1/4 pairs (25 %), ") and lines[0].endswith("; loss 0.1234")
     assert len(lines) == 5 and lines[-1].startswith("fusing: 4/4 pairs (100 %)")
+    from dmfnet_edge.cli.progress import PLAIN_EVERY_S, plain_interval
+
+    for value, expected in (("2.5", 2.5), ("0", PLAIN_EVERY_S), ("soon", PLAIN_EVERY_S)):
+        monkeypatch.setenv("DMFNET_PROGRESS_SECONDS", value)
+        assert plain_interval() == expected
 
 
 def test_suspicious_pairings_are_warned_about(caplog, rng):

@@ -1,8 +1,10 @@
 """Progress for long CLI work: a tqdm bar on a terminal; off a terminal (pipes, CI logs) a plain line every
-PLAIN_EVERY_S seconds, so that long runs are never silent and short ones add nothing to stderr."""
+PLAIN_EVERY_S seconds (or every $DMFNET_PROGRESS_SECONDS), so that long runs are never silent and short ones add
+nothing to stderr."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -12,13 +14,24 @@ from tqdm import tqdm
 
 T = TypeVar("T")
 PLAIN_EVERY_S = 10.0
+ENV_EVERY_S = "DMFNET_PROGRESS_SECONDS"
+
+
+def plain_interval() -> float:
+    """Seconds between plain progress lines: $DMFNET_PROGRESS_SECONDS when it is a positive number."""
+    try:
+        value = float(os.environ.get(ENV_EVERY_S, ""))
+    except ValueError:
+        return PLAIN_EVERY_S
+    return value if value > 0 else PLAIN_EVERY_S
 
 
 class PlainProgress:
     """tqdm's `update` / context-manager interface, printing 'DESC: N/TOTAL UNITs (P %), S s' lines."""
 
-    def __init__(self, total: int, desc: str, unit: str, every_s: float = PLAIN_EVERY_S) -> None:
-        self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
+    def __init__(self, total: int, desc: str, unit: str, every_s: float | None = None) -> None:
+        self.total, self.desc, self.unit = total, desc, unit
+        self.every_s = plain_interval() if every_s is None else every_s
         self.n, self.lines, self.postfix = 0, 0, ""
         self.start = self.last = time.monotonic()
 
