@@ -13,7 +13,7 @@ from dmfnet_edge.pipeline import fuse_pixels
 from dmfnet_edge.preprocess.intensity import to_uint8, value_range
 from dmfnet_edge.runtime.torch_backend import TorchRunner
 from tests.conftest import smooth_image
-from tests.volume_fixtures import read_series, write_nifti, write_series
+from tests.volume_fixtures import read_series, write_multiframe, write_nifti, write_series
 
 nib = pytest.importorskip("nibabel")
 SLICES = 4
@@ -225,6 +225,39 @@ def test_monochrome1_is_inverted_after_the_window_by_one_rule(tmp_path):
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.save_as(sorted(mixed.glob("*.dcm"))[1])
         read_volume(mixed)
+
+
+@pytest.mark.parametrize("enhanced", [False, True], ids=["legacy", "enhanced"])
+def test_a_multiframe_file_is_one_volume_and_its_frames_are_decoded_one_by_one(tmp_path, enhanced, monkeypatch):
+    """Legacy multi-frame (one position + SpacingBetweenSlices) and enhanced (per-frame positions, stored here in
+    reverse order) files read as one sorted volume; the 2D reader decodes only the frame asked for."""
+    from dmfnet_edge.io.medical import read_dicom
+
+    frames = np.random.default_rng(8).integers(0, 1000, (3, 64, 80))
+    path = tmp_path / "multiframe.dcm"
+    write_multiframe(path, frames, enhanced=enhanced, reverse=enhanced)
+    volume = read_volume(path)
+    assert volume.slices == 3 and np.array_equal(volume.data, frames.astype(np.float64))
+    assert volume.spacing == pytest.approx((2.0, 0.9, 0.9)) and np.allclose(volume.origin, [-100, -120, 10])
+    stored = frames[::-1] if enhanced else frames  # the file's own frame order
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array",
+                        property(lambda ds: pytest.fail("the 2D reader decoded every frame")))
+    for k in range(3):
+        pixels, _ = read_dicom(path, window=(500.0, 1000.0), frame=k)
+        assert np.array_equal(pixels, to_uint8(stored[k].astype(np.float64), "window:500,1000"))
+    with pytest.raises(InputError, match="frame 3 out of range"):
+        read_dicom(path, frame=3)
+
+
+def test_a_multiframe_file_over_the_volume_budget_is_refused_before_decoding(tmp_path, monkeypatch):
+    import dmfnet_edge.limits as limits
+
+    write_multiframe(tmp_path / "big.dcm", np.zeros((4, 64, 64), np.int16))
+    monkeypatch.setattr(limits, "MAX_VOXELS", 3 * 64 * 64)  # three frames fit, the file's four do not
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array",
+                        property(lambda ds: pytest.fail("decoded before the budget check")))
+    with pytest.raises(InputError, match="16,384 voxels exceed the volume budget of 12,288"):
+        read_volume(tmp_path / "big.dcm")
 
 
 def test_multiple_series_need_a_choice(stacks, tmp_path):

@@ -75,3 +75,46 @@ def write_nifti(path: Path, slices: np.ndarray, spacing=(2.0, 0.9, 0.9), origin=
 def read_series(folder: Path) -> list[pydicom.Dataset]:
     files = sorted(folder.glob("*.dcm"))
     return sorted((pydicom.dcmread(f) for f in files), key=lambda d: float(d.ImagePositionPatient[2]))
+
+
+def write_multiframe(path: Path, frames: np.ndarray, modality: str = "MR", spacing=(2.0, 0.9, 0.9),
+                     origin=(-100.0, -120.0, 10.0), enhanced: bool = False, reverse: bool = False) -> None:
+    """One multi-frame file of (F, H, W) integer frames. Legacy style: one position plus SpacingBetweenSlices;
+    enhanced style: per-frame positions in PerFrameFunctionalGroupsSequence (stored in reverse slice order with
+    `reverse`, so that only the positions give the order)."""
+    from pydicom.sequence import Sequence
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1" if enhanced else MR_STORAGE
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.FrameOfReferenceUID, ds.PatientName, ds.PatientID, ds.Modality = FRAME_UID, "Test^Phantom", "P001", modality
+    ds.NumberOfFrames = len(frames)
+    ds.Rows, ds.Columns = frames.shape[1:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    order = list(range(len(frames)))[::-1] if reverse else list(range(len(frames)))
+    positions = [[origin[0], origin[1], origin[2] + k * spacing[0]] for k in order]
+    if enhanced:
+        shared = Dataset()
+        orient, measures = Dataset(), Dataset()
+        orient.ImageOrientationPatient = ORIENTATION
+        measures.PixelSpacing, measures.SliceThickness = [spacing[1], spacing[2]], spacing[0]
+        shared.PlaneOrientationSequence, shared.PixelMeasuresSequence = Sequence([orient]), Sequence([measures])
+        ds.SharedFunctionalGroupsSequence = Sequence([shared])
+        per_frame = []
+        for position in positions:
+            item, plane = Dataset(), Dataset()
+            plane.ImagePositionPatient = position
+            item.PlanePositionSequence = Sequence([plane])
+            per_frame.append(item)
+        ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    else:
+        ds.ImageOrientationPatient, ds.ImagePositionPatient = ORIENTATION, positions[0]
+        ds.PixelSpacing, ds.SliceThickness, ds.SpacingBetweenSlices = [spacing[1], spacing[2]], spacing[0], spacing[0]
+    ds.PixelData = np.stack([frames[k] for k in order]).astype(np.int16).tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    ds.save_as(path, enforce_file_format=True)

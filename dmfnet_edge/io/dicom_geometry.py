@@ -69,9 +69,15 @@ class Frame:
         return str(getattr(self.dataset, "PhotometricInterpretation", "")) == "MONOCHROME1"
 
 
-def _spacing(ds: Any, groups: Any) -> tuple[float, float]:
-    measures = _item(groups, "PixelMeasuresSequence") if groups is not None else None
-    source = measures if measures is not None and "PixelSpacing" in measures else ds
+def _spacing(ds: Any, frame_groups: Any, shared: Any) -> tuple[float, float]:
+    """PixelSpacing from the frame's functional groups, else the shared ones, else the dataset (an enhanced file
+    usually has it in the shared groups only)."""
+    source = ds
+    for groups in (frame_groups, shared):
+        measures = _item(groups, "PixelMeasuresSequence") if groups is not None else None
+        if measures is not None and "PixelSpacing" in measures:
+            source = measures
+            break
     row, col = _floats(getattr(source, "PixelSpacing", None), 2, [1.0, 1.0])
     return float(row), float(col)
 
@@ -109,6 +115,6 @@ def frames_of(ds: Any) -> list[Frame]:
             if "ImagePositionPatient" not in ds and count == 1:
                 position = np.array([0.0, 0.0, float(getattr(ds, "InstanceNumber", 0) or 0) * thickness])
         slope, intercept = _rescale(ds, groups, shared)
-        frames.append(Frame(ds, i if count > 1 else None, position, orientation, _spacing(ds, groups or shared),
+        frames.append(Frame(ds, i if count > 1 else None, position, orientation, _spacing(ds, groups, shared),
                             thickness, slope, intercept, modality))
     return frames

@@ -48,23 +48,27 @@ def is_nifti(path: Path) -> bool:
 
 
 def _dicom_pixels(ds: Any, path: Path, frame: int | None) -> np.ndarray:
+    """The pixels of one frame: a multi-frame file decodes that frame alone (pydicom's `index`), so memory is one
+    frame's whatever the file holds."""
+    from pydicom.pixels import pixel_array
+
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InputError(f"{path}: DICOM file has no pixel data (not an image object)")
     check_pixel_budget(int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "Rows", 0) or 0), str(path))
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # pydicom raises many types for undecodable pixel data
-        hint = "; install a pydicom decoder plugin (e.g. pylibjpeg)" if "plugin" in str(exc).lower() else ""
-        raise InputError(f"{path}: DICOM pixel data cannot be decoded ({describe_exception(exc)}){hint}") \
-            from None
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    index = None
     if frames > 1:
         index = 0 if frame is None else frame
         if not 0 <= index < frames:
             raise InputError(f"{path}: frame {index} out of range (the file has {frames} frames)")
-        pixels = pixels[index]
-    elif samples == 1 and pixels.ndim == 3:
+    try:
+        pixels = ds.pixel_array if index is None else pixel_array(ds, index=index)
+    except Exception as exc:  # pydicom raises many types for undecodable pixel data
+        hint = "; install a pydicom decoder plugin (e.g. pylibjpeg)" if "plugin" in str(exc).lower() else ""
+        raise InputError(f"{path}: DICOM pixel data cannot be decoded ({describe_exception(exc)}){hint}") \
+            from None
+    if index is None and samples == 1 and pixels.ndim == 3:
         raise InputError(f"{path}: unexpected pixel array shape {pixels.shape}")
     return pixels
 
