@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import threading
@@ -31,18 +30,9 @@ from dmfnet_edge.profiling import cpu_description
 from dmfnet_edge.runtime import shipped_onnx
 from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
 from dmfnet_edge.runtime.triton_client import TritonRunner
+from dmfnet_edge.serving.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def main() -> None:

@@ -238,13 +238,14 @@ class Outcome:
     seconds: float
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every input under `folder` (outside folder/out): regular files by SHA-256, links by target, other
-    entries (FIFOs, folders) by type; nothing is opened that could block or never end."""
+def snapshot(folder: Path, skip: tuple[str, ...] = ("out",)) -> dict[str, str]:
+    """Every entry under `folder` (outside the top-level folders named in `skip`, the catalogue's outputs):
+    regular files by SHA-256, links by target, other entries (FIFOs, folders) by type; nothing is opened that
+    could block or never end."""
     out: dict[str, str] = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
-        if rel.parts[0] == "out":
+        if rel.parts[0] in skip:
             continue
         mode = path.lstat().st_mode
         if stat.S_ISLNK(mode):

@@ -4,7 +4,6 @@ command. Every case hashes every input file before and after, and checks the one
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -14,13 +13,9 @@ import pytest
 from dmfnet_edge.cli.export_main import main as export_main
 from dmfnet_edge.cli.main import main
 from dmfnet_edge.io.images import write_image
+from tests.bad_inputs import snapshot
 from tests.conftest import smooth_image
 from tests.volume_fixtures import write_nifti, write_series
-
-
-def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
 @pytest.fixture
@@ -42,11 +37,11 @@ def data(tmp_path) -> Path:
 
 
 def _refused(capsys, data: Path, argv: list[str], message: str, entry=main) -> None:
-    before = _hashes(data)
+    before = snapshot(data, skip=())
     code = entry(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
-    assert _hashes(data) == before  # every input byte-identical, nothing added
+    assert snapshot(data, skip=()) == before  # every input byte-identical, nothing added
 
 
 def _fuse(data: Path, model: Path, output: str, *extra: str) -> list[str]:

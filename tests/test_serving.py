@@ -8,7 +8,6 @@ these tests are skipped when it is missing."""
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 
 from dmfnet_edge.cli.export_main import main as export_main
+from dmfnet_edge.serving.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 SERVE_BIN = REPO / ".venv-serve" / "bin" / "dmfnet"
@@ -30,16 +30,6 @@ if not SERVE_BIN.exists():
     if os.environ.get("CI"):
         raise RuntimeError(f"{SERVE_BIN} missing: CI must create the serving environment (make serve-env)")
     pytest.skip("no serving environment (make serve-env)", allow_module_level=True)
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _die_with_parent() -> None:
@@ -101,7 +91,7 @@ def graph(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(graph):
-    srv = Server(graph, _free_ports(3))
+    srv = Server(graph, free_ports(3))
     srv.info = srv.start()
     yield srv
     assert srv.stop() == 0
@@ -242,7 +232,7 @@ def test_a_restart_mid_run_is_ridden_out_by_the_client(graph):
     from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
     from dmfnet_edge.runtime.triton_client import TritonRunner
 
-    srv = Server(graph, _free_ports(3))
+    srv = Server(graph, free_ports(3))
     srv.start()
     client = TritonRunner(srv.http, retries=8, backoff_s=0.5)
     (a, b), = _pairs(np.random.default_rng(3), 1)

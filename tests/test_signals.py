@@ -11,11 +11,8 @@ import numpy as np
 import pytest
 
 from dmfnet_edge.io.images import read_image, write_image
+from tests.bad_inputs import snapshot
 from tests.conftest import smooth_image
-
-
-def _snapshot(root):
-    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
@@ -25,7 +22,7 @@ def test_a_signal_mid_fuse_dir_keeps_the_pairs_already_fused(tmp_path, sig, code
     for name in range(24):
         write_image(pairs / "MRI-CT" / "MRI" / f"{name:02d}.png", smooth_image(rng, 256, 256))
         write_image(pairs / "MRI-CT" / "CT" / f"{name:02d}.png", smooth_image(rng, 256, 256))
-    before = _snapshot(pairs)
+    before = snapshot(pairs, skip=())
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "dmfnet_edge.cli.main", "fuse-dir", "--pairs", str(pairs), "--out",
                              str(out), "--threads", "1"], stderr=subprocess.PIPE, text=True,
@@ -44,4 +41,4 @@ def test_a_signal_mid_fuse_dir_keeps_the_pairs_already_fused(tmp_path, sig, code
     for png in written:
         assert read_image(png).shape == (256, 256)  # each one complete
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary files left behind
-    assert _snapshot(pairs) == before
+    assert snapshot(pairs, skip=()) == before
