@@ -1,7 +1,8 @@
 """Peak memory of fusion as a function of image size and batch: the measured memory model of docs/RELIABILITY.md.
 
 Every point is a fresh `dmfnet` process (the embedded default: ONNX Runtime on the CPU, the shipped FP32 graph)
-whose peak resident set size is read from the kernel when it exits (`wait4`'s ru_maxrss):
+whose peak resident set size it reports itself as it exits (its /proc VmHWM, `profiling.command_peak`; the
+kernel's ru_maxrss would carry this script's own size into children smaller than it):
   batch 1   `dmfnet fuse` of one side x side MRI-PET pair (the bundled sample, resized)
   batch B   `dmfnet fuse-dir --batch B` over enough pairs to fill one call of the size the pixel budget allows
             (min(B, 2 x pairs per call) pairs: where the budget cuts the batch, two calls show the cut)
@@ -18,8 +19,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 from dmfnet_edge.io.images import read_image, write_image
 from dmfnet_edge.limits import DEFAULT_MAX_PIXELS, max_pixels, pairs_per_call
 from dmfnet_edge.preprocess.tensor import padded_size
+from dmfnet_edge.profiling import command_peak
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "dmfnet_edge" / "samples" / "MRI-PET"
@@ -46,16 +46,11 @@ def peak_of(argv: list[str], threads: int) -> tuple[float, float, str | None]:
     """(peak RSS in MiB, seconds, the error line if the input was refused) of one dmfnet process."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "dmfnet_edge.cli.main", *argv, "--threads", str(threads)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    code, err, peak = command_peak([*argv, "--threads", str(threads)], env=env, cwd=REPO)
     seconds = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
     if code not in (0, 2):
-        raise SystemExit(f"{' '.join(argv)} failed ({code}): {err.decode(errors='replace').strip()}")
-    return usage.ru_maxrss / 1024, seconds, err.decode(errors="replace").strip() if code else None
+        raise SystemExit(f"{' '.join(argv)} failed ({code}): {err.strip()}")
+    return peak, seconds, err.strip() if code else None
 
 
 def point(work: Path, side: int, batch: int, threads: int) -> dict:

@@ -47,6 +47,37 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# The child reports its own peak (VmHWM of its address space) at exit. The kernel's ru_maxrss (wait4, RUSAGE_
+# CHILDREN) would not do: it keeps the high-water mark across exec, so a child forked from a large process reports
+# the parent's size when its own is smaller.
+_HWM_CHILD = """
+import atexit, runpy, sys
+def report(path=sys.argv[1]):
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            open(path, "w").write(line.split()[1])
+atexit.register(report)
+sys.argv = ["dmfnet", *sys.argv[2:]]
+runpy.run_module("dmfnet_edge.cli.main", run_name="__main__", alter_sys=True)
+"""
+
+
+def command_peak(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+                 timeout: float = 600) -> tuple[int, str, float]:
+    """(exit status, stderr, peak resident memory in MiB) of `dmfnet ARGV` run in a fresh Python process (Linux:
+    the peak is the child's own /proc VmHWM, written as it exits)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dmfnet-peak-") as tmp:
+        report = Path(tmp) / "hwm"
+        done = subprocess.run([sys.executable, "-c", _HWM_CHILD, str(report), *argv], cwd=cwd, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout)
+        peak = int(report.read_text()) / 1024 if report.is_file() else float("nan")
+    return done.returncode, done.stderr, peak
+
+
 def latency_stats(ms: list[float]) -> dict[str, float]:
     values = np.asarray(ms)
     stats = {f"p{p}": float(np.percentile(values, p)) for p in PERCENTILES}

@@ -1,11 +1,9 @@
 """The memory model's enforcement, seen from outside the process: an image over the pixel budget is refused
 before any large allocation (peak resident memory of the refusing `dmfnet` process, from the kernel), at the
-default budget and exactly at its edge."""
+default budget and exactly at its edge (`profiling.command_peak`: the child's own VmHWM)."""
 
 import os
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 
 from dmfnet_edge.io.images import write_image
 from dmfnet_edge.limits import DEFAULT_MAX_PIXELS
+from dmfnet_edge.profiling import command_peak
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,28 +30,11 @@ def _zero_png(path: Path, width: int, height: int) -> Path:
     return path
 
 
-# The child reports its own peak (VmHWM of its address space) at exit. The kernel's ru_maxrss would not do: it
-# keeps the high-water mark across exec, so a child forked from a large test process reports the parent's size.
-HWM_CHILD = """
-import atexit, runpy, sys
-def report(path=sys.argv[1]):
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            open(path, "w").write(line.split()[1])
-atexit.register(report)
-sys.argv = ["dmfnet", *sys.argv[2:]]
-runpy.run_module("dmfnet_edge.cli.main", run_name="__main__", alter_sys=True)
-"""
-
-
 def _fuse(tmp_path: Path, mri: Path, other: Path, model: Path) -> tuple[int, str, float]:
     """(exit code, stderr, peak RSS in MiB) of `dmfnet fuse` in a fresh process."""
-    report = tmp_path / "hwm.txt"
-    done = subprocess.run([sys.executable, "-c", HWM_CHILD, str(report), "fuse", "--mri", str(mri), "--other",
-                           str(other), "-o", str(tmp_path / "out" / "f.png"), "--model", str(model)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={k: v for k, v in os.environ.items() if k != "DMFNET_MAX_PIXELS"})
-    return done.returncode, done.stderr, int(report.read_text()) / 1024
+    return command_peak(["fuse", "--mri", str(mri), "--other", str(other), "-o", str(tmp_path / "out" / "f.png"),
+                         "--model", str(model)], cwd=REPO, timeout=300,
+                        env={k: v for k, v in os.environ.items() if k != "DMFNET_MAX_PIXELS"})
 
 
 @pytest.mark.parametrize("width,height", [(1025, 1024), (20000, 20000)],
