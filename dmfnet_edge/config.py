@@ -64,6 +64,8 @@ class FusionConfig:
     noise_seed: int = 20250318
     # edge deviation: both source images are a zero-initialised extra input of the head's first convolution
     source_skip: bool = False
+    # edge deviation: a per-pixel gate blends the head's output towards max(A, B) (needs the source skip)
+    max_gate: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,10 @@ class ModelConfig:
             raise ValueError(f"fusion.noise_seed must be a non-negative integer, got {f.noise_seed!r}")
         if not isinstance(f.source_skip, bool):
             raise ValueError(f"fusion.source_skip must be true or false, got {f.source_skip!r}")
+        if not isinstance(f.max_gate, bool):
+            raise ValueError(f"fusion.max_gate must be true or false, got {f.max_gate!r}")
+        if f.max_gate and not f.source_skip:
+            raise ValueError("fusion.max_gate needs fusion.source_skip (the gate blends towards the sources' max)")
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
@@ -179,7 +185,7 @@ PRESETS: dict[str, ModelConfig] = {
         name="edge",
         unet=UNetConfig(base_channels=16, channel_mults=(1, 2, 2, 4, 4), res_blocks=1, norm_groups=8,
                         dropout=0.1),
-        fusion=FusionConfig(head_channels=32, attention_reduction=4, source_skip=True),
+        fusion=FusionConfig(head_channels=32, attention_reduction=4, source_skip=True, max_gate=True),
     ),
     "tiny": ModelConfig(
         name="tiny",

@@ -56,6 +56,8 @@ def test_malformed_configs_are_clear_errors():
     (("fusion", "noise_tile"), 0, "fusion.noise_tile must be a positive integer"),
     (("fusion", "noise_tile"), 100, "fusion.noise_tile must be a multiple of 16"),
     (("fusion", "source_skip"), "yes", "fusion.source_skip must be true or false"),
+    (("fusion", "max_gate"), 1, "fusion.max_gate must be true or false"),
+    (("fusion", "max_gate"), True, "fusion.max_gate needs fusion.source_skip"),
     (("diffusion", "linear_end"), 2.0, "0 < start < end < 1"),
     (("unet",), [1, 2], "'unet' must be an object"),
 ])

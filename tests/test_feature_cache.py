@@ -37,13 +37,13 @@ def pairs_dir(tmp_path_factory):
     return root
 
 
-def _model(seed=0, skip=False):
+def _model(seed=0, skip=False, gate=False):
     torch.manual_seed(seed)
     cfg = PRESETS["tiny"]
     if skip:
         import dataclasses
 
-        cfg = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, source_skip=True))
+        cfg = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, source_skip=True, max_gate=gate))
     return DMFNet(cfg).eval()
 
 
@@ -176,6 +176,31 @@ def test_a_source_skip_head_starts_as_the_network_without_it():
         load_fusion_weights(plain.fusion, skip.fusion.state_dict())
 
 
+def test_a_max_gate_starts_nearly_closed_and_opens_to_the_brighter_source():
+    from dmfnet_edge.models.fusion import GATE_CLOSED
+
+    skip, gated = _model(4, skip=True), _model(5, skip=True, gate=True)
+    gated.fusion.head.close_gate()
+    load_fusion_weights(gated.fusion, skip.fusion.state_dict())  # the skip network's weights, its own gate
+    gated.unet.load_state_dict(skip.unet.state_dict())
+    x, y = torch.rand(2, 1, 1, SIDE, SIDE) * 2 - 1
+    brighter = torch.maximum(x, y)
+    with torch.no_grad():
+        plain, blended = skip(x, y), gated(x, y)
+        closed = torch.sigmoid(torch.tensor(GATE_CLOSED))
+        assert torch.allclose(blended, plain + closed * (brighter - plain), atol=1e-6)
+        assert not torch.equal(blended, plain)
+        gated.fusion.head.gate.bias.fill_(40.0)  # wide open: the brighter source, pixel for pixel
+        assert torch.allclose(gated(x, y), brighter, atol=1e-6)
+        gated.fusion.head.gate.bias.fill_(-40.0)  # shut: the network without the gate
+        assert torch.allclose(gated(x, y), plain, atol=1e-6)
+    import dataclasses
+
+    bad = dataclasses.replace(PRESETS["tiny"].fusion, max_gate=True)
+    with pytest.raises(ValueError, match="max_gate needs fusion.source_skip"):
+        dataclasses.replace(PRESETS["tiny"], fusion=bad).check()
+
+
 def test_rank_score_and_the_acceptance_bar():
     from dmfnet_edge.metrics.fusion import METRIC_NAMES
 
@@ -238,7 +263,31 @@ def test_stage2_option_errors(tmp_path, pairs_dir, tiny_model_base, capsys):
     assert code == 2 and "stage2 options" in capsys.readouterr().err
     code = _stage2(tmp_path / "r", pairs_dir / "train", tiny_model_base, 2, "--ema", "1.5")
     assert code == 2 and "--ema 1.5" in capsys.readouterr().err
+    code = main(["train", "stage1", "--data", str(pairs_dir / "train"), "--out", str(tmp_path / "s1"),
+                 "--no-max-gate"])
+    assert code == 2 and "--no-max-gate: stage2 options" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
+def test_no_max_gate_trains_the_head_without_it_and_refuses_gated_starting_weights(tmp_path, pairs_dir, capsys):
+    from dmfnet_edge.models.checkpoint import load_model, save_model
+
+    gated = _model(6, skip=True, gate=True)
+    base = save_model(gated, gated.cfg, tmp_path / "gated", "dmfnet", {})
+    plain = _model(6, skip=True)
+    plain_base = save_model(plain, plain.cfg, tmp_path / "plain", "dmfnet", {})
+    common = ["train", "stage2", "--data", str(pairs_dir / "train"), "--steps", "1", "--batch", "1", "--crop",
+              "64", "--threads", "1"]
+    assert main([*common, "--out", str(tmp_path / "ok"), "--unet", str(base), "--init", str(plain_base),
+                 "--no-max-gate"]) == 0
+    trained, _ = load_model(tmp_path / "ok" / "dmfnet")
+    assert not trained.cfg.fusion.max_gate and trained.fusion.head.gate is None
+    assert main([*common, "--out", str(tmp_path / "gated-run"), "--unet", str(base), "--init", str(plain_base)]) == 0
+    assert load_model(tmp_path / "gated-run" / "dmfnet")[0].fusion.head.gate is not None  # the checkpoint's own
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "bad"), "--unet", str(base), "--init", str(base),
+                 "--no-max-gate"]) == 2
+    assert "have a max gate and this fusion network has none" in capsys.readouterr().err
 
 
 def test_sigterm_during_a_cache_build_leaves_no_half_cache(tmp_path, tiny_model_base):

@@ -42,6 +42,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", metavar="MODEL",
                    help="stage2: start the fusion network from this complete model (a preset name such as 'edge' "
                         "for the shipped weights, or a path); its UNet must be the --unet one")
+    p.add_argument("--no-max-gate", action="store_true",
+                   help="stage2: leave out the edge preset's max gate (the fusion head of the weights shipped "
+                        "before it; the gate's ablation arm)")
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
                    help="learning rate over --steps: constant, or cosine down to lr x --min-lr-ratio")
     p.add_argument("--warmup", type=NON_NEGATIVE, default=0, help="steps of linear learning-rate warm-up")
@@ -63,7 +66,8 @@ def _check_split(args: argparse.Namespace) -> None:
     if args.data.resolve().name == "val":
         raise InputError(f"{args.data}: refusing to train on a folder named 'val'; use the train split")
     stage2_only = [name for name, given in (("--feature-cache", args.feature_cache), ("--init", args.init),
-                                            ("--val-every", args.val_every)) if given]
+                                            ("--val-every", args.val_every),
+                                            ("--no-max-gate", args.no_max_gate)) if given]
     if args.stage == "stage1" and stage2_only:
         raise InputError(f"{', '.join(stage2_only)}: stage2 options (stage1 trains the UNet)")
     if args.val_every and (args.val is None or args.feature_cache is None):
@@ -96,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("stage2 needs --unet RUN/unet (the stage1 checkpoint)")
         unet, cfg, _ = load_unet(args.unet)
         cfg = _stage2_config(cfg, args.preset) if args.preset else cfg
+        if args.no_max_gate:
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, max_gate=False))
         task = Stage2Task(cfg, unet, device, _init_weights(args.init, unet) if args.init else None)
         lr = args.lr or 1e-4
     settings = TrainSettings(steps=args.steps, batch_size=args.batch, crop=args.crop, lr=lr, device=args.device,
@@ -110,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             validate = _validator(args.feature_cache / "val", task.model, find_pairs(args.val))
     else:
         bank = PairBank.from_folder(args.data)
-    info = {"data": str(args.data), "pairs": len(bank), "hardware": _hardware(torch, device),
+    info = {"data": str(args.data), "pairs": len(bank), "hardware": _hardware(torch, device, args.threads),
             "torch": torch.__version__, "unet_checkpoint": args.unet, "init": args.init,
             "features": "cached (frozen inference noise)" if args.feature_cache else "live (fresh noise)",
             "selection": "mean rank against the baselines on --val" if validate else None}
@@ -198,10 +206,11 @@ def _val_summary(summary: dict, report_path: Path) -> str:
     return f"{head}\nfull report: {report_path}"
 
 
-def _hardware(torch, device) -> str:
+def _hardware(torch, device, threads: int | None) -> str:
+    """The device, and on CPU the threads training will use (--threads is applied later, by the loop)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"{platform.processor() or platform.machine()}, {threads or torch.get_num_threads()} threads"
 
 
 COMMANDS = [("train", "train stage 1 (diffusion UNet) or stage 2 (fusion network)", configure, run)]

@@ -27,7 +27,8 @@ class DMFNet(nn.Module):
         steps = len(cfg.fusion.timesteps)
         self.unet = DiffusionUNet(cfg.unet)
         self.fusion = FusionNet(self.unet.feature_channels(), steps, cfg.fusion.head_channels,
-                                cfg.fusion.attention_reduction, cfg.fusion.source_skip)
+                                cfg.fusion.attention_reduction, cfg.fusion.source_skip,
+                                cfg.fusion.max_gate)
         gammas = timestep_gammas(cfg.diffusion, cfg.fusion.timesteps)
         self.register_buffer("gammas", torch.tensor(gammas, dtype=torch.float32))
         self.register_buffer("sigmas", torch.tensor(np.sqrt(1.0 - gammas**2), dtype=torch.float32))

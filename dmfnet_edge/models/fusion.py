@@ -8,7 +8,11 @@
   previous level and a re-processed, upsampled copy of the level before it.
 * `FusionHead`: Conv3x3 -> LeakyReLU(0.2) -> Conv3x3 -> tanh, giving the fused luma in (-1, 1). With
   `sources=2` (the edge preset's `source_skip`) the two source images are two more input channels of the first
-  convolution, zero-initialised, so a network trained without them starts out unchanged.
+  convolution, zero-initialised, so a network trained without them starts out unchanged. With `max_gate` (the
+  edge preset's second deviation) a third convolution of the hidden layer gives a per-pixel gate
+  g = sigmoid(.) in (0, 1) and the output is tanh(.) + g (max(A, B) - tanh(.)): a learned blend towards the
+  brighter source, which the hybrid loss's intensity term targets. The gate starts nearly closed (zero weights,
+  bias GATE_CLOSED: g = 0.018 everywhere), so a network trained without it starts out almost unchanged.
 
 Feature lists are coarse to fine; level l has (N, c_l, H_l, W_l) with H_{l+1} = 2 H_l.
 """
@@ -92,21 +96,40 @@ class MultiScaleAggregation(nn.Module):
         return self.block(h)
 
 
-class FusionHead(nn.Module):
-    """(N, c, H, W) [+ (N, sources, H, W) source images] -> fused luma (N, 1, H, W) in (-1, 1)."""
+GATE_CLOSED = -4.0  # initial bias of the max gate: sigmoid(-4) = 0.018
 
-    def __init__(self, channels: int, hidden: int, sources: int = 0) -> None:
+
+class FusionHead(nn.Module):
+    """(N, c, H, W) [+ (N, sources, H, W) source images] -> fused luma (N, 1, H, W) in [-1, 1]."""
+
+    def __init__(self, channels: int, hidden: int, sources: int = 0, max_gate: bool = False) -> None:
         super().__init__()
+        if max_gate and not sources:
+            raise ValueError("a fusion head's max gate needs the source images (the source skip)")
         self.sources = sources
         self.conv1 = nn.Conv2d(channels + sources, hidden, 3, padding=1)
         self.conv2 = nn.Conv2d(hidden, 1, 3, padding=1)
+        self.gate = nn.Conv2d(hidden, 1, 3, padding=1) if max_gate else None
 
     def forward(self, x: torch.Tensor, sources: torch.Tensor | None = None) -> torch.Tensor:
         if self.sources:
             if sources is None or sources.shape[1] != self.sources:
                 raise ValueError(f"this fusion head reads {self.sources} source images beside its features")
-            x = torch.cat([x, sources.to(x.dtype)], dim=1)
-        return torch.tanh(self.conv2(F.leaky_relu(self.conv1(x), 0.2)))
+            sources = sources.to(x.dtype)
+            x = torch.cat([x, sources], dim=1)
+        hidden = F.leaky_relu(self.conv1(x), 0.2)
+        fused = torch.tanh(self.conv2(hidden))
+        if self.gate is None:
+            return fused
+        brighter = sources.amax(dim=1, keepdim=True)
+        return fused + torch.sigmoid(self.gate(hidden)) * (brighter - fused)
+
+    def close_gate(self) -> None:
+        """Start the max gate nearly closed: zero weights and bias GATE_CLOSED."""
+        if self.gate is not None:
+            with torch.no_grad():
+                self.gate.weight.zero_()
+                self.gate.bias.fill_(GATE_CLOSED)
 
     def zero_source_weights(self) -> None:
         """Zero the weights of the source-image inputs (they start out ignored)."""
@@ -119,7 +142,7 @@ class FusionNet(nn.Module):
     """The Stage-II fusion network over multi-scale, multi-timestep features of the two sources."""
 
     def __init__(self, channels: list[int], steps: int, head_channels: int, reduction: int,
-                 source_skip: bool = False) -> None:
+                 source_skip: bool = False, max_gate: bool = False) -> None:
         super().__init__()
         levels = len(channels)
         self.merge = nn.ModuleList(TimestepFeatureMerge(c, steps) for c in channels)
@@ -127,7 +150,7 @@ class FusionNet(nn.Module):
         self.aggregate = nn.ModuleList(
             MultiScaleAggregation(c, channels[i + 1] if i + 1 < levels else c, channels[i - 1] if i >= 2 else None)
             for i, c in enumerate(channels))
-        self.head = FusionHead(channels[-1], head_channels, 2 if source_skip else 0)
+        self.head = FusionHead(channels[-1], head_channels, 2 if source_skip else 0, max_gate)
 
     def forward(self, mri: list[torch.Tensor], other: list[torch.Tensor], sources: torch.Tensor | None = None
                 ) -> torch.Tensor:

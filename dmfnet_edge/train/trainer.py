@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from dmfnet_edge.config import ModelConfig
+from dmfnet_edge.errors import InputError
 from dmfnet_edge.models.checkpoint import save_model
 from dmfnet_edge.models.diffusion import DiffusionObjective
 from dmfnet_edge.models.dmfnet import DMFNet
@@ -122,7 +123,8 @@ class Stage2Task:
     def __init__(self, cfg: ModelConfig, unet: DiffusionUNet, device: torch.device,
                  init: dict[str, torch.Tensor] | None = None) -> None:
         """`init`: fusion-network weights to start from (a trained model's, to fine-tune); a head with a source
-        skip that `init` lacks gets zero weights for the sources, so it starts as that network."""
+        skip that `init` lacks gets zero weights for the sources, so it starts as that network; a max gate that
+        `init` lacks starts nearly closed."""
         self.cfg = cfg
         self.model = DMFNet(cfg).to(device)
         self.model.unet.load_state_dict(unet.state_dict())
@@ -130,6 +132,7 @@ class Stage2Task:
         orthogonal_init(self.model.fusion)
         if cfg.fusion.source_skip:
             self.model.fusion.head.zero_source_weights()
+        self.model.fusion.head.close_gate()
         if init is not None:
             load_fusion_weights(self.model.fusion, init)
         self.criterion = HybridFusionLoss().to(device)
@@ -162,9 +165,16 @@ class Stage2Task:
 
 def load_fusion_weights(fusion: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Load fusion-network weights, widening a head's first convolution with zero source-image inputs where
-    `weights` come from a network without the source skip; anything else must match exactly."""
+    `weights` come from a network without the source skip, and keeping the head's own (closed) max gate where
+    `weights` have none; anything else must match exactly."""
     own = fusion.state_dict()
     weights = dict(weights)
+    for gate in ("head.gate.weight", "head.gate.bias"):
+        if gate in own and gate not in weights:
+            weights[gate] = own[gate]
+        if gate in weights and gate not in own:
+            raise InputError("the starting weights have a max gate and this fusion network has none; start "
+                             "from weights without one, or keep the gate")
     name = "head.conv1.weight"
     if name in weights and name in own and weights[name].shape != own[name].shape:
         old, new = weights[name], own[name]
