@@ -78,3 +78,22 @@ def test_training_refuses_the_val_split(tmp_path, capsys):
 def test_stage2_needs_a_unet(tmp_path, train_dir, capsys):
     assert _train(tmp_path / "x", "stage2", 1, "--data", str(train_dir)) == 2
     assert "--unet" in capsys.readouterr().err
+
+
+def test_the_ablation_figure_draws_every_run_against_pixel_max(tmp_path):
+    pytest.importorskip("matplotlib")
+    from dmfnet_edge.io.images import read_image
+    from dmfnet_edge.train.curves import plot_ablation
+
+    runs = {}
+    for k, label in enumerate(("with", "without")):
+        validation = [{"step": s, "score": 1.8 - 0.01 * k * s / 100, "loss": {"MRI-CT": 0.3 - 0.01 * s / 100,
+                                                                             "MRI-PET": 0.2},
+                       "baseline_loss": {"max": {"MRI-CT": 0.31, "MRI-PET": 0.15}}} for s in (100, 200, 300)]
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "last.json").write_text(json.dumps({"validation": validation}))
+        runs[label] = tmp_path / label
+    out = plot_ablation(runs, tmp_path / "ablation.png", "title")
+    picture = read_image(out)
+    assert picture.ndim == 3 and picture.shape[1] > 3 * picture.shape[0]  # three panels side by side
+    assert not (tmp_path / "with" / "curves.png").exists()  # the run folders are only read

@@ -67,3 +67,42 @@ def plot_run(run: Path, path: Path | None = None) -> Path:
     stage = {"unet": "Stage I (UNet)", "dmfnet": "Stage II (fusion network)"}.get(record.get("stage"), "training")
     title = f"{stage}: {record.get('step', '?')} steps, {record.get('features') or 'features live'}"
     return plot_training(record, path or run / "curves.png", title)
+
+
+def plot_ablation(runs: dict[str, Path], path: Path, title: str = "") -> Path:
+    """Validation curves of several runs on one figure (an ablation: same recipe, one change): per modality the
+    val hybrid loss of every run against pixel max's (dashed), and the mean rank. `runs`: label -> run folder."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = {label: read_json(run / "last.json").get("validation", []) for label, run in runs.items()}
+    tasks = list(next(v for v in records.values() if v)[-1]["loss"])
+    fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(3.6 * (len(tasks) + 1), 3.2))
+    for k, (label, validation) in enumerate(records.items()):
+        steps = [v["step"] for v in validation]
+        for ax, task in zip(axes, tasks):
+            ax.plot(steps, [v["loss"][task] for v in validation], "o-", ms=3, lw=1, color=f"C{k}", label=label)
+        axes[-1].plot(steps, [v["score"] for v in validation], "o-", ms=3, lw=1, color=f"C{k}", label=label)
+    some = next(v for v in records.values() if v)[-1]
+    for ax, task in zip(axes, tasks):
+        ax.axhline(some["baseline_loss"]["max"][task], ls="--", lw=0.8, color="grey", label="pixel max")
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("val hybrid loss")
+        ax.legend(fontsize=7)
+    axes[-1].set_title("selection score", fontsize=9)
+    axes[-1].set_xlabel("step")
+    axes[-1].set_ylabel("val mean rank vs 3 baselines (1 = best)")
+    axes[-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
