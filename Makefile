@@ -64,31 +64,28 @@ EXPORT_OUT ?= out/export
 .PHONY: weights export verify engines bench-all
 
 # Ship the stage-2 weights of $(RUN) (its validation-selected RUN/best where it has one, else its final
-# RUN/dmfnet) with their ONNX graphs (dynamic fp32 and the ONNX Runtime int8).
+# RUN/dmfnet) with their ONNX graphs: the dynamic fp32 one and the ONNX Runtime int8 one (recipe export/cpu-int8).
 PICK = $(if $(wildcard $(RUN)/best.safetensors),best,dmfnet)
 weights: $(VENV)/.installed
 	cp $(RUN)/$(PICK).safetensors $(WEIGHTS)/dmfnet-edge.safetensors
 	cp $(RUN)/$(PICK).json $(WEIGHTS)/dmfnet-edge.json
 	$(BIN)/dmfnet-export onnx --model edge -o $(WEIGHTS) --dynamic --name dmfnet-edge-fp32
-	$(BIN)/dmfnet-export quantize --onnx $(WEIGHTS)/dmfnet-edge-fp32.onnx --precision int8 --target onnxruntime \
-	    --method $(INT8_METHOD) --calibration calibration/harvard-train-16.json --plot docs/figures/int8_sensitivity.png \
-	    -o $(WEIGHTS)/dmfnet-edge-int8-onnxruntime.onnx
+	$(BIN)/dmfnet-export quantize --onnx $(WEIGHTS)/dmfnet-edge-fp32.onnx --recipe export/cpu-int8.yaml \
+	    --plot docs/figures/int8_sensitivity.png -o $(WEIGHTS)/dmfnet-edge-int8-onnxruntime.onnx
 
-# The other recipes from the shipped weights: static fp32, fp16 (AutoCast), int8 Q/DQ for TensorRT (with the
-# mixed-precision plan of the shipped ONNX Runtime INT8 graph), plugin graph.
+# Every deployment target of export/*.yaml from the shipped FP32 graph (graph, and the engine where its toolchain
+# builds here), plus the static fp32 and plugin graphs for fixed-shape consumers. Gates: `make verify`.
 export: $(VENV)/.installed
 	$(BIN)/dmfnet-export onnx --model edge -o $(EXPORT_OUT)
 	$(BIN)/dmfnet-export onnx --model edge -o $(EXPORT_OUT) --trt-plugins
-	$(BIN)/dmfnet-export quantize --onnx $(WEIGHTS)/dmfnet-edge-fp32.onnx --precision fp16 -o $(EXPORT_OUT)/dmfnet-edge-fp16.onnx
-	$(BIN)/dmfnet-export quantize --onnx $(WEIGHTS)/dmfnet-edge-fp32.onnx --precision int8 --target tensorrt \
-	    --method $(INT8_METHOD) --calibration calibration/harvard-train-16.json \
-	    --keep-fp32 $(WEIGHTS)/dmfnet-edge-int8-onnxruntime.onnx -o $(EXPORT_OUT)/dmfnet-edge-int8-tensorrt.onnx
+	$(BIN)/dmfnet-export recipe export --out $(EXPORT_OUT) --no-gate
 
-# Accuracy gates of every graph against the PyTorch reference on the whole validation split.
+# Accuracy gates of every distinct graph against the PyTorch reference on the whole validation split (the
+# datacenter recipe's FP16 graph is the workstation one's).
 verify: $(VENV)/.installed
 	$(BIN)/dmfnet-export verify --model edge --pairs $(DATA)/val --report out/verify \
 	    --onnx $(WEIGHTS)/dmfnet-edge-fp32.onnx $(WEIGHTS)/dmfnet-edge-int8-onnxruntime.onnx \
-	    $(EXPORT_OUT)/dmfnet-edge-fp16.onnx $(EXPORT_OUT)/dmfnet-edge-int8-tensorrt.onnx
+	    $(EXPORT_OUT)/workstation-rtx-fp16/dmfnet-edge-fp16.onnx $(EXPORT_OUT)/jetson-orin-int8/dmfnet-edge-int8-tensorrt.onnx
 
 # TensorRT for RTX engines of the exported recipes (no GPU needed): build times, sizes, layer precisions, manifests.
 engines: $(VENV)/.installed
@@ -96,5 +93,5 @@ engines: $(VENV)/.installed
 
 bench-all: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_cpu.py
-	$(BIN)/python benchmarks/bench_onnx_cpu.py --int8-trt $(EXPORT_OUT)/dmfnet-edge-int8-tensorrt.onnx --profile
+	$(BIN)/python benchmarks/bench_onnx_cpu.py --int8-trt $(EXPORT_OUT)/jetson-orin-int8/dmfnet-edge-int8-tensorrt.onnx --profile
 	$(BIN)/python benchmarks/bench_volume.py

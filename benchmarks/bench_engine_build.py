@@ -30,8 +30,8 @@ EXPORT = ROOT / "out" / "export"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fp32", type=Path, default=ROOT / "dmfnet_edge" / "weights" / "dmfnet-edge-fp32.onnx")
-    parser.add_argument("--fp16", type=Path, default=EXPORT / "dmfnet-edge-fp16.onnx")
-    parser.add_argument("--int8", type=Path, default=EXPORT / "dmfnet-edge-int8-tensorrt.onnx")
+    parser.add_argument("--fp16", type=Path, default=EXPORT / "workstation-rtx-fp16" / "dmfnet-edge-fp16.onnx")
+    parser.add_argument("--int8", type=Path, default=EXPORT / "jetson-orin-int8" / "dmfnet-edge-int8-tensorrt.onnx")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--toolchain", default="tensorrt-rtx")
     parser.add_argument("--compute-capability")

@@ -18,6 +18,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "onnx": ("onnx", "onnx"),
     "onnxruntime": ("onnx", "onnxruntime"),
     "onnxslim": ("onnx", "onnxslim"),
+    "yaml": ("onnx", "pyyaml"),
     "pydicom": ("medical", "pydicom"),
     "nibabel": ("medical", "nibabel"),
     "matplotlib": ("dev", "matplotlib"),

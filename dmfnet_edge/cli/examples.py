@@ -57,6 +57,8 @@ EXAMPLES: dict[str, dict[str, list[str]]] = {
             "dmfnet-export calibrate --pairs train/ --exclude val/ --per-modality 16 -o calibration/set.json",
         ],
         "quantize": [
+            "dmfnet-export quantize --onnx dmfnet_edge/weights/dmfnet-edge-fp32.onnx --recipe export/cpu-int8.yaml "
+            "-o out/export/int8.onnx",
             "dmfnet-export quantize --onnx dmfnet_edge/weights/dmfnet-edge-fp32.onnx --precision fp16 "
             "-o out/export/dmfnet-edge-fp16.onnx",
             "dmfnet-export quantize --onnx dmfnet_edge/weights/dmfnet-edge-fp32.onnx --precision int8 --target tensorrt "
@@ -68,7 +70,14 @@ EXAMPLES: dict[str, dict[str, list[str]]] = {
             "dmfnet-export verify --onnx out/export/dmfnet-edge-fp16.onnx --pairs val/ --report out/verify",
             "dmfnet-export verify --onnx a.onnx b.onnx --pairs val/ --per-modality 4 --report out/verify",
         ],
+        "recipe": [
+            "dmfnet-export recipe --list export",
+            "dmfnet-export recipe export/workstation-rtx-fp16.yaml --out out/targets",
+            "dmfnet-export recipe export --out out/targets --per-modality 4",
+        ],
         "build": [
+            "dmfnet-export build --recipe export/jetson-orin-int8.yaml --onnx out/targets/jetson-orin-int8/"
+            "dmfnet-edge-int8-tensorrt.onnx --out out/engines",
             "dmfnet-export build --onnx out/export/dmfnet-edge-fp16.onnx --out out/engines --toolchain tensorrt-rtx",
             "dmfnet-export build --onnx dmfnet_edge/weights/dmfnet-edge-fp32.onnx --out out/engines "
             "--toolchain tensorrt-rtx --compute-capability sm86 --shapes 1x256x128:1x256x256:2x256x512",

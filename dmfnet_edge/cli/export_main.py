@@ -85,45 +85,58 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def configure_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", required=True, type=Path, help="the fp32 graph from 'dmfnet-export onnx'")
-    p.add_argument("--precision", required=True, choices=["fp16", "int8"], help="the recipe to write")
-    p.add_argument("--target", default="onnxruntime", choices=["tensorrt", "onnxruntime"],
-                   help="int8 flavour: explicit Q/DQ for TensorRT, or ONNX Runtime's fast CPU graph")
+    p.add_argument("--recipe", type=Path, metavar="export/NAME.yaml",
+                   help="take precision, flavour, method, calibration and FP32 plan from a deployment recipe "
+                        "(options given here override it)")
+    p.add_argument("--precision", choices=["fp16", "int8"], help="the recipe to write (required without --recipe)")
+    p.add_argument("--target", choices=["tensorrt", "onnxruntime"],
+                   help="int8 flavour: explicit Q/DQ for TensorRT, or ONNX Runtime's fast CPU graph (default)")
     p.add_argument("--calibration", type=Path, help="calibration manifest (int8)")
     p.add_argument("--calibration-root", type=Path, help="where the manifest's images are (default: its source)")
-    p.add_argument("--method", default="entropy", choices=["entropy", "max", "percentile"],
-                   help="int8 calibration (tensorrt: entropy or max)")
-    p.add_argument("--high-precision", default="fp32", choices=["fp32", "fp16"],
-                   help="int8 tensorrt: type of the layers left unquantized")
-    p.add_argument("--keep-fp32", default="auto", metavar="auto|none|GROUP[,GROUP...]|INT8.onnx",
+    p.add_argument("--method", choices=["entropy", "max", "percentile"],
+                   help="int8 calibration (default entropy; tensorrt: entropy or max)")
+    p.add_argument("--high-precision", choices=["fp32", "fp16"],
+                   help="int8 tensorrt: type of the layers left unquantized (default fp32)")
+    p.add_argument("--keep-fp32", metavar="auto|none|GROUP[,GROUP...]|INT8.onnx",
                    help="int8: layer groups left in FP32. auto (default): a sensitivity search on calibration "
                         "pairs keeps the fewest groups that reach --target-psnr against FP32; none: quantize "
                         "everything; named groups (e.g. ups.12,fusion/head); or an INT8 graph of the same model "
                         "whose recorded plan to reuse (e.g. the ONNX Runtime flavour for the TensorRT one)")
-    p.add_argument("--target-psnr", type=float, default=46.0,
+    p.add_argument("--target-psnr", type=float,
                    help="int8 --keep-fp32 auto: probe PSNR vs FP32 (dB) the search must reach (default 46)")
     p.add_argument("--plot", type=Path, help="int8 with --keep-fp32 auto: PNG bar chart of the sensitivity search")
     p.add_argument("-o", "--out", required=True, type=Path, help="output .onnx")
 
 
-def _keep_fp32(value: str) -> str | list[str]:
-    """--keep-fp32: auto, none, a comma-separated group list, or an INT8 graph whose recorded plan is reused."""
-    if value in ("auto", "none"):
-        return value
-    if value.endswith(".onnx"):
-        from dmfnet_edge.contract import read_manifest
+def _quantize_settings(args: argparse.Namespace) -> None:
+    """Fill the quantize options the command line left out: from --recipe, else the defaults."""
+    defaults = {"target": "onnxruntime", "method": "entropy", "high_precision": "fp32", "keep_fp32": "auto",
+                "target_psnr": 46.0}
+    if args.recipe is not None:
+        from dmfnet_edge.export.recipes import load_recipe
 
-        plan = read_manifest(Path(value)).get("recipe", {}).get("mixed_precision")
-        if not plan:
-            raise InputError(f"--keep-fp32 {value}: its manifest records no mixed-precision plan")
-        return list(plan["kept_fp32"]) or "none"
-    return [g for g in value.split(",") if g]
+        graph = load_recipe(args.recipe).graph
+        if graph.precision == "fp32":
+            raise InputError(f"--recipe {args.recipe}: an fp32 recipe has nothing to quantize (its graph is the "
+                             "FP32 export)")
+        keep = graph.keep_fp32 if isinstance(graph.keep_fp32, str) else ",".join(graph.keep_fp32) or "none"
+        defaults.update(precision=graph.precision, target=graph.quantization or "onnxruntime",
+                        method=graph.method, high_precision=graph.high_precision, keep_fp32=keep,
+                        target_psnr=graph.target_psnr_db, calibration=graph.calibration)
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.precision is None:
+        raise InputError("quantize needs --precision fp16|int8 (or a --recipe that names it)")
 
 
 def run_quantize(args: argparse.Namespace) -> int:
     from dmfnet_edge.export.calibration import load_calibration, network_batches
     from dmfnet_edge.export.quantize import quantize_onnx
     from dmfnet_edge.io.output_guard import refuse_overlap
+    from dmfnet_edge.targets import resolve_keep_fp32
 
+    _quantize_settings(args)
     inputs = {"--onnx": args.onnx, **({"--calibration": args.calibration} if args.calibration else {})}
     refuse_overlap("-o", args.out, inputs)
     refuse_overlap("-o", args.out.with_name(args.out.name + ".json"), inputs)
@@ -134,7 +147,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         batches = list(network_batches(pairs))
         calibration = {"manifest": args.calibration.name, "set_sha256": meta["set_sha256"],
                        "per_modality": meta["per_modality"]}
-    keep = _keep_fp32(args.keep_fp32)
+    keep = resolve_keep_fp32(args.keep_fp32)
     manifest = quantize_onnx(args.onnx, args.out, args.precision, args.target, args.method, batches, calibration,
                              args.high_precision, keep, args.target_psnr)
     print(f"{args.out}: {manifest['precision']} ({manifest['recipe']['tool']})")
@@ -207,7 +220,10 @@ def configure_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", required=True, type=Path,
                    help="fp32, fp16 or int8-tensorrt graph with its manifest (not the ONNX Runtime INT8 graph)")
     p.add_argument("--out", required=True, type=Path, help="engine cache folder")
-    p.add_argument("--toolchain", default="auto", choices=TOOLCHAIN_CHOICES,
+    p.add_argument("--recipe", type=Path, metavar="export/NAME.yaml",
+                   help="take toolchain, compute capabilities and shapes from a deployment recipe's engine "
+                        "(options given here override it)")
+    p.add_argument("--toolchain", choices=TOOLCHAIN_CHOICES,
                    help="tensorrt (TensorRT 10/11: Jetson, data-centre and workstation GPUs; builds on the GPU it "
                         "targets), tensorrt-rtx (TensorRT for RTX: builds ahead of time, no GPU needed) or auto "
                         "(the first installed, in that order; default)")
@@ -229,8 +245,18 @@ def run_build(args: argparse.Namespace) -> int:
     from dmfnet_edge.runtime.toolchain import parse_targets
     from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
 
-    options = BuildOptions(args.toolchain, parse_targets(args.compute_capability), args.shapes, args.opt_level,
-                           args.workspace_mib, args.timing_cache, args.lock_timing_cache, args.plugin_lib)
+    toolchain, targets, shapes = args.toolchain, parse_targets(args.compute_capability), args.shapes
+    if args.recipe is not None:
+        from dmfnet_edge.export.recipes import load_recipe
+
+        engine = load_recipe(args.recipe).engine
+        if engine is None:
+            raise InputError(f"--recipe {args.recipe}: the recipe has no engine (its graph runs on ONNX Runtime)")
+        toolchain = toolchain or engine.toolchain
+        targets = targets or engine.compute_capabilities
+        shapes = shapes or engine.shapes
+    options = BuildOptions(toolchain or "auto", targets, shapes, args.opt_level, args.workspace_mib,
+                           args.timing_cache, args.lock_timing_cache, args.plugin_lib)
     manifest = build_engine(args.onnx, args.out, options)
     layers = manifest["layer_precisions"]
     print(f"{args.out / manifest['engine_file']}: {manifest['precision']}, {manifest['toolchain']['flavour']} "
@@ -239,6 +265,73 @@ def run_build(args: argparse.Namespace) -> int:
     print(f"  convolutions by precision {layers['convolutions']} (all as the graph prescribes); "
           f"{layers['layers']} engine layers")
     return 0
+
+
+def configure_recipe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE",
+                   help="export/NAME.yaml files, or a folder of them (e.g. export: every target)")
+    p.add_argument("--list", action="store_true", help="print the recipes (checked) and stop")
+    p.add_argument("--out", type=Path, help="output folder: one subfolder per recipe (graph, engine, gate report)")
+    p.add_argument("--onnx", type=Path, help="the FP32 graph the recipes start from (default: the shipped one)")
+    p.add_argument("--model", default="edge", help="the PyTorch reference of the gates (default: the shipped model)")
+    p.add_argument("--pairs", type=Path, help="validation pairs of the gates (default: each recipe's gate.pairs)")
+    p.add_argument("--per-modality", type=POSITIVE, help="gates on the first N pairs of every modality only")
+    p.add_argument("--no-gate", action="store_true", help="make the graphs and engines only")
+
+
+def run_recipe(args: argparse.Namespace) -> int:
+    from dmfnet_edge.export.recipes import load_recipe, recipes_in
+
+    recipes = []
+    for path in args.recipes:
+        recipes += recipes_in(path) if path.is_dir() else [load_recipe(path)]
+    names = [r.name for r in recipes]
+    if len(set(names)) != len(names):
+        raise InputError(f"recipe {next(n for n in names if names.count(n) > 1)} is given twice")
+    if args.list:
+        for recipe in recipes:
+            print(f"{recipe.summary()}\n    {recipe.description}  ({recipe.source})")
+        return 0
+    if args.out is None:
+        raise InputError("recipe needs --out DIR (or --list)")
+    return _run_recipes(args, recipes)
+
+
+def _run_recipes(args: argparse.Namespace, recipes: list) -> int:
+    from dmfnet_edge import targets
+    from dmfnet_edge.io.output_guard import refuse_overlap
+    from dmfnet_edge.runtime import shipped_onnx
+
+    fp32 = args.onnx or shipped_onnx("edge", "fp32")
+    inputs = {"--onnx": fp32, **{"RECIPE": r.source for r in recipes}}
+    inputs.update({f"{r.name}: calibration": r.graph.calibration for r in recipes if r.graph.calibration})
+    refuse_overlap("--out", args.out, inputs)
+    ok = True
+    for recipe in recipes:
+        folder = args.out / recipe.name
+        graph, manifest = targets.make_graph(recipe, fp32, folder)
+        print(f"{recipe.name}: graph {graph} ({manifest['precision']})")
+        if recipe.engine is not None:
+            engines = folder / "engines"
+            why = targets.engine_unbuildable(recipe.engine)
+            if why:
+                print(f"  engine: not built here: {why}; on the target: {targets.build_command(recipe, graph, engines)}")
+            else:
+                built = targets.make_engine(recipe, graph, engines)
+                print(f"  engine: {engines / built['engine_file']} ({built['toolchain']['flavour']} "
+                      f"{built['toolchain']['version']} for {', '.join(built['compute_capabilities'])}, "
+                      f"{built['engine_bytes'] / 2**20:.1f} MiB)")
+        pairs = args.pairs or (recipe.gate.pairs if recipe.gate else None)
+        if args.no_gate or pairs is None:
+            print("  gate: not run" + (" (--no-gate)" if args.no_gate else " (the recipe names no gate pairs)"))
+            continue
+        per = args.per_modality or (recipe.gate.per_modality if recipe.gate else None)
+        with bar(targets.pairs_count(pairs, per), f"gate {recipe.name}", "pair") as progress:
+            report, (json_path, png_path) = targets.run_gate(graph, args.model, pairs, per, folder,
+                                                             lambda: progress.update(1))
+        _print_verdict(graph.name, report, json_path, png_path)
+        ok &= report["passed"]
+    return 0 if ok else 1
 
 
 def configure_profile(p: argparse.ArgumentParser) -> None:
@@ -306,6 +399,8 @@ COMMANDS = [
      run_calibrate),
     ("quantize", "write an fp16 or int8 precision recipe into the ONNX graph", configure_quantize, run_quantize),
     ("verify", "accuracy gates of exported graphs against the PyTorch reference", configure_verify, run_verify),
+    ("recipe", "make a deployment target from its recipe (export/NAME.yaml): graph, engine, gate", configure_recipe,
+     run_recipe),
     ("build", "build a TensorRT engine (strongly typed, static profile, cached, checked)", configure_build,
      run_build),
     ("profile", "latency percentiles, stage breakdown and a budget gate for any backend", configure_profile,

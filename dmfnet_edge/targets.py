@@ -1,0 +1,133 @@
+"""Run a deployment recipe (`export/NAME.yaml`, schema in `export/recipes.py`) end to end.
+
+1. Graph: an fp32 recipe's graph is the FP32 export itself; fp16 and int8 recipes write their graph (with its
+   manifest) from it, with the recipe's calibration set and FP32 plan.
+2. Engine (where the recipe has one): built when its toolchain can build here. TensorRT for RTX builds ahead of
+   time on any machine; full TensorRT builds on the GPU it targets, so on a machine without one (or without
+   TensorRT) the step is skipped and the exact command to run on the target is returned instead.
+3. Gate (where the recipe or the caller names validation pairs): the graph against the PyTorch reference on
+   ONNX Runtime (an int8-tensorrt graph with simulated Q/DQ, the arithmetic of a TensorRT INT8 engine), with the
+   fixed thresholds of `evaluation.verify.GATES` for its precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dmfnet_edge.contract import read_manifest
+from dmfnet_edge.errors import InputError
+from dmfnet_edge.export.recipes import EngineStep, Recipe
+
+
+@dataclass
+class RecipeResult:
+    recipe: Recipe
+    graph: Path
+    graph_manifest: dict[str, Any]
+    engine: dict[str, Any] | None = None  # the engine manifest, when one was built
+    engine_skipped: str | None = None  # why no engine was built here, and how to build it on the target
+    gate: dict[str, Any] | None = None  # the verify report
+    gate_files: tuple[Path, Path] | None = None
+
+
+def resolve_keep_fp32(value: str | list[str]) -> str | list[str]:
+    """auto, none, a list of layer groups, or an INT8 graph whose recorded mixed-precision plan is reused."""
+    if isinstance(value, list) or value in ("auto", "none"):
+        return value
+    if value.endswith(".onnx"):
+        plan = read_manifest(Path(value)).get("recipe", {}).get("mixed_precision")
+        if not plan:
+            raise InputError(f"keep-fp32 {value}: its manifest records no mixed-precision plan")
+        return list(plan["kept_fp32"]) or "none"
+    return [g for g in value.split(",") if g]
+
+
+def make_graph(recipe: Recipe, fp32: Path, out: Path) -> tuple[Path, dict[str, Any]]:
+    """The recipe's graph from the FP32 graph `fp32`: `fp32` itself, or a new graph in `out`."""
+    from dmfnet_edge.export.calibration import load_calibration, network_batches
+    from dmfnet_edge.export.quantize import quantize_onnx
+
+    step = recipe.graph
+    parent = read_manifest(fp32)
+    if parent.get("precision") != "fp32":
+        raise InputError(f"{fp32}: a recipe starts from the FP32 graph; this one is {parent.get('precision')}")
+    if step.precision == "fp32":
+        return fp32, parent
+    assert step.file is not None  # checked by the schema
+    batches, calibration = None, None
+    if step.calibration is not None:
+        meta, pairs = load_calibration(step.calibration, None)
+        batches = list(network_batches(pairs))
+        calibration = {"manifest": step.calibration.name, "set_sha256": meta["set_sha256"],
+                       "per_modality": meta["per_modality"]}
+    destination = out / step.file
+    manifest = quantize_onnx(fp32, destination, step.precision, step.quantization or "onnxruntime", step.method,
+                             batches, calibration, step.high_precision, resolve_keep_fp32(step.keep_fp32),
+                             step.target_psnr_db)
+    return destination, manifest
+
+
+def build_command(recipe: Recipe, graph: Path, engines: Path) -> str:
+    """The `dmfnet-export build` line that builds the recipe's engine (on the target, for full TensorRT)."""
+    return f"dmfnet-export build --recipe {recipe.source} --onnx {graph} --out {engines}"
+
+
+def engine_unbuildable(step: EngineStep) -> str | None:
+    """Why the engine cannot be built on this machine (None when it can)."""
+    from dmfnet_edge._optional import available
+    from dmfnet_edge.runtime.toolchain import FLAVOURS
+
+    flavour = FLAVOURS[step.toolchain]
+    if not available(flavour.module):
+        return f"{step.toolchain} is not installed here (pip install 'dmfnet-edge[{flavour.extra}]')"
+    if not flavour.ahead_of_time:
+        try:
+            from dmfnet_edge.runtime.toolchain import cudart
+
+            err, count = cudart().cudaGetDeviceCount()
+        except Exception:  # no CUDA runtime at all: the same answer as no device
+            err, count = 1, 0
+        if int(err) != 0 or count < 1:
+            return f"{step.toolchain} builds on the GPU it targets and this machine has none"
+    return None
+
+
+def make_engine(recipe: Recipe, graph: Path, engines: Path) -> dict[str, Any]:
+    from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
+
+    assert recipe.engine is not None
+    options = BuildOptions(recipe.engine.toolchain, recipe.engine.compute_capabilities, recipe.engine.shapes)
+    return build_engine(graph, engines, options)
+
+
+def run_gate(graph: Path, model: str, pairs_root: Path, per_modality: int | None, report_dir: Path,
+             progress: Callable[[], None] | None = None) -> tuple[dict[str, Any], tuple[Path, Path]]:
+    """The graph's accuracy gate against the PyTorch reference `model` on the pairs under `pairs_root`."""
+    from dmfnet_edge.evaluation.verify import verify_runner, write_report
+    from dmfnet_edge.io.pairs import find_pairs
+    from dmfnet_edge.models.checkpoint import load_or_build
+    from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
+    from dmfnet_edge.runtime.torch_backend import TorchRunner
+
+    pairs = find_pairs(pairs_root)
+    if per_modality:
+        pairs = [p for i, p in enumerate(pairs) if sum(q.task == p.task for q in pairs[:i]) < per_modality]
+    module, meta = load_or_build(model, allow_random=True)
+    runner = OnnxRuntimeRunner(graph)
+    expected = runner.manifest.get("weights_sha256")
+    if expected and meta.get("weights_sha256") and expected != meta["weights_sha256"]:
+        raise InputError(f"{graph.name} was exported from other weights than --model {model}")
+    report, worst = verify_runner(runner, runner.precision, TorchRunner(module, meta), pairs, progress)
+    return report, write_report(report, worst, report_dir, graph.stem)
+
+
+def pairs_count(pairs_root: Path, per_modality: int | None) -> int:
+    from dmfnet_edge.io.pairs import find_pairs
+
+    pairs = find_pairs(pairs_root)
+    if not per_modality:
+        return len(pairs)
+    return sum(min(per_modality, sum(p.task == t for p in pairs)) for t in {p.task for p in pairs})
