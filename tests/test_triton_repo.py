@@ -110,3 +110,20 @@ def test_a_config_that_breaks_the_schema_is_caught():
 
     with pytest.raises(text_format.ParseError, match="max_batch"):
         validate_config('name: "x"\nplatform: "onnxruntime_onnx"\nmax_batch: 8\n')
+
+
+def test_unknown_model_is_retried_only_for_a_model_already_served():
+    """A restarted server answers "unknown model" until it has loaded its repository: retried (with backoff) for a
+    model this client has been served before, an immediate error for a name it never served (a typo)."""
+    from tritonclient.utils import InferenceServerException
+
+    from dmfnet_edge.runtime.triton_client import TritonRunner
+
+    runner = object.__new__(TritonRunner)
+    loading = InferenceServerException("[404] Request for unknown model: 'dmfnet_edge' is not found", status="404")
+    runner._served = False
+    assert not runner._transient(loading)
+    runner._served = True
+    assert runner._transient(loading)
+    assert not runner._transient(InferenceServerException("[400] unexpected shape for input 'mri'", status="400"))
+    assert runner._transient(InferenceServerException("failed to connect to all addresses", status=None))

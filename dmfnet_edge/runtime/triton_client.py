@@ -29,6 +29,9 @@ TRANSIENT_GRPC = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"}
 # a dropped connection, or a restarted server still loading the model
 TRANSIENT_TEXT = ("ailed to connect", "onnection refused", "onnection reset", "has no available versions",
                   "is not ready")
+# a restarted server that is up but has not loaded its repository yet answers "unknown model"; that is only
+# transient for a model this runner has already been served (a wrong model name fails at once)
+RESTARTING_TEXT = ("nknown model",)
 
 
 class ServerUnavailable(EnvironmentProblem):
@@ -55,7 +58,9 @@ class TritonRunner:
         self.url, self.model = url, model
         self.retries, self.backoff_s, self.timeout_s = retries, backoff_s, timeout_s
         self._local = threading.local()  # tritonclient's HTTP client (gevent) must stay on the thread that made it
+        self._served = False  # set once the server has answered for this model
         self.metadata = self._call(lambda: self.client.get_model_metadata(model))
+        self._served = True
         inputs, outputs = self._names()
         if inputs != set(INPUT_NAMES) or outputs != [OUTPUT_NAME]:
             raise InputError(f"--server {url}: model '{model}' has inputs {sorted(inputs)} and outputs {outputs}, "
@@ -95,7 +100,8 @@ class TritonRunner:
             status = str(exc.status() or "")
             text = str(exc)
             return status in TRANSIENT_GRPC or status.isdigit() and int(status) in TRANSIENT_HTTP or \
-                any(sign in text for sign in TRANSIENT_TEXT)
+                any(sign in text for sign in TRANSIENT_TEXT) or \
+                self._served and any(sign in text for sign in RESTARTING_TEXT)
         return isinstance(exc, (ConnectionError, TimeoutError, OSError))
 
     def _call(self, fn):
