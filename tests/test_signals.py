@@ -15,6 +15,12 @@ from tests.bad_inputs import snapshot
 from tests.conftest import smooth_image
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT back to its default, so that Python installs its Ctrl-C handler. A suite started in
+    the background (nohup, `&`) runs with SIGINT ignored, which the child would inherit and keep."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
 def test_a_signal_mid_fuse_dir_keeps_the_pairs_already_fused(tmp_path, sig, code, word):
     rng = np.random.default_rng(4)
@@ -26,7 +32,8 @@ def test_a_signal_mid_fuse_dir_keeps_the_pairs_already_fused(tmp_path, sig, code
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "dmfnet_edge.cli.main", "fuse-dir", "--pairs", str(pairs), "--out",
                              str(out), "--threads", "1"], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                            preexec_fn=_default_sigint)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and len(list(out.glob("MRI-CT/*.png"))) < 2:
         time.sleep(0.05)
