@@ -272,7 +272,10 @@ def test_edge_engines(edge_graphs, recipe, tmp_path):
     if recipe == "int8-tensorrt":
         kept = set(json.loads(manifest_path(edge_graphs[recipe]).read_text())["recipe"]["mixed_precision"]["kept_fp32"])
         assert {p for n, p in precisions.items() if layer_group(n) in kept} == {"fp32"}
-        assert manifest["layer_precisions"]["int8_fallbacks_fp32"] == []  # every Q/DQ convolution runs in INT8
+        # every Q/DQ convolution runs in INT8 but where TensorRT keeps one unfused in FP32 because INT8 does not pay:
+        # only the channel attention's 1x1 convolutions on the pooled 1x1 vector, and each is listed
+        fallbacks = manifest["layer_precisions"]["int8_fallbacks_fp32"]
+        assert all("/channel/channel." in name and precisions[name] == "fp32" for name in fallbacks), fallbacks
         assert sum(p == "int8" for p in precisions.values()) >= 0.5 * len(precisions)
     else:
         assert set(precisions.values()) == {recipe} and len(precisions) >= 100
