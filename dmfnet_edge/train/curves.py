@@ -10,14 +10,32 @@ from dmfnet_edge.artifacts import read_json
 from dmfnet_edge.files import atomic_write_bytes
 
 
-def plot_training(record: dict[str, Any], path: Path, title: str = "") -> Path:
-    """Write the curves of a checkpoint record (RUN/last.json) to `path`; returns it."""
-    import io
-
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path, title: str) -> Path:
+    """Title, lay out and write a figure atomically as PNG; returns `path`."""
+    import io
+
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def plot_training(record: dict[str, Any], path: Path, title: str = "") -> Path:
+    """Write the curves of a checkpoint record (RUN/last.json) to `path`; returns it."""
+    plt = _pyplot()
 
     history = record.get("history", [])
     validation = record.get("validation", [])
@@ -51,14 +69,7 @@ def plot_training(record: dict[str, Any], path: Path, title: str = "") -> Path:
         vloss_ax.set_xlabel("step")
         vloss_ax.set_ylabel("val hybrid loss (dashed: pixel max)")
         vloss_ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return _save(fig, path, title)
 
 
 def plot_run(run: Path, path: Path | None = None) -> Path:
@@ -72,12 +83,7 @@ def plot_run(run: Path, path: Path | None = None) -> Path:
 def plot_ablation(runs: dict[str, Path], path: Path, title: str = "") -> Path:
     """Validation curves of several runs on one figure (an ablation: same recipe, one change): per modality the
     val hybrid loss of every run against pixel max's (dashed), and the mean rank. `runs`: label -> run folder."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     records = {label: read_json(run / "last.json").get("validation", []) for label, run in runs.items()}
     tasks = list(next(v for v in records.values() if v)[-1]["loss"])
@@ -98,11 +104,4 @@ def plot_ablation(runs: dict[str, Path], path: Path, title: str = "") -> Path:
     axes[-1].set_xlabel("step")
     axes[-1].set_ylabel("val mean rank vs 3 baselines (1 = best)")
     axes[-1].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return _save(fig, path, title)
