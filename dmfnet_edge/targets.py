@@ -103,31 +103,33 @@ def make_engine(recipe: Recipe, graph: Path, engines: Path) -> dict[str, Any]:
     return build_engine(graph, engines, options)
 
 
-def run_gate(graph: Path, model: str, pairs_root: Path, per_modality: int | None, report_dir: Path,
-             progress: Callable[[], None] | None = None) -> tuple[dict[str, Any], tuple[Path, Path]]:
-    """The graph's accuracy gate against the PyTorch reference `model` on the pairs under `pairs_root`."""
-    from dmfnet_edge.evaluation.verify import verify_runner, write_report
+def gate_pairs(pairs_root: Path, per_modality: int | None) -> list:
+    """The validation pairs of a gate: all of them, or the first `per_modality` of every modality."""
     from dmfnet_edge.io.pairs import find_pairs
-    from dmfnet_edge.models.checkpoint import load_or_build
-    from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
-    from dmfnet_edge.runtime.torch_backend import TorchRunner
 
     pairs = find_pairs(pairs_root)
     if per_modality:
         pairs = [p for i, p in enumerate(pairs) if sum(q.task == p.task for q in pairs[:i]) < per_modality]
-    module, meta = load_or_build(model, allow_random=True)
-    runner = OnnxRuntimeRunner(graph)
+    return pairs
+
+
+def check_same_weights(runner: Any, meta: dict[str, Any], model: str) -> None:
+    """Refuse a graph exported from other weights than the reference `model` (both hashes known)."""
     expected = runner.manifest.get("weights_sha256")
     if expected and meta.get("weights_sha256") and expected != meta["weights_sha256"]:
-        raise InputError(f"{graph.name} was exported from other weights than --model {model}")
+        raise InputError(f"{runner.path.name} was exported from other weights than --model {model}")
+
+
+def run_gate(graph: Path, model: str, pairs: list, report_dir: Path, progress: Callable[[], None] | None = None
+             ) -> tuple[dict[str, Any], tuple[Path, Path]]:
+    """The graph's accuracy gate against the PyTorch reference `model` on `pairs` (`gate_pairs`)."""
+    from dmfnet_edge.evaluation.verify import verify_runner, write_report
+    from dmfnet_edge.models.checkpoint import load_or_build
+    from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
+    from dmfnet_edge.runtime.torch_backend import TorchRunner
+
+    module, meta = load_or_build(model, allow_random=True)
+    runner = OnnxRuntimeRunner(graph)
+    check_same_weights(runner, meta, model)
     report, worst = verify_runner(runner, runner.precision, TorchRunner(module, meta), pairs, progress)
     return report, write_report(report, worst, report_dir, graph.stem)
-
-
-def pairs_count(pairs_root: Path, per_modality: int | None) -> int:
-    from dmfnet_edge.io.pairs import find_pairs
-
-    pairs = find_pairs(pairs_root)
-    if not per_modality:
-        return len(pairs)
-    return sum(min(per_modality, sum(p.task == t for p in pairs)) for t in {p.task for p in pairs})

@@ -177,20 +177,16 @@ def configure_verify(p: argparse.ArgumentParser) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     from dmfnet_edge.evaluation.verify import verify_runner, write_report
-    from dmfnet_edge.io.pairs import find_pairs
     from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
     from dmfnet_edge.runtime.torch_backend import TorchRunner
+    from dmfnet_edge.targets import check_same_weights, gate_pairs
 
-    pairs = find_pairs(args.pairs)
-    if args.per_modality:
-        pairs = [p for i, p in enumerate(pairs) if sum(q.task == p.task for q in pairs[:i]) < args.per_modality]
+    pairs = gate_pairs(args.pairs, args.per_modality)
     model, meta = _load_reference(args.model)
     reference = TorchRunner(model, meta)
     candidates = [OnnxRuntimeRunner(path, threads=args.threads) for path in args.onnx]
     for runner in candidates:
-        expected = runner.manifest.get("weights_sha256")
-        if expected and meta.get("weights_sha256") and expected != meta["weights_sha256"]:
-            raise InputError(f"{runner.path.name} was exported from other weights than --model {args.model}")
+        check_same_weights(runner, meta, args.model)
     ok, cache = True, {}  # the reference output and metrics of every pair, computed once for all candidates
     for runner in candidates:
         with bar(len(pairs), f"verify {runner.path.name}", "pair") as progress:
@@ -326,8 +322,9 @@ def _run_recipes(args: argparse.Namespace, recipes: list) -> int:
             print("  gate: not run" + (" (--no-gate)" if args.no_gate else " (the recipe names no gate pairs)"))
             continue
         per = args.per_modality or (recipe.gate.per_modality if recipe.gate else None)
-        with bar(targets.pairs_count(pairs, per), f"gate {recipe.name}", "pair") as progress:
-            report, (json_path, png_path) = targets.run_gate(graph, args.model, pairs, per, folder,
+        chosen = targets.gate_pairs(pairs, per)
+        with bar(len(chosen), f"gate {recipe.name}", "pair") as progress:
+            report, (json_path, png_path) = targets.run_gate(graph, args.model, chosen, folder,
                                                              lambda: progress.update(1))
         _print_verdict(graph.name, report, json_path, png_path)
         ok &= report["passed"]
