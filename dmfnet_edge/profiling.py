@@ -159,6 +159,35 @@ def ort_stage_split(onnx_path: Path, threads: int | None, mri: np.ndarray, other
     return {k: round(v / runs, 3) for k, v in totals.items()}
 
 
+def sample_pair() -> tuple[Path, Path]:
+    """The bundled MRI-PET sample pair: what `profile` times when no pair is given."""
+    from dmfnet_edge.files import package_path
+
+    folder = package_path("samples", "MRI-PET")
+    return folder / "MRI" / "11.png", folder / "PET" / "11.png"
+
+
+def network_stage_split(runner: Runner, threads: int | None, mri: np.ndarray, other: np.ndarray, runs: int,
+                        batch: int) -> dict[str, float] | None:
+    """Stage 1 / stage 2 median ms where the backend lets them be told apart (torch, gpu, ONNX Runtime); None
+    for engines and servers, whose network is one opaque call."""
+    if runner.backend in ("torch", "gpu"):
+        return torch_stage_split(runner, mri, other, runs, batch)
+    if runner.backend == "onnxruntime":
+        return ort_stage_split(runner.path, threads, mri, other, runs, batch)  # type: ignore[attr-defined]
+    return None
+
+
+def device_sync(runner: Runner) -> Callable[[], None]:
+    """What waits for the runner's device to finish (CUDA torch runners), so that timings cover the work."""
+    device = getattr(runner, "device", None)
+    if device is not None and getattr(device, "type", "") == "cuda":
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
+
+
 def profile_runner(runner: Runner, mri: np.ndarray, other: np.ndarray, runs: int, warmup: int, batch: int,
                    stage_split: dict[str, float] | None, sync: Callable[[], None] = lambda: None,
                    progress: Callable[[], None] = lambda: None) -> dict[str, Any]:

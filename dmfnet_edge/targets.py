@@ -33,22 +33,9 @@ class RecipeResult:
     gate_files: tuple[Path, Path] | None = None
 
 
-def resolve_keep_fp32(value: str | list[str]) -> str | list[str]:
-    """auto, none, a list of layer groups, or an INT8 graph whose recorded mixed-precision plan is reused."""
-    if isinstance(value, list) or value in ("auto", "none"):
-        return value
-    if value.endswith(".onnx"):
-        plan = read_manifest(Path(value)).get("recipe", {}).get("mixed_precision")
-        if not plan:
-            raise InputError(f"keep-fp32 {value}: its manifest records no mixed-precision plan")
-        return list(plan["kept_fp32"]) or "none"
-    return [g for g in value.split(",") if g]
-
-
 def make_graph(recipe: Recipe, fp32: Path, out: Path) -> tuple[Path, dict[str, Any]]:
     """The recipe's graph from the FP32 graph `fp32`: `fp32` itself, or a new graph in `out`."""
-    from dmfnet_edge.export.calibration import load_calibration, network_batches
-    from dmfnet_edge.export.quantize import quantize_onnx
+    from dmfnet_edge.export.quantize import quantize_step
 
     step = recipe.graph
     parent = read_manifest(fp32)
@@ -57,16 +44,8 @@ def make_graph(recipe: Recipe, fp32: Path, out: Path) -> tuple[Path, dict[str, A
     if step.precision == "fp32":
         return fp32, parent
     assert step.file is not None  # checked by the schema
-    batches, calibration = None, None
-    if step.calibration is not None:
-        meta, pairs = load_calibration(step.calibration, None)
-        batches = list(network_batches(pairs))
-        calibration = {"manifest": step.calibration.name, "set_sha256": meta["set_sha256"],
-                       "per_modality": meta["per_modality"]}
     destination = out / step.file
-    manifest = quantize_onnx(fp32, destination, step.precision, step.quantization or "onnxruntime", step.method,
-                             batches, calibration, step.high_precision, resolve_keep_fp32(step.keep_fp32),
-                             step.target_psnr_db)
+    manifest = quantize_step(step, fp32, destination)
     return destination, manifest
 
 

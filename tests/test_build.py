@@ -15,7 +15,7 @@ from dmfnet_edge.runtime.engine_manifest import (BuildTarget, DeviceInfo, build_
                                                engine_file_name, engine_manifest_path, read_engine_manifest)
 from dmfnet_edge.build.precision import (PrecisionMismatch, check_precision, expected_convolutions, int8_fallbacks,
                                          precision_summary, records_from_inspector, records_from_layer_dump, tensor_precision)
-from dmfnet_edge.cli.export_main import main as export_main
+from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.contract import read_manifest
 from dmfnet_edge.runtime.tensorrt_backend import IOTensor, TensorRTRunner

@@ -209,7 +209,7 @@ def test_options_are_checked_at_parse_time(capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(f"dmfnet: error: {argv[0]}: argument"), \
             (argv, err)
-    from dmfnet_edge.cli.export_main import main as export_main
+    from dmfnet_edge.cli.main import export_main
 
     for argv in (["onnx", "-o", "o", "--opset", "99"], ["onnx", "-o", "o", "--batch", "0"],
                  ["calibrate", "--pairs", "p", "-o", "c.json", "--per-modality", "-1"]):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dmfnet_edge.cli import export_main
 from dmfnet_edge.cli.examples import EXAMPLES
 from dmfnet_edge.cli.main import build_parser
+from dmfnet_edge.cli.registry import TOOLS
 
 from conftest import REPO
 
@@ -55,7 +55,7 @@ def _normalised(command: str) -> list[str] | None:
 
 
 def _parsers():
-    return {"dmfnet": build_parser("dmfnet"), "dmfnet-export": build_parser("dmfnet-export", export_main.COMMANDS)}
+    return {prog: build_parser(prog) for prog in TOOLS}
 
 
 DOC_LINES = [line for doc in DOCS for line in _code_lines(doc) if _normalised(line[1]) is not None]

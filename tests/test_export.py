@@ -10,13 +10,13 @@ import numpy as np
 import onnx
 import pytest
 
-from dmfnet_edge.cli.export_main import main as export_main
+from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.contract import IOContract, read_manifest
 from dmfnet_edge.errors import InputError, ModelFileError
 from dmfnet_edge.evaluation.verify import verify_runner
 from dmfnet_edge.export.calibration import load_calibration, network_batches, select_calibration_set
 from dmfnet_edge.export.onnx_export import export_onnx
-from dmfnet_edge.export.quantize import SATURATION_SAFE_WEIGHT, largest_int8_weight
+from dmfnet_edge.export.quantize.int8_onnxruntime import SATURATION_SAFE_WEIGHT, largest_int8_weight
 from dmfnet_edge.io.images import write_image
 from dmfnet_edge.io.pairs import find_pairs
 from dmfnet_edge.models.checkpoint import build_model

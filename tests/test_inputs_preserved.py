@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dmfnet_edge.cli.export_main import main as export_main
+from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.cli.main import main
 from dmfnet_edge.io.images import write_image
 from tests.bad_inputs import snapshot

@@ -9,7 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from dmfnet_edge.export.onnx_export import accurate_group_norms
-from dmfnet_edge.export.quantize import layer_group, plan_mixed_precision
+from dmfnet_edge.contract import layer_group
+from dmfnet_edge.export.quantize.mixed_precision import plan_mixed_precision
 
 
 def _group_norm_graph(groups: int, affine: bool = False) -> onnx.ModelProto:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dmfnet_edge.cli.export_main import main as export_main
+from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.profiling import budget_verdict, latency_stats
 
 

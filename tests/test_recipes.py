@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dmfnet_edge._optional import available
-from dmfnet_edge.cli.export_main import main as export_main
+from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.contract import read_manifest
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.export.recipes import load_recipe, recipes_in

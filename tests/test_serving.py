@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dmfnet_edge.cli.export_main import main as export_main
+from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.serving.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from dmfnet_edge.artifacts import WEIGHTS_DIR
-from dmfnet_edge.cli.export_main import main as export_main
+from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.config import PRESETS
 from dmfnet_edge.contract import read_manifest
-from dmfnet_edge.export.quantize import SATURATION_SAFE_WEIGHT, largest_int8_weight
+from dmfnet_edge.export.quantize.int8_onnxruntime import SATURATION_SAFE_WEIGHT, largest_int8_weight
 from dmfnet_edge.models.checkpoint import load_model
 from dmfnet_edge.models.dmfnet import parameter_count
 from dmfnet_edge.models.flops import pair_flops

@@ -23,7 +23,7 @@ from dmfnet_edge.build.precision import expected_convolutions
 from dmfnet_edge.runtime.toolchain import (FLAVOURS, RTX_PORTABLE_TARGETS, Toolchain, load_toolchain,
                                          parse_targets)
 from dmfnet_edge.build.trt_builder import BuildOptions, build_engine, shape_profile
-from dmfnet_edge.cli.export_main import main as export_main
+from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
 from dmfnet_edge.contract import layer_group, manifest_path
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dmfnet_edge.cli.export_main import main as export_main
+from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.runtime import shipped_onnx
 
 pytest.importorskip("tritonclient.grpc", reason="the 'serve' extra (tritonclient) checks configs against Triton")

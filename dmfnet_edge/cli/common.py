@@ -6,6 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
+from dmfnet_edge._optional import require
 from dmfnet_edge.cli.types import THREADS, torch_device
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.runtime import BACKENDS, Runner, open_runner
@@ -23,6 +24,15 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="fuse on a Triton Inference Server instead: http://HOST:PORT or grpc://HOST:PORT (e.g. "
                         "'dmfnet serve'); retries with backoff while the server is unavailable")
     p.add_argument("--server-model", default="dmfnet_edge", help="the model's name on --server")
+
+
+def reference_model(spec: str):
+    """A DMFNet to export or to gate against: shipped or saved weights, or a preset's random weights (asked for
+    by naming the preset: paper, tiny)."""
+    require("torch", purpose="this command")
+    from dmfnet_edge.models.checkpoint import load_or_build
+
+    return load_or_build(spec, allow_random=True)
 
 
 def runner_from(args: argparse.Namespace) -> Runner:

@@ -1,4 +1,4 @@
-"""`dmfnet` command line: a registry of small subcommands.
+"""Both command lines, `dmfnet` and `dmfnet-export`, built from one registry of small commands (cli/registry.py).
 
 User and environment problems (`DmfnetError`) print one line on stderr and exit with 2 (input) or 3
 (environment), never a traceback; anything else is a bug and keeps its traceback.
@@ -12,21 +12,12 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from dmfnet_edge import __version__
 from dmfnet_edge._optional import missing_package_message
+from dmfnet_edge.cli.registry import TOOLS, Command, commands
 from dmfnet_edge.errors import DmfnetError
-
-Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
-
-
-def _commands() -> list[Command]:
-    from dmfnet_edge.cli import (baseline_cmd, compare_cmd, eval_cmd, fuse_cmd, info_cmd, serve_cmd, train_cmd,
-                                 volume_cmd)
-
-    return [*fuse_cmd.COMMANDS, *volume_cmd.COMMANDS, *eval_cmd.COMMANDS, *baseline_cmd.COMMANDS,
-            *compare_cmd.COMMANDS, *train_cmd.COMMANDS, *info_cmd.COMMANDS, *serve_cmd.COMMANDS]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,11 +41,6 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {default})"
 
 
-DESCRIPTIONS = {"dmfnet": "DM-FNet multimodal medical image fusion: fuse MRI with CT, PET or SPECT, evaluate, train.",
-                "dmfnet-export": "DM-FNet deployment: ONNX export, precision recipes, accuracy gates, TensorRT "
-                                 "engines, latency profiles."}
-
-
 def _epilog(prog: str, name: str) -> str | None:
     from dmfnet_edge.cli.examples import EXAMPLES
 
@@ -62,12 +48,13 @@ def _epilog(prog: str, name: str) -> str | None:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines) if lines else None
 
 
-def build_parser(prog: str = "dmfnet", commands: list[Command] | None = None) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description=DESCRIPTIONS.get(prog), formatter_class=_HelpFormatter)
+def build_parser(prog: str = "dmfnet", only: list[Command] | None = None) -> argparse.ArgumentParser:
+    """The tool's parser with all its registered commands (or `only` these)."""
+    parser = _Parser(prog=prog, description=TOOLS[prog].description, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, help_text, configure, run in commands or _commands():
+    for name, help_text, configure, run in only or commands(prog):
         cmd = sub.add_parser(name, help=help_text, description=help_text, epilog=_epilog(prog, name),
                              formatter_class=_HelpFormatter)
         cmd.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
@@ -85,8 +72,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def run_cli(argv: Sequence[str] | None, prog: str, commands: list[Command] | None = None) -> int:
-    args = build_parser(prog, commands).parse_args(argv)
+def run_cli(argv: Sequence[str] | None, prog: str, only: list[Command] | None = None) -> int:
+    args = build_parser(prog, only).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     in_main = threading.current_thread() is threading.main_thread()
@@ -143,7 +130,13 @@ def _detach_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`dmfnet`: fuse, evaluate, train, serve."""
     return run_cli(argv, "dmfnet")
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """`dmfnet-export`: export, quantize, gate, build, profile."""
+    return run_cli(argv, "dmfnet-export")
 
 
 if __name__ == "__main__":

@@ -90,3 +90,12 @@ def network_batches(pairs: list[ImagePair]) -> Iterator[dict[str, np.ndarray]]:
     for pair in pairs:
         prepared = prepare_pair(read_image(pair.mri), read_image(pair.other), pair.name)
         yield {"mri": prepared.mri[None, None], "other": prepared.other[None, None]}
+
+
+def calibration_inputs(manifest_file: Path, root: Path | None = None
+                       ) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
+    """The network inputs of a calibration manifest's pairs (hash-checked), and the record of the set that a
+    quantized graph's manifest keeps."""
+    meta, pairs = load_calibration(manifest_file, root)
+    record = {"manifest": manifest_file.name, "set_sha256": meta["set_sha256"], "per_modality": meta["per_modality"]}
+    return list(network_batches(pairs)), record

@@ -1,0 +1,28 @@
+"""`dmfnet-export calibrate`: a hashed INT8 calibration set from a training split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dmfnet_edge.artifacts import write_json_atomic
+from dmfnet_edge.cli.types import POSITIVE
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pairs", required=True, type=Path, help="training split DIR/MRI-X/{MRI,X}/NAME.png")
+    p.add_argument("--exclude", type=Path, help="validation split that must not overlap (checked by hash)")
+    p.add_argument("--per-modality", type=POSITIVE, default=16, help="calibration pairs per modality")
+    p.add_argument("-o", "--out", required=True, type=Path, help="calibration manifest (.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dmfnet_edge.export.calibration import select_calibration_set
+
+    manifest = select_calibration_set(args.pairs, args.per_modality, args.exclude)
+    write_json_atomic(args.out, manifest)
+    print(f"{args.out}: {manifest['per_modality']} pairs, disjoint check: {manifest['disjoint_from_validation']}")
+    return 0
+
+
+COMMANDS = [("calibrate", "select a hashed INT8 calibration set from a training split", configure, run)]

@@ -1,0 +1,83 @@
+"""`dmfnet-export recipe`: make deployment targets from their recipes (export/NAME.yaml): graph, engine, gate."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dmfnet_edge.cli.progress import bar
+from dmfnet_edge.cli.types import POSITIVE
+from dmfnet_edge.cli.verify_cmd import print_verdict
+from dmfnet_edge.errors import InputError
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE",
+                   help="export/NAME.yaml files, or a folder of them (e.g. export: every target)")
+    p.add_argument("--list", action="store_true", help="print the recipes (checked) and stop")
+    p.add_argument("--out", type=Path, help="output folder: one subfolder per recipe (graph, engine, gate report)")
+    p.add_argument("--onnx", type=Path, help="the FP32 graph the recipes start from (default: the shipped one)")
+    p.add_argument("--model", default="edge", help="the PyTorch reference of the gates (default: the shipped model)")
+    p.add_argument("--pairs", type=Path, help="validation pairs of the gates (default: each recipe's gate.pairs)")
+    p.add_argument("--per-modality", type=POSITIVE, help="gates on the first N pairs of every modality only")
+    p.add_argument("--no-gate", action="store_true", help="make the graphs and engines only")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dmfnet_edge.export.recipes import load_recipe, recipes_in
+
+    recipes = []
+    for path in args.recipes:
+        recipes += recipes_in(path) if path.is_dir() else [load_recipe(path)]
+    names = [r.name for r in recipes]
+    if len(set(names)) != len(names):
+        raise InputError(f"recipe {next(n for n in names if names.count(n) > 1)} is given twice")
+    if args.list:
+        for recipe in recipes:
+            print(f"{recipe.summary()}\n    {recipe.description}  ({recipe.source})")
+        return 0
+    if args.out is None:
+        raise InputError("recipe needs --out DIR (or --list)")
+    return _make(args, recipes)
+
+
+def _make(args: argparse.Namespace, recipes: list) -> int:
+    from dmfnet_edge import targets
+    from dmfnet_edge.io.output_guard import refuse_overlap
+    from dmfnet_edge.runtime import shipped_onnx
+
+    fp32 = args.onnx or shipped_onnx("edge", "fp32")
+    inputs = {"--onnx": fp32, **{"RECIPE": r.source for r in recipes}}
+    inputs.update({f"{r.name}: calibration": r.graph.calibration for r in recipes if r.graph.calibration})
+    refuse_overlap("--out", args.out, inputs)
+    ok = True
+    for recipe in recipes:
+        folder = args.out / recipe.name
+        graph, manifest = targets.make_graph(recipe, fp32, folder)
+        print(f"{recipe.name}: graph {graph} ({manifest['precision']})")
+        if recipe.engine is not None:
+            engines = folder / "engines"
+            why = targets.engine_unbuildable(recipe.engine)
+            if why:
+                print(f"  engine: not built here: {why}; on the target: {targets.build_command(recipe, graph, engines)}")
+            else:
+                built = targets.make_engine(recipe, graph, engines)
+                print(f"  engine: {engines / built['engine_file']} ({built['toolchain']['flavour']} "
+                      f"{built['toolchain']['version']} for {', '.join(built['compute_capabilities'])}, "
+                      f"{built['engine_bytes'] / 2**20:.1f} MiB)")
+        pairs = args.pairs or (recipe.gate.pairs if recipe.gate else None)
+        if args.no_gate or pairs is None:
+            print("  gate: not run" + (" (--no-gate)" if args.no_gate else " (the recipe names no gate pairs)"))
+            continue
+        per = args.per_modality or (recipe.gate.per_modality if recipe.gate else None)
+        chosen = targets.gate_pairs(pairs, per)
+        with bar(len(chosen), f"gate {recipe.name}", "pair") as progress:
+            report, (json_path, png_path) = targets.run_gate(graph, args.model, chosen, folder,
+                                                             lambda: progress.update(1))
+        print_verdict(graph.name, report, json_path, png_path)
+        ok &= report["passed"]
+    return 0 if ok else 1
+
+
+COMMANDS = [("recipe", "make a deployment target from its recipe (export/NAME.yaml): graph, engine, gate", configure,
+             run)]

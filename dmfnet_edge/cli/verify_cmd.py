@@ -1,0 +1,58 @@
+"""`dmfnet-export verify`: the accuracy gates of exported graphs against the PyTorch reference."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dmfnet_edge.cli.common import reference_model
+from dmfnet_edge.cli.progress import bar
+from dmfnet_edge.cli.types import POSITIVE, THREADS
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", required=True, type=Path, nargs="+", help="exported graph(s) to check")
+    p.add_argument("--model", default="edge", help="the PyTorch reference the graphs were exported from")
+    p.add_argument("--pairs", required=True, type=Path, help="validation split DIR/MRI-X/{MRI,X}/NAME.png")
+    p.add_argument("--per-modality", type=POSITIVE, help="use only the first N pairs of every modality")
+    p.add_argument("--report", required=True, type=Path, help="folder for <graph>.verify.json and .worst.png")
+    p.add_argument("--threads", type=THREADS, help="ONNX Runtime CPU threads (default: its choice)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dmfnet_edge.evaluation.verify import verify_runner, write_report
+    from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
+    from dmfnet_edge.runtime.torch_backend import TorchRunner
+    from dmfnet_edge.targets import check_same_weights, gate_pairs
+
+    pairs = gate_pairs(args.pairs, args.per_modality)
+    model, meta = reference_model(args.model)
+    reference = TorchRunner(model, meta)
+    candidates = [OnnxRuntimeRunner(path, threads=args.threads) for path in args.onnx]
+    for runner in candidates:
+        check_same_weights(runner, meta, args.model)
+    ok, cache = True, {}  # the reference output and metrics of every pair, computed once for all candidates
+    for runner in candidates:
+        with bar(len(pairs), f"verify {runner.path.name}", "pair") as progress:
+            report, worst = verify_runner(runner, runner.precision, reference, pairs, lambda: progress.update(1),
+                                          cache)
+        json_path, png_path = write_report(report, worst, args.report, runner.path.stem)
+        print_verdict(runner.path.name, report, json_path, png_path)
+        ok &= report["passed"]
+    return 0 if ok else 1
+
+
+def print_verdict(name: str, report: dict, json_path: Path, png_path: Path) -> None:
+    """A gate's verdict, one line per modality, the failed gates and where the report is (verify and recipe)."""
+    print(f"{name} [{report['precision']}]: {'PASS' if report['passed'] else 'FAIL'}")
+    for task, s in report["tasks"].items():
+        rel = s["metrics_rel_diff"]
+        print(f"  {task:<10} n={s['pairs']:<3} max|d|={s['max_abs']:.2e} p99={s['p99_abs']:.2e} "
+              f"PSNR={s['psnr_db']:.2f} dB (worst {s['psnr_worst_pair_db']:.2f}) "
+              f"dQabf={100 * rel['Qabf']:.2f}% dVIF={100 * rel['VIF']:.2f}% dSSIM={100 * rel['SSIM']:.2f}%")
+    for failure in report["failures"]:
+        print(f"  gate failed: {failure}")
+    print(f"  report: {json_path}  worst pair: {png_path}")
+
+
+COMMANDS = [("verify", "accuracy gates of exported graphs against the PyTorch reference", configure, run)]

@@ -1,0 +1,89 @@
+"""Precision recipes written into the ONNX graph (how TensorRT 11, and strongly typed TensorRT 10, build).
+
+One module per recipe, plus the search they share:
+* `fp16`: NVIDIA Model Optimizer AutoCast.
+* `int8_tensorrt`: Model Optimizer explicit Q/DQ, for TensorRT engines.
+* `int8_onnxruntime`: ONNX Runtime's static quantizer, the INT8 graph for the CPU.
+* `mixed_precision`: which layer groups an INT8 graph keeps in FP32 (both INT8 flavours), and its picture.
+* `probes`: the calibration pairs every recipe measures its result on, against the FP32 graph.
+Both INT8 flavours calibrate on the same manifest of real slices (see `export/calibration.py`). `quantize_onnx`
+chooses the recipe, checks its options and writes the graph's manifest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmfnet_edge._optional import require
+from dmfnet_edge.artifacts import write_json_atomic
+from dmfnet_edge.contract import IOContract, contract_of, manifest_path, read_manifest
+from dmfnet_edge.errors import InputError
+from dmfnet_edge.export.onnx_export import build_manifest, op_inventory
+from dmfnet_edge.export.calibration import calibration_inputs
+from dmfnet_edge.export.quantize import int8_onnxruntime, int8_tensorrt
+from dmfnet_edge.export.quantize.fp16 import convert_fp16
+from dmfnet_edge.export.quantize.mixed_precision import KEEP_FP32_AUTO, TARGET_PROBE_PSNR_DB, resolve_keep_fp32
+from dmfnet_edge.export.recipes import GraphStep
+
+
+def _synthetic_pair(contract: IOContract) -> dict[str, np.ndarray]:
+    h, w = contract.static_size or (256, 256)
+    n = contract.static_batch or 1
+    ramp = np.linspace(-1, 1, h * w, dtype=np.float32).reshape(1, 1, h, w)
+    return {"mri": np.repeat(ramp, n, axis=0), "other": np.repeat(-ramp, n, axis=0)}
+
+
+def recipe_name(precision: str, target: str) -> str:
+    if precision == "fp16":
+        return "fp16"
+    if precision == "int8":
+        return f"int8-{target}"
+    raise InputError(f"--precision {precision}: choose fp16 or int8")
+
+
+def quantize_onnx(src: Path, dst: Path, precision: str, target: str, method: str = "entropy",
+                  batches: list[dict[str, np.ndarray]] | None = None, calibration: dict[str, Any] | None = None,
+                  high_precision: str = "fp32", keep_fp32: str | list[str] = KEEP_FP32_AUTO,
+                  target_db: float = TARGET_PROBE_PSNR_DB) -> dict[str, Any]:
+    """Write the `precision`/`target` recipe of the FP32 graph `src` to `dst` with its manifest."""
+    onnx = require("onnx", purpose="quantization")
+    parent = read_manifest(src)
+    if parent["precision"] != "fp32":
+        raise InputError(f"{src}: is already {parent['precision']}; quantize the fp32 export")
+    name = recipe_name(precision, target)
+    if precision == "int8":
+        flavour = int8_onnxruntime if target == "onnxruntime" else int8_tensorrt
+        if method not in flavour.METHODS:
+            raise InputError(f"--method {method}: {target} supports {', '.join(flavour.METHODS)}")
+        if not batches:
+            raise InputError("INT8 needs a calibration set: pass --calibration calibration/<set>.json")
+        if not 20 <= target_db <= 99:
+            raise InputError(f"--target-psnr {target_db:g}: choose a value between 20 and 99 dB")
+        recipe = (int8_onnxruntime.quantize_int8_onnxruntime(src, dst, batches, method, keep_fp32, target_db)
+                  if target == "onnxruntime" else
+                  int8_tensorrt.quantize_int8_tensorrt(src, dst, batches, method, high_precision, keep_fp32,
+                                                       target_db))
+    else:
+        recipe = convert_fp16(src, dst, batches[0] if batches else _synthetic_pair(contract_of(parent)))
+    contract: IOContract = contract_of(parent)
+    info = {k: parent[k] for k in ("model", "model_config", "weights_sha256", "opset") if k in parent}
+    info.update({"recipe": recipe, "calibration": calibration, "parent_onnx_sha256": parent["onnx_sha256"],
+                 "ops": op_inventory(onnx.load(str(dst)))})
+    manifest = build_manifest(dst, contract, name, info)
+    write_json_atomic(manifest_path(dst), manifest)
+    return manifest
+
+
+def quantize_step(step: GraphStep, src: Path, dst: Path, calibration_root: Path | None = None) -> dict[str, Any]:
+    """Write the graph a recipe's graph step describes (fp16 or int8) from the FP32 graph `src` to `dst`: what
+    `dmfnet-export quantize` and the recipe runner both do. `calibration_root` relocates the calibration images."""
+    if step.precision == "fp32":
+        raise InputError("an fp32 recipe has nothing to quantize (its graph is the FP32 export)")
+    batches, calibration = (None, None)
+    if step.calibration is not None:
+        batches, calibration = calibration_inputs(step.calibration, calibration_root)
+    return quantize_onnx(src, dst, step.precision, step.quantization or "onnxruntime", step.method, batches,
+                         calibration, step.high_precision, resolve_keep_fp32(step.keep_fp32), step.target_psnr_db)
