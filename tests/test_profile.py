@@ -44,3 +44,26 @@ def test_statistics():
     assert stats["p50"] == 3.0 and stats["max"] == 100.0 and stats["min"] == 1.0
     assert budget_verdict({"latency_ms": {"p99": 5.0, "max": 9.0}}, 4.0)[0] is False
     assert budget_verdict({"latency_ms": {"p99": 5.0, "max": 9.0}}, None)[0] is True
+
+
+class _OpaqueRunner:
+    """A runner whose network is one call that cannot be split into its two stages (an engine, a server)."""
+
+    backend, model_name = "triton", "tiny"
+
+    def fuse(self, mri, other):
+        return (mri + other) / 2
+
+    def describe(self):
+        return {"backend": self.backend, "model": self.model_name}
+
+
+def test_profile_on_a_backend_whose_stages_cannot_be_split(monkeypatch, tmp_path, capsys):
+    import dmfnet_edge.cli.profile_cmd as profile_cmd
+
+    monkeypatch.setattr(profile_cmd, "runner_from", lambda args: _OpaqueRunner())
+    assert export_main(["profile", "--runs", "3", "--warmup", "0", "--json", str(tmp_path / "p.json")]) == 0
+    out = capsys.readouterr().out
+    assert "triton fp32 batch 1: p50" in out and "one call on this backend" in out
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["network_stages_ms"] is None and report["runs"] == 3
