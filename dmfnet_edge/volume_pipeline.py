@@ -1,4 +1,5 @@
-"""Fusing co-registered volumes slice by slice, batched through any Runner, with a provenance record.
+"""Fusing co-registered volumes slice by slice, batched through any Runner (the provenance record beside the
+output: postprocess/provenance.py).
 
 Before any work the two volumes must agree on slice count, in-plane size, spacing and orientation (or the other
 volume is resampled onto the MRI grid with SimpleITK on request). Intensities are mapped to 8-bit per modality
@@ -8,7 +9,6 @@ prepare/finish steps as the 2D path, so a volume slice and the same 2D image fus
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from dmfnet_edge import __version__
 from dmfnet_edge._optional import require
 from dmfnet_edge.errors import InputError, PairingError
 from dmfnet_edge.io.volumes import Volume
@@ -183,23 +182,3 @@ def fuse_volume(runner: Runner, mri: Volume, other: Volume, modality: str, setti
     done = time.perf_counter()
     return FusedVolume(pixels, modality, used, {"intensity_mapping": round(mapped - start, 4),
                                                 "fusion": round(done - mapped, 4)})
-
-
-def provenance(mri: Volume, other: Volume, fused: FusedVolume, runner: Runner, outputs: list[str],
-               seconds: dict[str, float]) -> dict[str, Any]:
-    """Everything needed to trace an output back to its inputs, model and software."""
-    import importlib.metadata as md
-
-    versions = {"dmfnet-edge": __version__, "python": platform.python_version()}
-    for dist in ("numpy", "opencv-python-headless", "onnxruntime", "torch", "pydicom", "nibabel", "SimpleITK"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return {"inputs": {"mri": {"path": str(mri.source), "format": mri.kind, "sha256": mri.input_sha256,
-                               "slices": mri.slices, "spacing_mm": list(mri.spacing)},
-                       "other": {"path": str(other.source), "format": other.kind, "sha256": other.input_sha256,
-                                 "modality": fused.modality, "slices": other.slices}},
-            "model": runner.describe(), "intensity": fused.intensity, "outputs": outputs,
-            "seconds": {**fused.seconds, **seconds}, "versions": versions,
-            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

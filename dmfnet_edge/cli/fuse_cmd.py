@@ -57,7 +57,7 @@ def configure_fuse_dir(p: argparse.ArgumentParser) -> None:
 
 
 def run_fuse_dir(args: argparse.Namespace) -> int:
-    from dmfnet_edge.cli.report import fuse_summary_lines, write_fuse_report
+    from dmfnet_edge.postprocess.report import fuse_summary_lines, write_fuse_report
 
     refuse_overlap("--out", args.out, {"--pairs": args.pairs})
     pairs = find_pairs(args.pairs)

@@ -16,9 +16,9 @@ from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.output_guard import check_replaceable, refuse_overlap
 from dmfnet_edge.io.volume_writers import write_dicom_series, write_nifti
 from dmfnet_edge.io.volumes import read_volume
+from dmfnet_edge.postprocess.provenance import provenance
 from dmfnet_edge.volume_pipeline import (IntensitySettings, check_frames, check_geometry, check_mri,
-                                         frame_of_reference, fuse_volume, other_modality, provenance,
-                                         resample_onto)
+                                         frame_of_reference, fuse_volume, other_modality, resample_onto)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -91,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
         outputs = [str(p) for p in write_dicom_series(args.output, fused.pixels, mri, other, description,
                                                       args.overwrite)]
     done = time.perf_counter()
-    record = provenance(mri, other, fused, runner, outputs, {"read_and_check": round(loaded - started, 4),
-                                                             "write": round(done - written, 4),
-                                                             "total": round(done - started, 4)})
+    seconds = {**fused.seconds, "read_and_check": round(loaded - started, 4), "write": round(done - written, 4),
+               "total": round(done - started, 4)}
+    record = provenance(mri, other, modality, fused.intensity, runner.describe(), outputs, seconds)
     record["geometry"] = {"resampled": bool(args.resample), "assumed_registered": bool(args.assume_registered),
                           "frames_of_reference": {"mri": frame_of_reference(mri), "other": frame_of_reference(other)}}
     write_json_atomic(sidecar, record)

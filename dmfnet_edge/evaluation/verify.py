@@ -134,27 +134,13 @@ def verify_runner(candidate: Runner, precision: str, reference: Runner, pairs: l
     return report, worst
 
 
-def heatmap_picture(worst: PairResult, title: str) -> np.ndarray:
-    """RGB strip: reference fused | candidate fused | |diff| heat-map (scale printed on it)."""
-    import cv2
-
-    def rgb(p: np.ndarray) -> np.ndarray:
-        return cv2.cvtColor(p, cv2.COLOR_GRAY2RGB) if p.ndim == 2 else p
-
-    peak = float(worst.diff.max()) or 1.0
-    heat = cv2.applyColorMap(np.round(worst.diff / peak * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1]
-    strip = np.concatenate([rgb(worst.ref.pixels), rgb(worst.test.pixels), heat], axis=1).copy()
-    w = worst.diff.shape[1]
-    for i, text in enumerate(["PyTorch FP32", title, f"|diff| 0..{peak:.2e}"]):
-        cv2.putText(strip, text, (i * w + 5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 0), 1, cv2.LINE_AA)
-    return strip
-
-
 def write_report(report: dict[str, Any], worst: PairResult, out_dir: Path, stem: str) -> tuple[Path, Path]:
     from dmfnet_edge.artifacts import write_json_atomic
     from dmfnet_edge.io.images import write_image
+    from dmfnet_edge.postprocess.pictures import heatmap_picture
 
     json_path, png_path = out_dir / f"{stem}.verify.json", out_dir / f"{stem}.worst.png"
     write_json_atomic(json_path, report)
-    write_image(png_path, heatmap_picture(worst, f"{report['precision']} {report['worst_pair']}"))
+    write_image(png_path, heatmap_picture(worst.ref.pixels, worst.test.pixels, worst.diff,
+                                          f"{report['precision']} {report['worst_pair']}"))
     return json_path, png_path

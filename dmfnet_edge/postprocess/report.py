@@ -1,4 +1,5 @@
-"""Reports written next to fused outputs: report.json, report.md and an overview picture."""
+"""Reports written next to a folder of fused outputs (fuse-dir): report.json, report.md and the overview picture,
+with the fusion metrics of every pair when asked for."""
 
 from __future__ import annotations
 
@@ -6,9 +7,6 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import cv2
-import numpy as np
 
 from dmfnet_edge import __version__
 from dmfnet_edge.artifacts import write_json_atomic
@@ -18,29 +16,7 @@ from dmfnet_edge.io.pairs import ImagePair
 from dmfnet_edge.metrics.evaluate import pair_metrics, summarise
 from dmfnet_edge.metrics.fusion import CONVENTIONS
 from dmfnet_edge.metrics.table import markdown_table
-
-TILE = 192
-
-
-def _rgb(pixels: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB) if pixels.ndim == 2 else pixels
-
-
-def _tile(pixels: np.ndarray, caption: str) -> np.ndarray:
-    tile = cv2.resize(_rgb(pixels), (TILE, TILE), interpolation=cv2.INTER_AREA)
-    # OpenCV's Hershey fonts draw printable ASCII only; file names that are not UTF-8 (surrogate escapes) crashed it
-    text = "".join(c if " " <= c <= "~" else "?" for c in caption)
-    cv2.putText(tile, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
-    return tile
-
-
-def overview_picture(rows: list[list[tuple[np.ndarray, str]]]) -> np.ndarray:
-    """A grid of captioned tiles, one row per pair (RGB uint8)."""
-    width = max(len(r) for r in rows)
-    blank = np.zeros((TILE, TILE, 3), np.uint8)
-    lines = [np.concatenate([_tile(p, c) for p, c in row] + [blank] * (width - len(row)), axis=1)
-             for row in rows]
-    return np.concatenate(lines, axis=0)
+from dmfnet_edge.postprocess.pictures import overview_picture
 
 
 def overview_sample(pairs: list[ImagePair], count: int) -> list[ImagePair]:
