@@ -9,6 +9,7 @@ from dmfnet_edge.errors import InputError, PairingError
 from dmfnet_edge.io.images import read_image, write_image
 from dmfnet_edge.io.loader import load_image
 from dmfnet_edge.io.pairs import find_pairs
+from dmfnet_edge.preprocess.intensity import window_to_uint8
 from tests.conftest import smooth_image
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -203,8 +204,7 @@ def test_an_rgb_nifti_is_fused_by_fuse_as_fuse_volume_reads_it(tmp_path):
     nib = pytest.importorskip("nibabel")
     from dmfnet_edge.cli.main import main
     from dmfnet_edge.io.images import read_image
-    from dmfnet_edge.io.medical import read_nifti_slice
-    from dmfnet_edge.io.volumes import read_nifti_volume
+    from dmfnet_edge.io.volumes import read_nifti_slice, read_nifti_volume
 
     rng = np.random.default_rng(9)
     rgb = rng.integers(0, 256, (64, 64, 3, 3), dtype=np.uint8)  # x, y, z, channel
@@ -226,3 +226,36 @@ def test_an_rgb_nifti_is_fused_by_fuse_as_fuse_volume_reads_it(tmp_path):
     write_image(mri, rng.integers(0, 256, (64, 64), dtype=np.uint8))
     assert main(["fuse", "--mri", str(mri), "--other", str(path), "--slice", "1", "-o", str(tmp_path / "f.png")]) == 0
     assert read_image(tmp_path / "f.png").shape == (64, 64, 3)
+
+
+def test_nifti_2d_3d_and_4d_shapes_read_through_one_volume_reader(tmp_path):
+    """A 2D NIfTI is a volume of one slice for both the 2D and the volume command; a singleton 4th axis is
+    dropped; a real 4D series is refused from its header, before its voxels are read."""
+    import struct
+
+    nib = pytest.importorskip("nibabel")
+    from dmfnet_edge.io.volumes import read_nifti_slice, read_nifti_volume
+
+    rng = np.random.default_rng(4)
+    plane = rng.random((40, 24), dtype=np.float32) * 1000
+    nib.save(nib.Nifti1Image(plane, np.eye(4)), tmp_path / "flat.nii.gz")
+    volume = read_nifti_volume(tmp_path / "flat.nii.gz")
+    assert volume.data.shape == (1, 24, 40) and volume.spacing == (1.0, 1.0, 1.0)  # its zooms have two values
+    pixels, _ = read_nifti_slice(tmp_path / "flat.nii.gz")
+    lo, hi = np.percentile(plane, [0.5, 99.5])
+    assert np.array_equal(pixels, window_to_uint8(np.flipud(plane.T), lo, hi, "x"))
+    with pytest.raises(InputError, match="out of range"):
+        read_nifti_slice(tmp_path / "flat.nii.gz", 1)
+
+    nib.save(nib.Nifti1Image(plane[:, :, None, None], np.eye(4)), tmp_path / "single.nii")
+    assert read_nifti_volume(tmp_path / "single.nii").data.shape == (1, 24, 40)
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 3), np.float32), np.eye(4)), tmp_path / "series.nii")
+    raw = bytearray((tmp_path / "series.nii").read_bytes())
+    dims = list(struct.unpack_from("<8h", raw, 40))
+    dims[4] = 30000  # the header now promises 7.7 million voxels the file does not hold
+    struct.pack_into("<8h", raw, 40, *dims)
+    (tmp_path / "series.nii").write_bytes(bytes(raw))
+    for reader in (read_nifti_volume, read_nifti_slice):
+        with pytest.raises(InputError, match=r"shape \(8, 8, 4, 30000\) is not a 2D or 3D image"):
+            reader(tmp_path / "series.nii")

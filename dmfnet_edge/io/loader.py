@@ -10,7 +10,8 @@ import numpy as np
 
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.images import read_image, regular_file
-from dmfnet_edge.io.medical import Window, is_dicom, is_nifti, read_dicom, read_nifti_slice
+from dmfnet_edge.io.medical import Window, is_dicom, is_nifti, read_dicom
+from dmfnet_edge.io.volumes import read_nifti_slice
 
 
 @dataclass

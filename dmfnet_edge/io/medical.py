@@ -18,7 +18,7 @@ import numpy as np
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.errors import DmfnetError, InputError
-from dmfnet_edge.limits import check_pixel_budget, check_voxel_budget
+from dmfnet_edge.limits import check_pixel_budget
 from dmfnet_edge.preprocess.intensity import display_uint8, window_to_uint8
 
 Window = tuple[float, float]
@@ -119,62 +119,9 @@ def _read_dicom(pydicom: Any, path: Path, window: Window | None, frame: int | No
     return out, meta
 
 
-def _rgb_of(raw: np.ndarray) -> np.ndarray:
-    """An RGB24 NIfTI's structured voxels (fields R, G, B) as uint8 with a trailing channel axis."""
-    return np.stack([raw[c] for c in raw.dtype.names[:3]], axis=-1).astype(np.uint8)
-
-
 def _first(value: Any) -> float:
     """First value of a possibly multi-valued DICOM number."""
     try:
         return float(value[0])
     except TypeError:
         return float(value)
-
-
-def read_nifti_slice(path: Path, index: int | None = None, window: Window | None = None
-                     ) -> tuple[np.ndarray, dict]:
-    """A 2D NIfTI image, or one slice along the last axis of a 3D volume, as uint8 grey (or RGB for an RGB24
-    NIfTI, whose colours are kept as they are, like `fuse-volume` keeps them)."""
-    nib = require("nibabel", purpose="reading NIfTI")
-    try:
-        image = nib.load(str(path))
-        shape = image.shape
-        check_pixel_budget(int(shape[0]), int(shape[1]) if len(shape) > 1 else 1, str(path))
-        check_voxel_budget(int(np.prod(shape[:3])), str(path))  # before the volume is read, not after
-        raw = np.asanyarray(image.dataobj)
-        volume = _rgb_of(raw) if raw.dtype.names else np.asarray(raw, dtype=np.float64)
-    except InputError:
-        raise
-    except Exception as exc:  # nibabel raises several types for damaged files
-        raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
-    colour = bool(raw.dtype.names)
-    if colour and window is not None:
-        raise InputError(f"{path}: an RGB NIfTI holds display colours; a window does not apply to it")
-    if volume.ndim - colour > 3:  # drop singleton axes beyond the third (the colour axis stays)
-        kept = tuple(d for d in volume.shape[:volume.ndim - colour] if d != 1)
-        volume = volume.reshape(kept + volume.shape[volume.ndim - colour:])
-    spatial = volume.ndim - colour
-    if spatial == 3 and volume.shape[2] == 1:
-        volume = volume[:, :, 0]
-        spatial = 2
-    if spatial == 2:
-        plane = volume
-    elif spatial == 3:
-        if index is None:
-            raise InputError(f"{path}: a volume of {volume.shape[2]} slices; pick one with --slice N "
-                             "or fuse the whole volume with 'dmfnet fuse-volume'")
-        if not 0 <= index < volume.shape[2]:
-            raise InputError(f"{path}: slice {index} out of range (0..{volume.shape[2] - 1})")
-        plane = volume[:, :, index]
-    else:
-        raise InputError(f"{path}: {spatial}-dimensional NIfTI data is not supported")
-    # NIfTI stores (x, y); images are (row, column) = (y, x) with the first row at the top
-    if colour:
-        pixels = np.flipud(np.swapaxes(plane, 0, 1))
-        return np.ascontiguousarray(pixels), {"format": "nifti", "shape": list(volume.shape), "colour": "rgb"}
-    if not np.all(np.isfinite(volume)):
-        raise InputError(f"{path}: volume contains NaN or Inf values")
-    lower, upper = center_width(window) if window else tuple(np.percentile(volume, [0.5, 99.5]))
-    pixels = window_to_uint8(np.flipud(plane.T), lower, upper, str(path))
-    return np.ascontiguousarray(pixels), {"format": "nifti", "shape": list(volume.shape)}

@@ -1,4 +1,6 @@
-"""Volumes in: DICOM series (a folder, single- or multi-frame) and NIfTI files, as stacks of 2D slices.
+"""Volumes in: DICOM series (a folder, single- or multi-frame) and NIfTI files, as stacks of 2D slices. A 2D
+NIfTI input is a slice of the same Volume (`read_nifti_slice`); a 2D DICOM input is a frame read by the same
+per-frame reader (io/dicom_geometry.py) as the series.
 
 Slices are ordered by their position along the slice normal (ImagePositionPatient projected on the cross
 product of the ImageOrientationPatient row and column directions), never by file name. Values are the
@@ -21,8 +23,9 @@ from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import sha256_file
 from dmfnet_edge.errors import DmfnetError, InputError
 from dmfnet_edge.io.images import regular_file
-from dmfnet_edge.io.medical import describe_exception, is_nifti
+from dmfnet_edge.io.medical import Window, center_width, describe_exception, is_nifti
 from dmfnet_edge.limits import check_pixel_budget, check_voxel_budget
+from dmfnet_edge.preprocess.intensity import value_range, window_to_uint8
 
 
 @dataclass
@@ -74,36 +77,66 @@ def _tree_sha256(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def _nifti_voxels(image: Any, path: Path) -> np.ndarray:
+    """The voxels as (x, y, z) float64 (the scaled values) or (x, y, z, 3) uint8 for an RGB24 file (structured R,
+    G, B voxels). A 2D image gets z = 1 and singleton axes beyond the third are dropped; the shape is checked,
+    and the pixel and voxel budgets applied, from the header, before any voxel is read."""
+    shape = tuple(int(d) for d in image.shape)
+    kept = shape[:3] + tuple(d for d in shape[3:] if d != 1)
+    if not 2 <= len(kept) <= 3:
+        raise InputError(f"{path}: NIfTI data of shape {shape} is not a 2D or 3D image (or RGB24 volume); a 4D "
+                         "series must be split into volumes first")
+    check_pixel_budget(kept[0], kept[1], str(path))
+    check_voxel_budget(int(np.prod(kept)), str(path))
+    if image.get_data_dtype().names:
+        raw = np.asanyarray(image.dataobj)
+        data = np.stack([raw[c] for c in raw.dtype.names[:3]], axis=-1).astype(np.uint8).reshape(kept + (3,))
+    else:
+        data = np.asarray(image.dataobj, dtype=np.float64).reshape(kept)
+    return np.expand_dims(data, 2) if len(kept) == 2 else data
+
+
 def read_nifti_volume(path: Path) -> Volume:
+    """A NIfTI file as a Volume (a 2D image is a volume of one slice)."""
     nib = require("nibabel", purpose="reading NIfTI")
     try:
         image = nib.load(str(path))
-        shape = image.shape
-        check_pixel_budget(int(shape[0]), int(shape[1]) if len(shape) > 1 else 1, str(path))
-        check_voxel_budget(int(np.prod(shape[:3])), str(path))
-        raw = np.asanyarray(image.dataobj)
+        data = _nifti_voxels(image, path)
     except InputError:
         raise
     except Exception as exc:  # nibabel raises several types for damaged files
         raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
-    if raw.dtype.names:  # RGB24
-        data = np.stack([raw[c] for c in raw.dtype.names[:3]], axis=-1).astype(np.uint8)
-    else:
-        data = np.asarray(image.get_fdata(dtype=np.float64))
-    data = data[..., 0, :] if data.ndim == 5 else data
-    if data.ndim == 2:
-        data = data[:, :, None]
-    if data.ndim not in (3, 4) or (data.ndim == 4 and data.shape[3] != 3):
-        raise InputError(f"{path}: NIfTI shape {data.shape} is not a 3D (or RGB) volume")
     if data.dtype != np.uint8 and not np.all(np.isfinite(data)):
         raise InputError(f"{path}: volume contains NaN or Inf values")
     # (x, y, z[, c]) -> (z, rows = y flipped, columns = x[, c]), as 2D slices are shown
     slices = np.flip(np.swapaxes(np.moveaxis(data, 2, 0), 1, 2), axis=1)
-    zooms = image.header.get_zooms()
+    zooms = tuple(image.header.get_zooms()) + (1.0, 1.0, 1.0)
     directions = image.affine[:3, :3] / np.maximum(np.linalg.norm(image.affine[:3, :3], axis=0), 1e-12)
     return Volume(np.ascontiguousarray(slices), (float(zooms[2]), float(zooms[1]), float(zooms[0])),
                   directions.T.copy(), image.affine[:3, 3].copy(), "", path, "nifti", header=image,
                   input_sha256=sha256_file(path))
+
+
+def read_nifti_slice(path: Path, index: int | None = None, window: Window | None = None
+                     ) -> tuple[np.ndarray, dict]:
+    """One slice of the NIfTI file's Volume (a 2D image: its only slice) as uint8 grey, or RGB for an RGB24 file
+    (colours kept as stored, as `fuse-volume` keeps them). Grey values are windowed by `window` if given, else by
+    the whole volume's 0.5th..99.5th percentiles, so every slice of one volume shares one scale (and the voxel
+    budget, checked before reading, bounds the memory of reading it whole)."""
+    volume = read_nifti_volume(path)
+    if index is None and volume.slices > 1:
+        raise InputError(f"{path}: a volume of {volume.slices} slices; pick one with --slice N "
+                         "or fuse the whole volume with 'dmfnet fuse-volume'")
+    index = 0 if index is None else index
+    if not 0 <= index < volume.slices:
+        raise InputError(f"{path}: slice {index} out of range (0..{volume.slices - 1})")
+    meta: dict[str, Any] = {"format": "nifti", "shape": list(volume.header.shape)}
+    if volume.is_colour:
+        if window is not None:
+            raise InputError(f"{path}: an RGB NIfTI holds display colours; a window does not apply to it")
+        return volume.data[index].copy(), {**meta, "colour": "rgb"}
+    lower, upper = center_width(window) if window else value_range(volume.data, "percentile")
+    return window_to_uint8(volume.data[index], lower, upper, str(path)), meta
 
 
 def _dicom_files(path: Path) -> list[Path]:
