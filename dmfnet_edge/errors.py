@@ -36,3 +36,11 @@ class EnvironmentProblem(DmfnetError):
 
 class MissingDependency(EnvironmentProblem):
     """An optional package is needed for this command."""
+
+
+def describe_exception(exc: BaseException, limit: int = 160) -> str:
+    """'Type: first line of the message', shortened: how a third-party failure is quoted in a one-line error
+    (their messages can embed whole byte strings)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

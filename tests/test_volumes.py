@@ -290,3 +290,39 @@ def test_nifti_and_dicom_outputs_agree_in_a_standard_reader(series, tmp_path, ti
 
     assert (tmp_path / "d").stat().st_mode & 0o777 == FOLDER_MODE  # not mkdtemp's 0700
     assert (tmp_path / "n.nii.gz").stat().st_mode & 0o777 == FILE_MODE  # not mkstemp's 0600
+
+
+def _palette_series(folder, indices):
+    """A PALETTE COLOR series (8-bit indices into 16-bit red/green/blue tables), one file per slice."""
+    write_series(folder, indices.astype(np.float64), "NM", shuffle=False)
+    ramp = np.arange(256, dtype=np.uint16) * 257
+    tables = {"Red": ramp, "Green": ramp[::-1].copy(), "Blue": (ramp // 2).astype(np.uint16)}
+    for i, path in enumerate(sorted(folder.glob("*.dcm"))):
+        ds = pydicom.dcmread(path)
+        ds.PhotometricInterpretation = "PALETTE COLOR"
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit, ds.PixelRepresentation = 7, 0
+        del ds.RescaleSlope, ds.RescaleIntercept
+        for colour, table in tables.items():
+            setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+            ds[f"{colour}PaletteColorLookupTableDescriptor"].VR = "US"
+            setattr(ds, f"{colour}PaletteColorLookupTableData", table.tobytes())
+        ds.PixelData = indices[i].astype(np.uint8).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+    return tables
+
+
+def test_a_palette_colour_series_reads_as_the_same_rgb_in_2d_and_as_a_volume(tmp_path):
+    """One frame reader for both paths: the palette is applied in the series too (it was read as grey indices),
+    and a file of the series read in 2D gives the same RGB slice."""
+    from dmfnet_edge.io.medical import read_dicom
+
+    indices = np.random.default_rng(3).integers(0, 256, (3, 64, 64))
+    tables = _palette_series(tmp_path / "nm", indices)
+    volume = read_volume(tmp_path / "nm")
+    assert volume.is_colour and volume.data.dtype == np.uint8 and volume.data.shape == (3, 64, 64, 3)
+    lut = np.stack([tables[c] for c in ("Red", "Green", "Blue")], axis=-1)[indices]
+    assert np.array_equal(volume.data, to_uint8(lut.astype(np.float64), "window:32767.5,65535"))
+    for k, path in enumerate(sorted((tmp_path / "nm").glob("*.dcm"))):
+        pixels, meta = read_dicom(path)
+        assert meta["photometric"] == "PALETTE COLOR" and np.array_equal(pixels, volume.data[k])

@@ -1,7 +1,11 @@
-"""Per-frame geometry and values of DICOM images (classic single-frame and multi-frame files).
+"""The one DICOM frame reader: per-frame geometry and values of DICOM images (classic single-frame and
+multi-frame files), used by the series reader (io/volumes.py) and the 2D reader (io/medical.py) alike.
 
 Multi-frame files give per-frame positions through the functional groups (enhanced objects) or, for legacy
-multi-frame objects, through one position plus SpacingBetweenSlices along the slice normal.
+multi-frame objects, through one position plus SpacingBetweenSlices along the slice normal. A frame decodes
+alone (pydicom's `index`), so memory is one frame's whatever the file holds. Values: the modality LUT
+(RescaleSlope/Intercept from the frame's functional groups, the shared ones or the dataset; a Modality LUT
+Sequence where present), e.g. Hounsfield units for CT; colour (RGB, YBR, palette) becomes RGB uint8.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from dmfnet_edge.errors import InputError
+from dmfnet_edge.errors import InputError, describe_exception
+from dmfnet_edge.preprocess.intensity import window_to_uint8
 
 
 def _floats(value: Any, count: int, default: list[float]) -> np.ndarray:
@@ -52,15 +57,24 @@ class Frame:
     def pixels(self) -> np.ndarray:
         """Modality-LUT values (H, W) float64 (never inverted: see `monochrome1`), or (H, W, 3) uint8 for
         colour images."""
+        from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
+
+        ds, name = self.dataset, getattr(self.dataset, "filename", None) or "DICOM"
         try:
-            arr = self.dataset.pixel_array
+            arr = ds.pixel_array if self.index is None else pixel_array(ds, index=self.index)
         except Exception as exc:  # pydicom raises many types for undecodable pixel data
-            raise InputError(f"{self.dataset.filename}: pixel data cannot be decoded ({exc})") from None
-        if self.index is not None:
-            arr = arr[self.index]
-        if arr.ndim == 3:
-            return arr.astype(np.uint8) if arr.dtype == np.uint8 else np.round(
-                255.0 * arr / max(float(arr.max()), 1.0)).astype(np.uint8)
+            hint = "; install a pydicom decoder plugin (e.g. pylibjpeg)" if "plugin" in str(exc).lower() else ""
+            raise InputError(f"{name}: DICOM pixel data cannot be decoded ({describe_exception(exc)}){hint}") \
+                from None
+        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+        if (samples == 1 and arr.ndim != 2) or (samples > 1 and arr.ndim != 3):
+            raise InputError(f"{name}: unexpected pixel array shape {arr.shape}")
+        if str(getattr(ds, "PhotometricInterpretation", "")) == "PALETTE COLOR":
+            arr = apply_color_lut(arr, ds)
+        if arr.ndim == 3:  # RGB (after pydicom's YBR conversion, or from the palette)
+            return arr if arr.dtype == np.uint8 else window_to_uint8(arr, 0, float(arr.max()) or 1.0, name)
+        if "ModalityLUTSequence" in ds:
+            return np.asarray(apply_modality_lut(arr, ds), np.float64)
         return arr.astype(np.float64) * self.slope + self.intercept
 
     @property

@@ -21,9 +21,9 @@ import numpy as np
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import sha256_file
-from dmfnet_edge.errors import DmfnetError, InputError
+from dmfnet_edge.errors import DmfnetError, InputError, describe_exception
 from dmfnet_edge.io.images import regular_file
-from dmfnet_edge.io.medical import Window, center_width, describe_exception, is_nifti
+from dmfnet_edge.io.medical import Window, center_width, is_nifti
 from dmfnet_edge.limits import check_pixel_budget, check_voxel_budget
 from dmfnet_edge.preprocess.intensity import value_range, window_to_uint8
 
