@@ -141,6 +141,10 @@ def test_recipe_command_errors(tmp_path, tiny_graph, capsys):
     assert "recipe cpu is given twice" in capsys.readouterr().err
     assert export_main(["recipe", str(recipe), "--out", str(tmp_path / "t"), "--onnx", str(graph)]) == 2
     assert "--out" in capsys.readouterr().err  # the folder holding the recipe is never an output
+    other = _write(tmp_path / "u", "gpu", "name: gpu\ndescription: d\ngraph: {precision: fp32}\n")
+    assert export_main(["recipe", str(recipe), str(other), "--out", str(tmp_path / "t"), "--onnx", str(graph)]) == 2
+    assert "--out" in capsys.readouterr().err  # nor the folder of any one of several recipes (not only the last)
+    assert not (tmp_path / "t" / "cpu").exists()
     assert export_main(["build", "--onnx", str(graph), "--out", str(tmp_path / "e"), "--recipe", str(recipe)]) == 2
     assert "the recipe has no engine" in capsys.readouterr().err
     assert export_main(["quantize", "--onnx", str(graph), "--recipe", str(recipe), "-o",

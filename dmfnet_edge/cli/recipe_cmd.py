@@ -47,7 +47,7 @@ def _make(args: argparse.Namespace, recipes: list) -> int:
     from dmfnet_edge.runtime import shipped_onnx
 
     fp32 = args.onnx or shipped_onnx("edge", "fp32")
-    inputs = {"--onnx": fp32, **{"RECIPE": r.source for r in recipes}}
+    inputs = {"--onnx": fp32, **{f"recipe {r.name}": r.source for r in recipes}}
     inputs.update({f"{r.name}: calibration": r.graph.calibration for r in recipes if r.graph.calibration})
     refuse_overlap("--out", args.out, inputs)
     ok = True
@@ -59,7 +59,8 @@ def _make(args: argparse.Namespace, recipes: list) -> int:
             engines = folder / "engines"
             why = targets.engine_unbuildable(recipe.engine)
             if why:
-                print(f"  engine: not built here: {why}; on the target: {targets.build_command(recipe, graph, engines)}")
+                command = targets.build_command(recipe, graph, engines)
+                print(f"  engine: not built here: {why}; on the target: {command}")
             else:
                 built = targets.make_engine(recipe, graph, engines)
                 print(f"  engine: {engines / built['engine_file']} ({built['toolchain']['flavour']} "
