@@ -42,6 +42,7 @@ demo: $(VENV)/.runtime
 
 test: $(VENV)/.installed $(SERVE_VENV)/.installed
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 test-fast: $(VENV)/.installed $(SERVE_VENV)/.installed

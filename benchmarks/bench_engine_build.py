@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from dmfnet_edge.runtime.toolchain import parse_targets
 from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
 from dmfnet_edge.profiling import cpu_description
+from dmfnet_edge.runtime.toolchain import parse_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT = ROOT / "out" / "export"

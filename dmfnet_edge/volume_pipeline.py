@@ -21,8 +21,7 @@ from dmfnet_edge.errors import InputError, PairingError
 from dmfnet_edge.io.volumes import Volume
 from dmfnet_edge.limits import pairs_per_call
 from dmfnet_edge.pipeline import prepare_pair, run_batch
-from dmfnet_edge.preprocess.intensity import (DEFAULT_COLORMAPS, DEFAULT_SPECS, display_uint8, pseudo_colour,
-                                               to_uint8)
+from dmfnet_edge.preprocess.intensity import DEFAULT_COLORMAPS, DEFAULT_SPECS, display_uint8, pseudo_colour, to_uint8
 from dmfnet_edge.preprocess.tensor import padded_size
 from dmfnet_edge.runtime.base import Runner
 

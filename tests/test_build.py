@@ -10,17 +10,31 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnx
 import pytest
-
-from dmfnet_edge.runtime.engine_manifest import (BuildTarget, DeviceInfo, build_engine_manifest, check_compatible,
-                                               engine_file_name, engine_manifest_path, read_engine_manifest)
-from dmfnet_edge.build.precision import (PrecisionMismatch, check_precision, expected_convolutions, int8_fallbacks,
-                                         precision_summary, records_from_inspector, records_from_layer_dump, tensor_precision)
-from dmfnet_edge.cli.main import export_main
-from dmfnet_edge.errors import ModelFileError
-from dmfnet_edge.contract import read_manifest
-from dmfnet_edge.runtime.tensorrt_backend import IOTensor, TensorRTRunner
-
 from conftest import REPO
+
+from dmfnet_edge.build.precision import (
+    PrecisionMismatch,
+    check_precision,
+    expected_convolutions,
+    int8_fallbacks,
+    precision_summary,
+    records_from_inspector,
+    records_from_layer_dump,
+    tensor_precision,
+)
+from dmfnet_edge.cli.main import export_main
+from dmfnet_edge.contract import read_manifest
+from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.runtime.engine_manifest import (
+    BuildTarget,
+    DeviceInfo,
+    build_engine_manifest,
+    check_compatible,
+    engine_file_name,
+    engine_manifest_path,
+    read_engine_manifest,
+)
+from dmfnet_edge.runtime.tensorrt_backend import IOTensor, TensorRTRunner
 
 H100 = DeviceInfo("NVIDIA H100 80GB HBM3", (9, 0), 132, "10.13.0")
 ORIN = DeviceInfo("Orin", (8, 7), 16, "10.3.0")
@@ -161,7 +175,8 @@ def test_expected_convolutions_and_the_precision_check():
     with pytest.raises(PrecisionMismatch, match="no convolution runs in int8"):
         check_precision("int8-tensorrt", unfused, expected)
     lower = {"convolution_precisions": {**expected, "/ups.12/block1/conv/Conv": "fp16"}, "convolutions": {}}
-    with pytest.raises(PrecisionMismatch, match=r"1 convolutions do not run as the graph says \(e.g. /ups.12/block1/conv"
+    with pytest.raises(PrecisionMismatch,
+                       match=r"1 convolutions do not run as the graph says \(e.g. /ups.12/block1/conv"
                                                 r"/Conv: fp16 instead of fp32"):
         check_precision("int8-tensorrt", lower, expected)
     lost = {"convolution_precisions": {"/downs.1/conv/Conv": "int8"}, "convolutions": {}}
@@ -251,7 +266,8 @@ class FakeContext:
     def execute_async_v3(self, stream):
         self.streams.append(stream)
         n = int(np.prod(self.shape)) * 4
-        get = lambda k: np.frombuffer(self.memory.device[self.addresses[k]][:n].tobytes(), np.float32)
+        def get(k):
+            return np.frombuffer(self.memory.device[self.addresses[k]][:n].tobytes(), np.float32)
         out = (get("mri") + get("other")) / 2
         self.memory.device[self.addresses["fused"]][:n] = np.frombuffer(out.tobytes(), np.uint8)
         return True

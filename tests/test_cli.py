@@ -155,8 +155,8 @@ def test_outputs_get_the_permissions_of_the_umask(tmp_path, umask, mode):
 
 
 def test_fuse_dir_json_and_an_overview_of_every_modality(capsys, pairs_dir, tmp_path, tiny_model_base):
-    from dmfnet_edge.postprocess.report import overview_sample
     from dmfnet_edge.io.pairs import find_pairs
+    from dmfnet_edge.postprocess.report import overview_sample
 
     code, stdout, _ = run(capsys, "fuse-dir", "--pairs", str(pairs_dir), "--out", str(tmp_path / "out"), "--model",
                           str(tiny_model_base), "--json")

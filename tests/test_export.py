@@ -302,8 +302,8 @@ def test_manifests_of_the_wrong_structure_are_one_clear_error(tmp_path, field, v
     """Valid JSON with the wrong structure (these were tracebacks or silently accepted)."""
     import shutil
 
-    from dmfnet_edge.errors import ModelFileError
     from dmfnet_edge.contract import read_manifest
+    from dmfnet_edge.errors import ModelFileError
     from dmfnet_edge.runtime import shipped_onnx
 
     source = shipped_onnx("edge", "fp32")

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dmfnet_edge.cli.main import export_main
-from dmfnet_edge.cli.main import main
+from dmfnet_edge.cli.main import export_main, main
 from dmfnet_edge.io.images import write_image
 from tests.bad_inputs import snapshot
 from tests.conftest import smooth_image

@@ -8,8 +8,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dmfnet_edge.export.onnx_export import accurate_group_norms
 from dmfnet_edge.contract import layer_group
+from dmfnet_edge.export.onnx_export import accurate_group_norms
 from dmfnet_edge.export.quantize.mixed_precision import plan_mixed_precision
 
 

@@ -16,18 +16,16 @@ from types import SimpleNamespace
 
 import onnx
 import pytest
+from conftest import REPO, SAMPLES
 
 from dmfnet_edge.build import trt_builder
-from dmfnet_edge.runtime.engine_manifest import engine_manifest_path, read_engine_manifest
 from dmfnet_edge.build.precision import expected_convolutions
-from dmfnet_edge.runtime.toolchain import (FLAVOURS, RTX_PORTABLE_TARGETS, Toolchain, load_toolchain,
-                                         parse_targets)
 from dmfnet_edge.build.trt_builder import BuildOptions, build_engine, shape_profile
 from dmfnet_edge.cli.main import export_main
-from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
 from dmfnet_edge.contract import layer_group, manifest_path
-
-from conftest import REPO, SAMPLES
+from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
+from dmfnet_edge.runtime.engine_manifest import engine_manifest_path, read_engine_manifest
+from dmfnet_edge.runtime.toolchain import FLAVOURS, RTX_PORTABLE_TARGETS, Toolchain, load_toolchain, parse_targets
 
 WEIGHTS = REPO / "dmfnet_edge" / "weights"
 RTX = BuildOptions(toolchain="tensorrt-rtx")
@@ -142,9 +140,11 @@ def tiny_graphs(tmp_path_factory, tensorrt_rtx):
     root = tmp_path_factory.mktemp("tiny-graphs")
     assert export_main(["onnx", "--model", "tiny", "-o", str(root), "--dynamic", "--name", "tiny-fp32"]) == 0
     fp32 = root / "tiny-fp32.onnx"
-    assert export_main(["quantize", "--onnx", str(fp32), "--precision", "fp16", "-o", str(root / "tiny-fp16.onnx")]) == 0
+    assert export_main(["quantize", "--onnx", str(fp32), "--precision", "fp16",
+                        "-o", str(root / "tiny-fp16.onnx")]) == 0
     assert export_main(["calibrate", "--pairs", str(SAMPLES), "--per-modality", "1", "-o", str(root / "cal.json")]) == 0
-    assert export_main(["quantize", "--onnx", str(fp32), "--precision", "int8", "--target", "tensorrt", "--method", "max",
+    assert export_main(["quantize", "--onnx", str(fp32), "--precision", "int8", "--target", "tensorrt",
+                        "--method", "max",
                         "--calibration", str(root / "cal.json"), "--keep-fp32", "fusion/head",
                         "-o", str(root / "tiny-int8.onnx")]) == 0
     return {"fp32": fp32, "fp16": root / "tiny-fp16.onnx", "int8-tensorrt": root / "tiny-int8.onnx"}
@@ -176,7 +176,8 @@ def test_tiny_engines_build_with_the_precisions_of_their_graph(tiny_graphs, reci
 
 def test_dynamic_profile_and_explicit_targets(tiny_graphs, tmp_path, capsys):
     code = export_main(["build", "--onnx", str(tiny_graphs["fp32"]), "--out", str(tmp_path), "--toolchain",
-                        "tensorrt-rtx", "--compute-capability", "sm86,sm120", "--shapes", "1x256x128:2x256x256:4x256x512"])
+                        "tensorrt-rtx", "--compute-capability", "sm86,sm120",
+                        "--shapes", "1x256x128:2x256x256:4x256x512"])
     printed = capsys.readouterr().out
     assert code == 0 and "tensorrt-rtx 1.7.1.116 for sm86, sm120" in printed and "as the graph prescribes" in printed
     engine = next(tmp_path.glob("*.engine"))
@@ -226,7 +227,8 @@ def test_an_engine_never_lies_on_disk_without_its_manifest(tiny_graphs, tmp_path
 def test_rtx_refuses_plugin_graphs_and_the_timing_cache(tmp_path, tensorrt_rtx, capsys):
     assert export_main(["onnx", "--model", "tiny", "-o", str(tmp_path), "--size", "64", "--trt-plugins"]) == 0
     graph = tmp_path / "dmfnet-tiny-fp32-trtplugins.onnx"
-    assert export_main(["build", "--onnx", str(graph), "--out", str(tmp_path / "e"), "--toolchain", "tensorrt-rtx"]) == 2
+    assert export_main(["build", "--onnx", str(graph), "--out", str(tmp_path / "e"),
+                        "--toolchain", "tensorrt-rtx"]) == 2
     assert "has no plugin layers" in capsys.readouterr().err
     assert export_main(["onnx", "--model", "tiny", "-o", str(tmp_path), "--size", "64"]) == 0
     plain = tmp_path / "dmfnet-tiny-fp32.onnx"

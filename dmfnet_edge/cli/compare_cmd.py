@@ -13,7 +13,6 @@ from dmfnet_edge.artifacts import write_json_atomic
 from dmfnet_edge.baselines import BASELINES, fuse_with_baseline
 from dmfnet_edge.cli.common import Kept, add_model_options, runner_from
 from dmfnet_edge.cli.progress import bar
-from dmfnet_edge.postprocess.pictures import overview_picture
 from dmfnet_edge.cli.types import int_range
 from dmfnet_edge.files import atomic_write_bytes
 from dmfnet_edge.io.images import encode_image, read_image, write_image
@@ -23,6 +22,7 @@ from dmfnet_edge.metrics.evaluate import evaluate
 from dmfnet_edge.metrics.fusion import CONVENTIONS, METRIC_NAMES
 from dmfnet_edge.metrics.table import markdown_table
 from dmfnet_edge.pipeline import fuse_pixels
+from dmfnet_edge.postprocess.pictures import overview_picture
 
 
 def configure(p: argparse.ArgumentParser) -> None:

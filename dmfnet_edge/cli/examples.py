@@ -61,7 +61,8 @@ EXAMPLES: dict[str, dict[str, list[str]]] = {
             "-o out/export/int8.onnx",
             "dmfnet-export quantize --onnx dmfnet_edge/weights/dmfnet-edge-fp32.onnx --precision fp16 "
             "-o out/export/dmfnet-edge-fp16.onnx",
-            "dmfnet-export quantize --onnx dmfnet_edge/weights/dmfnet-edge-fp32.onnx --precision int8 --target tensorrt "
+            "dmfnet-export quantize --onnx dmfnet_edge/weights/dmfnet-edge-fp32.onnx --precision int8 "
+            "--target tensorrt "
             "--calibration calibration/harvard-train-16.json -o out/export/dmfnet-edge-int8-tensorrt.onnx",
             "dmfnet-export quantize --onnx dmfnet_edge/weights/dmfnet-edge-fp32.onnx --precision int8 "
             "--calibration calibration/harvard-train-16.json --plot out/sensitivity.png -o out/export/int8.onnx",

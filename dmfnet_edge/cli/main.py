@@ -7,6 +7,7 @@ User and environment problems (`DmfnetError`) print one line on stderr and exit 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -123,10 +124,8 @@ def _run(args: argparse.Namespace, prog: str) -> int:
 
 def _detach_stdout() -> None:
     """After a failed write to stdout, point it at /dev/null so that the interpreter's flush at exit stays quiet."""
-    try:
+    with contextlib.suppress(OSError):
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (kept open until exit)
-    except OSError:
-        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,8 +25,14 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dmfnet_edge.io.images import read_image
-    from dmfnet_edge.profiling import (budget_verdict, device_sync, network_stage_split, profile_runner,
-                                       sample_pair, write_outputs)
+    from dmfnet_edge.profiling import (
+        budget_verdict,
+        device_sync,
+        network_stage_split,
+        profile_runner,
+        sample_pair,
+        write_outputs,
+    )
 
     mri_path, other_path = args.pair or sample_pair()
     mri, other = read_image(mri_path), read_image(other_path)

@@ -24,9 +24,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                                     "fusion network of this preset on the --unet checkpoint's UNet (default: the "
                                     "checkpoint's own)")
     p.add_argument("--unet", help="stage2: the stage1 checkpoint (RUN/unet) whose UNet is frozen")
-    p.add_argument("--steps", type=POSITIVE, default=4000, help="optimiser steps in all (a resumed run stops there too)")
+    p.add_argument("--steps", type=POSITIVE, default=4000,
+                   help="optimiser steps in all (a resumed run stops there too)")
     p.add_argument("--batch", type=int_range(1, 256), default=8, help="pairs per step")
-    p.add_argument("--crop", type=int_range(16, 4096), default=128, help="random square crop side (same crop for both images)")
+    p.add_argument("--crop", type=int_range(16, 4096), default=128,
+                   help="random square crop side (same crop for both images)")
     p.add_argument("--lr", type=positive_float, help="learning rate (stage1 default 2e-4 AdamW, stage2 1e-4 Adam)")
     p.add_argument("--device", default="cpu", type=torch_device, help="cpu | cuda | cuda:N")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")

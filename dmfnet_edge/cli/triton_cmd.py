@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dmfnet_edge.cli.types import POSITIVE, THREADS, int_range
+from dmfnet_edge.cli.types import THREADS, int_range
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.output_guard import refuse_overlap
 

@@ -17,8 +17,16 @@ from dmfnet_edge.io.output_guard import check_replaceable, refuse_overlap
 from dmfnet_edge.io.volume_writers import write_dicom_series, write_nifti
 from dmfnet_edge.io.volumes import read_volume
 from dmfnet_edge.postprocess.provenance import provenance
-from dmfnet_edge.volume_pipeline import (IntensitySettings, check_frames, check_geometry, check_mri,
-                                         frame_of_reference, fuse_volume, other_modality, resample_onto)
+from dmfnet_edge.volume_pipeline import (
+    IntensitySettings,
+    check_frames,
+    check_geometry,
+    check_mri,
+    frame_of_reference,
+    fuse_volume,
+    other_modality,
+    resample_onto,
+)
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ the .onnx file and its manifest.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import warnings
@@ -21,9 +22,16 @@ import numpy as np
 from dmfnet_edge import __version__
 from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import sha256_file, write_json_atomic
+from dmfnet_edge.contract import (
+    INPUT_NAMES,
+    MANIFEST_FORMAT,
+    MANIFEST_VERSION,
+    OPSET,
+    OUTPUT_NAME,
+    IOContract,
+    manifest_path,
+)
 from dmfnet_edge.errors import InputError
-from dmfnet_edge.contract import (INPUT_NAMES, MANIFEST_FORMAT, MANIFEST_VERSION, OPSET, OUTPUT_NAME,
-                                         IOContract, manifest_path)
 from dmfnet_edge.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -202,8 +210,6 @@ def _tool_versions() -> dict[str, str]:
 
     out = {}
     for dist in ("onnxruntime", "onnxslim"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
     return out

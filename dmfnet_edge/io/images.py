@@ -7,18 +7,16 @@ mapped linearly from their own min..max to 0..255 (documented in docs/DATA.md), 
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import stat
 import struct
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from dmfnet_edge.errors import EnvironmentProblem, InputError
+from dmfnet_edge.errors import InputError
 from dmfnet_edge.files import atomic_write_bytes
 from dmfnet_edge.limits import check_file_size, check_pixel_budget
 from dmfnet_edge.preprocess.intensity import rescale_to_uint8

@@ -15,8 +15,7 @@ import numpy as np
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.errors import EnvironmentProblem, InputError
-from dmfnet_edge.files import atomic_write_bytes
-from dmfnet_edge.files import staged_folder
+from dmfnet_edge.files import atomic_write_bytes, staged_folder
 from dmfnet_edge.io.volumes import Volume
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from dmfnet_edge._optional import require
-from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, contract_of, read_manifest
+from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.runtime.base import check_network_inputs, run_with_contract
 
 SIMULATE_QDQ = ("session.disable_quant_qdq", "1")

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, IOContract
+from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.runtime.base import check_network_inputs, run_with_contract
 from dmfnet_edge.runtime.engine_manifest import built_target, check_compatible, read_engine_manifest
 from dmfnet_edge.runtime.toolchain import cudart, current_device, load_toolchain
-from dmfnet_edge.errors import ModelFileError
-from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, IOContract
-from dmfnet_edge.runtime.base import check_network_inputs, run_with_contract
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmfnet_edge._optional import available, require
-from dmfnet_edge.runtime.engine_manifest import DeviceInfo, sm_name
 from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
+from dmfnet_edge.runtime.engine_manifest import DeviceInfo, sm_name
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,8 @@ class Toolchain:
         if not hasattr(runtime, "get_engine_validity"):
             return
         validity, flags = runtime.get_engine_validity(plan)
-        reasons = [n.lower() for n, m in self.trt.EngineInvalidityDiagnostics.__members__.items() if int(flags) & int(m)]
+        members = self.trt.EngineInvalidityDiagnostics.__members__.items()
+        reasons = [n.lower() for n, m in members if int(flags) & int(m)]
         if validity == self.trt.EngineValidity.INVALID:
             raise ModelFileError(f"rebuild needed: {self.describe()} cannot run {name} on this machine "
                                  f"({', '.join(reasons) or 'no reason given'})")

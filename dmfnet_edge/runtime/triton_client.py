@@ -12,6 +12,7 @@ restarts mid-run costs a pause, not the run. Anything else (a refused request, a
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -20,8 +21,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 from dmfnet_edge._optional import require
-from dmfnet_edge.errors import EnvironmentProblem, InputError
 from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME
+from dmfnet_edge.errors import EnvironmentProblem, InputError
 from dmfnet_edge.runtime.base import check_network_inputs
 
 TRANSIENT_HTTP = {502, 503, 504}
@@ -76,10 +77,9 @@ class TritonRunner:
     def _drop_client(self) -> None:
         client, self._local.client = getattr(self._local, "client", None), None
         if client is not None:
-            try:
+            # a client whose connection is gone may fail to close; it is replaced anyway
+            with contextlib.suppress(Exception):
                 client.close()
-            except Exception:  # a client whose connection is gone may fail to close; it is replaced anyway
-                pass
 
     def _client(self):
         if self.protocol == "http":

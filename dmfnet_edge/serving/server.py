@@ -135,15 +135,15 @@ def serve(onnx_path: Path, options: ServerOptions, ready: Callable[[dict[str, An
                           metrics_port=options.metrics_port, exit_timeout_secs=5, exit_on_error=True)
     batcher = DynamicBatcher(max_queue_delay_microseconds=options.queue_delay_us,
                              preferred_batch_size=[b for b in options.preferred_batches if b <= options.max_batch])
-    with tempfile.TemporaryDirectory(prefix="dmfnet-serve-") as workspace:
-        with Triton(config=config, workspace=Path(workspace) / "pytriton") as triton:
-            triton.bind(model_name=options.name, infer_func=infer, inputs=spec,
-                        outputs=[Tensor(name=OUTPUT_NAME, dtype=np.float32, shape=(1, -1, -1))],
-                        config=ModelConfig(max_batch_size=options.max_batch, batcher=batcher), strict=True)
-            triton.connect()
-            if ready:
-                ready({"model": options.name, "http": f"{options.host}:{options.http_port}",
-                       "grpc": f"{options.host}:{options.grpc_port}",
-                       "metrics": f"http://{options.host}:{options.metrics_port}/metrics",
-                       "runner": runner.describe()})
-            triton.serve()
+    with tempfile.TemporaryDirectory(prefix="dmfnet-serve-") as workspace, \
+            Triton(config=config, workspace=Path(workspace) / "pytriton") as triton:
+        triton.bind(model_name=options.name, infer_func=infer, inputs=spec,
+                    outputs=[Tensor(name=OUTPUT_NAME, dtype=np.float32, shape=(1, -1, -1))],
+                    config=ModelConfig(max_batch_size=options.max_batch, batcher=batcher), strict=True)
+        triton.connect()
+        if ready:
+            ready({"model": options.name, "http": f"{options.host}:{options.http_port}",
+                   "grpc": f"{options.host}:{options.grpc_port}",
+                   "metrics": f"http://{options.host}:{options.metrics_port}/metrics",
+                   "runner": runner.describe()})
+        triton.serve()

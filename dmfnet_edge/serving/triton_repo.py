@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from dmfnet_edge.artifacts import sha256_file, write_json_atomic
-from dmfnet_edge.errors import InputError
 from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, contract_of, manifest_path, read_manifest
+from dmfnet_edge.errors import InputError
 from dmfnet_edge.files import FOLDER_MODE, staged_folder
 
 REPOSITORY_FORMAT = "dmfnet-edge-triton-repository"
@@ -94,9 +94,11 @@ def config_text(model: ServedModel, options: ServingOptions) -> str:
     if batched and model.max_batch_of_file is not None:
         max_batch = min(max_batch, model.max_batch_of_file)
     dims = model.shape[1:] if batched else model.shape
-    lines = [f'name: "{options.name}"', f'platform: "{model.platform}"', f"max_batch_size: {max_batch if batched else 0}"]
+    lines = [f'name: "{options.name}"', f'platform: "{model.platform}"',
+             f"max_batch_size: {max_batch if batched else 0}"]
     for kind, names in (("input", INPUT_NAMES), ("output", (OUTPUT_NAME,))):
-        entries = [f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: {_dims(dims)}\n  }}' for name in names]
+        entries = [f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: {_dims(dims)}\n  }}'
+                   for name in names]
         lines.append(f"{kind} [\n" + ",\n".join(entries) + "\n]")
     if batched:
         preferred = sorted({b for b in options.preferred_batches if 1 <= b <= max_batch})

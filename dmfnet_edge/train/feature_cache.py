@@ -29,9 +29,9 @@ import torch
 
 from dmfnet_edge.artifacts import read_json, sha256_file, write_json_atomic
 from dmfnet_edge.errors import InputError
+from dmfnet_edge.files import staged_folder
 from dmfnet_edge.io.images import read_image
 from dmfnet_edge.io.pairs import ImagePair
-from dmfnet_edge.files import staged_folder
 from dmfnet_edge.models.dmfnet import DMFNet
 from dmfnet_edge.preprocess.color import split_luma
 from dmfnet_edge.preprocess.tensor import to_network

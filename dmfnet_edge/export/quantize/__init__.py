@@ -21,8 +21,8 @@ from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import write_json_atomic
 from dmfnet_edge.contract import IOContract, contract_of, manifest_path, read_manifest
 from dmfnet_edge.errors import InputError
-from dmfnet_edge.export.onnx_export import build_manifest, op_inventory
 from dmfnet_edge.export.calibration import calibration_inputs
+from dmfnet_edge.export.onnx_export import build_manifest, op_inventory
 from dmfnet_edge.export.quantize import int8_onnxruntime, int8_tensorrt
 from dmfnet_edge.export.quantize.fp16 import convert_fp16
 from dmfnet_edge.export.quantize.mixed_precision import KEEP_FP32_AUTO, TARGET_PROBE_PSNR_DB, resolve_keep_fp32

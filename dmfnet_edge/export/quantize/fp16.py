@@ -30,5 +30,6 @@ def convert_fp16(src: Path, dst: Path, sample: dict[str, np.ndarray]) -> dict[st
                                                op_types_to_exclude=KEEP_FP32_OPS,
                                                calibration_data=str(Path(tmp) / "sample.npz"))
     atomic_write_bytes(dst, model.SerializeToString())
-    return {"tool": "modelopt.onnx.autocast.convert_to_mixed_precision", "tool_version": tool_version("nvidia-modelopt"),
+    return {"tool": "modelopt.onnx.autocast.convert_to_mixed_precision",
+            "tool_version": tool_version("nvidia-modelopt"),
             "low_precision": "fp16", "kept_fp32_op_types": KEEP_FP32_OPS, "keep_io_types": True}

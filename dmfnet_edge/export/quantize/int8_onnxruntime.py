@@ -22,8 +22,13 @@ import numpy as np
 
 from dmfnet_edge._optional import require
 from dmfnet_edge._quiet import third_party_output
-from dmfnet_edge.export.quantize.mixed_precision import (KEEP_FP32_AUTO, TARGET_PROBE_PSNR_DB, given_plan,
-                                                         layer_groups, plan_mixed_precision)
+from dmfnet_edge.export.quantize.mixed_precision import (
+    KEEP_FP32_AUTO,
+    TARGET_PROBE_PSNR_DB,
+    given_plan,
+    layer_groups,
+    plan_mixed_precision,
+)
 from dmfnet_edge.export.quantize.probes import output_psnr, probe_batches, session_outputs, tool_version
 from dmfnet_edge.files import atomic_write_bytes
 
