@@ -144,3 +144,38 @@ def test_saved_weights_get_the_umask_permissions_like_every_other_output(tmp_pat
     save_model(model, model.cfg, tmp_path / "m", "dmfnet", {})
     for name in ("m.safetensors", "m.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == FILE_MODE, name
+
+
+def test_the_fused_pixel_attention_op_on_cpu_matches_the_module_it_replaces():
+    """The custom op dmfnet::pixel_attention_fuse (its CPU path: the GPU backend and the TensorRT plugin
+    graph route through it) computes what CrossModalAttention computes, and passes PyTorch's op checks (schema,
+    fake tensor, autograd registration)."""
+    from dmfnet_edge.models.kernels import attention_maps, pixel_attention_fuse
+
+    torch.manual_seed(5)
+    module = CrossModalAttention(8, 4).eval()
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x, y = torch.randn(2, 8, 12, 10), torch.randn(2, 8, 12, 10)
+    with torch.no_grad():
+        expected = module(x, y)
+        module.use_fused_kernel = True
+        fused = module(x, y)
+        a_s, a_c = attention_maps(module, x + y)
+    assert torch.allclose(fused, expected, atol=1e-5, rtol=0) and not torch.equal(fused, x + y)
+    torch.library.opcheck(pixel_attention_fuse, (x, y, a_s, a_c, module.pixel.weight.detach(),
+                                                 module.pixel.bias.detach()),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_a_network_with_every_attention_fused_fuses_the_same_pixels(tiny):
+    import copy
+
+    fused_net = copy.deepcopy(tiny)
+    layers = [m for m in fused_net.modules() if isinstance(m, CrossModalAttention)]
+    assert len(layers) == len(fused_net.fusion.attention) > 1  # one per feature level
+    for layer in layers:
+        layer.use_fused_kernel = True
+    a, b = torch.rand(1, 1, 64, 64) * 2 - 1, torch.rand(1, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(fused_net(a, b), tiny(a, b), atol=1e-5, rtol=0)
