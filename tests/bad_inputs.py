@@ -1,7 +1,7 @@
 """The bad-input catalogue: every case builds its inputs in a folder, runs one CLI command and states the exit
 code and the message it must produce. `run_case_process` runs it as a user would, in a fresh `dmfnet` process
 (a traceback, a crash or a hang can only be seen from outside), and hashes every input before and after. Used
-by tests/test_bad_inputs.py and by benchmarks/reliability_report.py (which prints the observed errors for
+by tests/cli/test_bad_inputs.py and by benchmarks/reliability_report.py (which prints the observed errors for
 docs/RELIABILITY.md).
 
     python -m tests.bad_inputs CASE-NAME FOLDER MODEL   the child process of a case with a patch (disk full)

@@ -1,7 +1,7 @@
 """TensorRT path without TensorRT: engine cache keys, manifests and the rebuild check for both flavours, per-layer
 precisions from the inspector (10.x and 11.x schema) and from a real TensorRT for RTX layer dump, the precision
 check against the graph, the plugin-node graph, and the runner's buffer logic against a fake engine and fake
-device memory. Real engine builds: tests/test_tensorrt_engines.py."""
+device memory. Real engine builds: tests/build/test_tensorrt_engines.py."""
 
 import json
 import time

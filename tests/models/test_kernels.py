@@ -13,7 +13,7 @@ import torch
 
 from dmfnet_edge.models.fusion import CrossModalAttention
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 F32P = ctypes.POINTER(ctypes.c_float)
 
 

@@ -22,7 +22,7 @@ import pytest
 from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.serving.ports import free_ports
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVE_BIN = REPO / ".venv-serve" / "bin" / "dmfnet"
 tritonclient = pytest.importorskip("tritonclient.http", reason="the 'serve' extra (tritonclient)")
 

@@ -14,7 +14,7 @@ pytest.importorskip("tritonclient.grpc", reason="the 'serve' extra (tritonclient
 from google.protobuf import text_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 
-ENGINE_MANIFEST = Path(__file__).resolve().parents[1] / "docs" / "engines" / "dmfnet-edge-fp32.engine.json"
+ENGINE_MANIFEST = Path(__file__).resolve().parents[2] / "docs" / "engines" / "dmfnet-edge-fp32.engine.json"
 
 
 def _config(repo: Path, name: str = "dmfnet_edge"):

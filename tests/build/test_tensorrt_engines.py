@@ -3,7 +3,7 @@ capabilities), and the toolchain rules that hold for both TensorRT flavours.
 
 Every engine test checks the per-layer precisions TensorRT itself reports (the builder's DETAILED layer dump)
 against what the ONNX graph prescribes, the manifest beside the engine, and a byte-identical rebuild. Loading and
-running an engine needs a GPU and is not done here (tests/test_build.py has the GPU-marked round trip).
+running an engine needs a GPU and is not done here (tests/build/test_build.py has the GPU-marked round trip).
 """
 
 from __future__ import annotations

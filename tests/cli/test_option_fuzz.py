@@ -30,8 +30,8 @@ from tests.bad_inputs import snapshot
 from tests.conftest import smooth_image
 from tests.volume_fixtures import write_nifti
 
-REPO = Path(__file__).resolve().parents[1]
-# --server/--server-model would contact a network address (their errors are tested in tests/test_serving.py)
+REPO = Path(__file__).resolve().parents[2]
+# --server/--server-model would contact a network address (their errors are tested in tests/serving/test_serving.py)
 NOT_FUZZED = {"-h", "--help", "--server", "--server-model"}
 HOSTILE = ["-1", "0", "1", "2", "65", "99999999999999999999", "1e309", "nan", "inf", "-inf", "", " ", "abc",
            "x" * 300, "\N{SNOWMAN}", "1,2", "40,400", "nan,400", "0,0", "-5,-5", "@fifo", "@folder",
