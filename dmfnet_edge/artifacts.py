@@ -81,5 +81,10 @@ def load_sidecar(tensors: Path, sidecar: Path, verify: bool = True) -> dict[str,
     return meta
 
 
+def json_bytes(data: dict[str, Any]) -> bytes:
+    """A JSON record as every sidecar of the project is written: sorted keys, indented, one final newline."""
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(data))

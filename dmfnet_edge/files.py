@@ -18,7 +18,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -63,8 +63,9 @@ def refuse_special_target(path: Path) -> None:
         raise InputError(f"{path}: is {kind}; give the path of a file to write")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
+def stage_file(path: Path, data: bytes) -> Path:
+    """Write `data` to a hidden temporary file beside `path` and return it; the caller renames it into place
+    (`os.replace`) or removes it. A failed write (a full disk) removes it and changes nothing."""
     refuse_special_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,13 +76,43 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise EnvironmentProblem(f"{path}: writing failed ({exc.strerror}); nothing was written") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
+    tmp = stage_file(path, data)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise EnvironmentProblem(f"{path}: writing failed ({exc.strerror}); nothing was written") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+Companion = Callable[[list[Path]], tuple[Path, bytes]]  # output paths -> (sidecar path, its bytes)
+
+
+@contextmanager
+def companion_staged(companion: Companion | None, outputs: list[Path]) -> Iterator[Callable[[], None]]:
+    """Stage an output's sidecar (e.g. its provenance record) before the output itself is published; the block
+    publishes the output and then calls the yielded function, which renames the sidecar into place. A sidecar
+    that cannot be written (a full disk) fails before the output changes; one left unpublished is removed."""
+    if companion is None:
+        yield lambda: None
+        return
+    path, data = companion(outputs)
+    tmp = stage_file(path, data)
+    try:
+        yield lambda: os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from dmfnet_edge import __version__
-from dmfnet_edge.artifacts import write_json_atomic
+from dmfnet_edge.artifacts import json_bytes
 from dmfnet_edge.cli.common import add_model_options, runner_from
 from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.cli.types import int_range
@@ -93,18 +93,25 @@ def run(args: argparse.Namespace) -> int:
     description = f"DM-FNet fusion MRI+{modality}; model {runner.model_name}; dmfnet-edge {__version__}; " \
                   f"weights {weights[:12]}"
     written = time.perf_counter()
+
+    def provenance_record(outputs: list[Path]) -> tuple[Path, bytes]:
+        # made once the output is encoded and staged, and staged itself before the output is published: the
+        # two land together or neither does (a full disk fails here, before anything changed)
+        done = time.perf_counter()
+        seconds = {**fused.seconds, "read_and_check": round(loaded - started, 4),
+                   "write": round(done - written, 4), "total": round(done - started, 4)}
+        record = provenance(mri, other, modality, fused.intensity, runner.describe(), [str(p) for p in outputs],
+                            seconds)
+        record["geometry"] = {"resampled": bool(args.resample), "assumed_registered": bool(args.assume_registered),
+                              "frames_of_reference": {"mri": frame_of_reference(mri),
+                                                      "other": frame_of_reference(other)}}
+        return sidecar, json_bytes(record)
+
     if _is_nifti(args.output):
-        outputs = [str(write_nifti(args.output, fused.pixels, mri, description))]
+        write_nifti(args.output, fused.pixels, mri, description, provenance_record)
     else:
-        outputs = [str(p) for p in write_dicom_series(args.output, fused.pixels, mri, other, description,
-                                                      args.overwrite)]
+        write_dicom_series(args.output, fused.pixels, mri, other, description, args.overwrite, provenance_record)
     done = time.perf_counter()
-    seconds = {**fused.seconds, "read_and_check": round(loaded - started, 4), "write": round(done - written, 4),
-               "total": round(done - started, 4)}
-    record = provenance(mri, other, modality, fused.intensity, runner.describe(), outputs, seconds)
-    record["geometry"] = {"resampled": bool(args.resample), "assumed_registered": bool(args.assume_registered),
-                          "frames_of_reference": {"mri": frame_of_reference(mri), "other": frame_of_reference(other)}}
-    write_json_atomic(sidecar, record)
     print(f"{args.output}: {mri.slices} slices ({'RGB' if fused.pixels.ndim == 4 else 'grey'}) in "
           f"{done - started:.1f} s on {runner.backend}; provenance: {sidecar}")
     return 0

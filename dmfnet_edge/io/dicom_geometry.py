@@ -96,6 +96,16 @@ def _spacing(ds: Any, frame_groups: Any, shared: Any) -> tuple[float, float]:
     return float(row), float(col)
 
 
+def _thickness(ds: Any, frame_groups: Any, shared: Any) -> float:
+    """SliceThickness from the frame's functional groups, else the shared ones, else the dataset (1 mm when
+    none says); an enhanced file keeps it in the Pixel Measures of its functional groups."""
+    for groups in (frame_groups, shared):
+        measures = _item(groups, "PixelMeasuresSequence") if groups is not None else None
+        if measures is not None and measures.get("SliceThickness"):
+            return float(measures.SliceThickness)
+    return float(getattr(ds, "SliceThickness", 0) or 0) or 1.0
+
+
 def _rescale(ds: Any, frame_groups: Any, shared: Any) -> tuple[float, float]:
     for groups in (frame_groups, shared):
         item = _item(groups, "PixelValueTransformationSequence") if groups is not None else None
@@ -110,7 +120,7 @@ def frames_of(ds: Any) -> list[Frame]:
     modality = str(getattr(ds, "Modality", ""))
     shared = _item(ds, "SharedFunctionalGroupsSequence")
     per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
-    thickness = float(getattr(ds, "SliceThickness", 0) or 0) or 1.0
+    thickness = _thickness(ds, None, shared)
     frames = []
     for i in range(count):
         groups = per_frame[i] if per_frame is not None and i < len(per_frame) else None
@@ -130,5 +140,5 @@ def frames_of(ds: Any) -> list[Frame]:
                 position = np.array([0.0, 0.0, float(getattr(ds, "InstanceNumber", 0) or 0) * thickness])
         slope, intercept = _rescale(ds, groups, shared)
         frames.append(Frame(ds, i if count > 1 else None, position, orientation, _spacing(ds, groups, shared),
-                            thickness, slope, intercept, modality))
+                            _thickness(ds, groups, shared), slope, intercept, modality))
     return frames

@@ -15,7 +15,7 @@ import numpy as np
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.errors import EnvironmentProblem, InputError
-from dmfnet_edge.files import atomic_write_bytes, staged_folder
+from dmfnet_edge.files import Companion, atomic_write_bytes, companion_staged, staged_folder
 from dmfnet_edge.io.volumes import Volume
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -40,7 +40,10 @@ def _to_nifti_layout(slices: np.ndarray) -> np.ndarray:
     return np.moveaxis(np.swapaxes(np.flip(slices, axis=1), 1, 2), 0, 2)
 
 
-def write_nifti(path: Path, fused: np.ndarray, mri: Volume, description: str) -> Path:
+def write_nifti(path: Path, fused: np.ndarray, mri: Volume, description: str,
+                companion: Companion | None = None) -> Path:
+    """The fused volume as NIfTI with the MRI's geometry; `companion` (its provenance) lands with it or the
+    volume is not written (`files.companion_staged`)."""
     nib = require("nibabel", purpose="writing NIfTI")
     data = _to_nifti_layout(fused)
     if mri.kind == "dicom":  # DICOM rows/columns are y/x without the display flip used for NIfTI
@@ -54,7 +57,10 @@ def write_nifti(path: Path, fused: np.ndarray, mri: Volume, description: str) ->
     image.header.set_data_dtype(data.dtype)
     image.header["descrip"] = description[:79].encode()
     image.header["scl_slope"], image.header["scl_inter"] = 1.0, 0.0
-    atomic_write_bytes(path, image.to_bytes() if not path.name.endswith(".gz") else _gzip(image.to_bytes()))
+    encoded = image.to_bytes() if not path.name.endswith(".gz") else _gzip(image.to_bytes())
+    with companion_staged(companion, [path]) as publish_companion:
+        atomic_write_bytes(path, encoded)
+        publish_companion()
     return path
 
 
@@ -135,8 +141,9 @@ def _swap_in(staging: Path, folder: Path) -> None:
 
 
 def write_dicom_series(folder: Path, fused: np.ndarray, mri: Volume, other: Volume, description: str,
-                       overwrite: bool = False) -> list[Path]:
-    """Write one Secondary Capture file per slice into a new folder, all at once (temp folder + rename)."""
+                       overwrite: bool = False, companion: Companion | None = None) -> list[Path]:
+    """Write one Secondary Capture file per slice into a new folder, all at once (temp folder + rename);
+    `companion` (its provenance) is staged before the rename and lands right after it."""
     pydicom = require("pydicom", purpose="writing DICOM")
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise InputError(f"{folder}: exists and is not empty; choose a new folder or pass --overwrite")
@@ -155,7 +162,9 @@ def write_dicom_series(folder: Path, fused: np.ndarray, mri: Volume, other: Volu
                 name = f"IM{i + 1:05d}.dcm"
                 ds.save_as(staging / name, enforce_file_format=True)
                 names.append(name)
-            _swap_in(staging, folder)
+            with companion_staged(companion, [folder / n for n in names]) as publish_companion:
+                _swap_in(staging, folder)
+                publish_companion()
     except OSError as exc:
         raise EnvironmentProblem(f"{folder}: writing the series failed ({exc.strerror}); nothing was written") \
             from None

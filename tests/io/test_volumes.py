@@ -326,3 +326,46 @@ def test_a_palette_colour_series_reads_as_the_same_rgb_in_2d_and_as_a_volume(tmp
     for k, path in enumerate(sorted((tmp_path / "nm").glob("*.dcm"))):
         pixels, meta = read_dicom(path)
         assert meta["photometric"] == "PALETTE COLOR" and np.array_equal(pixels, volume.data[k])
+
+
+@pytest.mark.parametrize("kind", ["nifti", "dicom"])
+def test_a_full_disk_at_the_provenance_record_changes_no_output(series, tmp_path, tiny_model_base, kind, capsys):
+    """The fused volume and its provenance land together or not at all: no record means no output (a first
+    run), and an --overwrite run leaves the previous output and its record as they were."""
+    import tempfile
+    from unittest import mock
+
+    root, _ = series
+    out = tmp_path / ("fused.nii.gz" if kind == "nifti" else "fused-series")
+    record = out.with_name(out.name + ".provenance.json")
+    argv = ["--mri", str(root / "mri"), "--other", str(root / "ct"), "-o", str(out), "--model",
+            str(tiny_model_base), "--backend", "torch"]
+    real = tempfile.mkstemp
+
+    def full_for_records(*args, **kwargs):
+        if ".provenance.json" in kwargs.get("prefix", ""):
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    def snapshot():
+        files = [out] if out.is_file() else sorted(out.rglob("*")) if out.exists() else []
+        return {str(p): p.read_bytes() for p in [*files, record] if p.is_file()}
+
+    with mock.patch("tempfile.mkstemp", side_effect=full_for_records):
+        assert fuse(*argv) == 3
+    assert "No space left on device" in capsys.readouterr().err
+    assert not out.exists() and not record.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left either
+    assert fuse(*argv) == 0
+    before = snapshot()
+    with mock.patch("tempfile.mkstemp", side_effect=full_for_records):
+        assert fuse(*argv, "--overwrite") == 3
+    assert snapshot() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_enhanced_file_gives_its_slice_thickness_from_the_functional_groups(tmp_path):
+    """One frame has no neighbour to measure the slice spacing from: it is the SliceThickness, which an
+    enhanced file keeps in the shared Pixel Measures (it fell back to 1 mm)."""
+    write_multiframe(tmp_path / "one.dcm", np.zeros((1, 32, 32), np.int16), spacing=(3.5, 0.9, 0.9), enhanced=True)
+    assert read_volume(tmp_path / "one.dcm").spacing == pytest.approx((3.5, 0.9, 0.9))
