@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= train,onnx,quantize,medical,trt-rtx,serve,dev
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test test-fast bench clean serve-env
+.PHONY: demo test test-fast coverage bench clean serve-env
 
 PIP := $(BIN)/pip install --disable-pip-version-check
 
@@ -47,6 +47,12 @@ test: $(VENV)/.installed $(SERVE_VENV)/.installed
 
 test-fast: $(VENV)/.installed $(SERVE_VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
+
+coverage: $(VENV)/.installed $(SERVE_VENV)/.installed
+	rm -f .coverage .coverage.*
+	$(BIN)/python -m coverage run -m pytest -q -m "not slow"
+	$(BIN)/python -m coverage combine -q
+	$(BIN)/python -m coverage report --skip-covered --sort=cover
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_cpu.py
