@@ -96,8 +96,9 @@ def _nifti_voxels(image: Any, path: Path) -> np.ndarray:
     return np.expand_dims(data, 2) if len(kept) == 2 else data
 
 
-def read_nifti_volume(path: Path) -> Volume:
-    """A NIfTI file as a Volume (a 2D image is a volume of one slice)."""
+def read_nifti_volume(path: Path, hash_input: bool = True) -> Volume:
+    """A NIfTI file as a Volume (a 2D image is a volume of one slice). `hash_input`: record the file's SHA-256
+    (`input_sha256`, for the provenance record); the 2D path, which keeps no record, skips reading it twice."""
     nib = require("nibabel", purpose="reading NIfTI")
     try:
         image = nib.load(str(path))
@@ -114,7 +115,7 @@ def read_nifti_volume(path: Path) -> Volume:
     directions = image.affine[:3, :3] / np.maximum(np.linalg.norm(image.affine[:3, :3], axis=0), 1e-12)
     return Volume(np.ascontiguousarray(slices), (float(zooms[2]), float(zooms[1]), float(zooms[0])),
                   directions.T.copy(), image.affine[:3, 3].copy(), "", path, "nifti", header=image,
-                  input_sha256=sha256_file(path))
+                  input_sha256=sha256_file(path) if hash_input else "")
 
 
 def read_nifti_slice(path: Path, index: int | None = None, window: Window | None = None
@@ -123,7 +124,7 @@ def read_nifti_slice(path: Path, index: int | None = None, window: Window | None
     (colours kept as stored, as `fuse-volume` keeps them). Grey values are windowed by `window` if given, else by
     the whole volume's 0.5th..99.5th percentiles, so every slice of one volume shares one scale (and the voxel
     budget, checked before reading, bounds the memory of reading it whole)."""
-    volume = read_nifti_volume(path)
+    volume = read_nifti_volume(path, hash_input=False)
     if index is None and volume.slices > 1:
         raise InputError(f"{path}: a volume of {volume.slices} slices; pick one with --slice N "
                          "or fuse the whole volume with 'dmfnet fuse-volume'")
