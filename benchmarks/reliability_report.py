@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dmfnet_edge.models.checkpoint import build_model, save_model  # noqa: E402
-from tests.bad_inputs import CATALOGUE, run_case_process  # noqa: E402
+from tests.bad_inputs import catalogue, run_case_process  # noqa: E402
 
 PYDICOM_TEST_FILES = Path(__import__("pydicom").__file__).parent / "data" / "test_files"
 
@@ -34,7 +34,7 @@ def main() -> int:
             save_model(tiny, tiny.cfg, model, "dmfnet", {})
         print("| bad input | exit | message (paths shortened) | output left | inputs unchanged |")
         print("|---|---|---|---|---|")
-        for i, case in enumerate(CATALOGUE):
+        for i, case in enumerate(catalogue()):
             folder = Path(tmp) / f"case{i}"
             folder.mkdir()
             outcome = run_case_process(case, folder, model)

@@ -1,8 +1,11 @@
 """The bad-input catalogue: every case builds its inputs in a folder, runs one CLI command and states the exit
-code and the message it must produce. `run_case_process` runs it as a user would, in a fresh `dmfnet` process
-(a traceback, a crash or a hang can only be seen from outside), and hashes every input before and after. Used
-by tests/cli/test_bad_inputs.py and by benchmarks/reliability_report.py (which prints the observed errors for
-docs/RELIABILITY.md).
+code and the message it must produce. `run_case_process` runs it as a user would, in a fresh `dmfnet` or
+`dmfnet-export` process (a traceback, a crash or a hang can only be seen from outside), and hashes every input
+before and after. Used by tests/cli/test_bad_inputs.py and by benchmarks/reliability_report.py (which prints the
+observed errors for docs/RELIABILITY.md).
+
+This module holds the runner and the cases of the image readers; every other surface keeps its cases in a
+module of its own, `tests/hostile_<surface>.py` with a `CASES` list, and `catalogue()` gathers them all.
 
     python -m tests.bad_inputs CASE-NAME FOLDER MODEL   the child process of a case with a patch (disk full)
 """
@@ -43,6 +46,8 @@ class Case:
     exit_code: int
     message: str
     patch: Callable[[], contextlib.AbstractContextManager] | None = None
+    tool: str = "dmfnet"  # or "dmfnet-export"
+    model: bool = True  # append `--model MODEL` unless the command line names one (dmfnet commands only)
 
 
 def _img(folder: Path, name: str, pixels: np.ndarray) -> Path:
@@ -140,7 +145,7 @@ def _disk_full() -> contextlib.AbstractContextManager:
     return mock.patch("os.replace", side_effect=full) if real else contextlib.nullcontext()
 
 
-CATALOGUE: list[Case] = [
+IMAGE_CASES: list[Case] = [
     Case("missing file", lambda d, m: _pair(d, other=d / "nope.png"), 2, "file not found"),
     Case("folder instead of a file", lambda d, m: _pair(d, other=d), 2, "is a folder"),
     Case("empty file", lambda d, m: _pair(d, other=_raw(d, "e.png", b"")), 2, "file is empty"),
@@ -263,11 +268,13 @@ def run_case_process(case: Case, folder: Path, model: Path, timeout: float = 300
     import time
 
     argv = case.build(folder, model)
-    if "--model" not in argv and argv[0] != "eval":
+    if case.model and case.tool == "dmfnet" and "--model" not in argv and argv[0] != "eval":
         argv += ["--model", str(model)]
     (folder / "argv.json").write_text(json.dumps(argv))
+    entry = {"dmfnet": "main", "dmfnet-export": "export_main"}[case.tool]
     command = [sys.executable, "-m", "tests.bad_inputs", case.name, str(folder), str(model)] if case.patch \
-        else [sys.executable, "-m", "dmfnet_edge.cli.main", *argv]
+        else [sys.executable, "-c", f"import sys; from dmfnet_edge.cli.main import {entry}; sys.exit({entry}())",
+              *argv]
     before = snapshot(folder)
     start = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMFNET_")}
@@ -279,13 +286,30 @@ def run_case_process(case: Case, folder: Path, model: Path, timeout: float = 300
     return Outcome(done.returncode, done.stderr, left, before, snapshot(folder), seconds)
 
 
-def _child(name: str, folder: Path) -> int:
-    from dmfnet_edge.cli.main import main
+HOSTILE_MODULES = ()  # tests/hostile_<surface>.py, each with a CASES list
 
-    case = next(c for c in CATALOGUE if c.name == name)
+
+def catalogue() -> list[Case]:
+    """Every case: the image readers' here, then each surface's module's."""
+    import importlib
+
+    cases = list(IMAGE_CASES)
+    for name in HOSTILE_MODULES:
+        cases += importlib.import_module(f"tests.{name}").CASES
+    names = [c.name for c in cases]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"catalogue case names must be unique: {duplicated}")
+    return cases
+
+
+def _child(name: str, folder: Path) -> int:
+    from dmfnet_edge.cli.main import export_main, main
+
+    case = next(c for c in catalogue() if c.name == name)
     argv = json.loads((folder / "argv.json").read_text())
     with case.patch() if case.patch else contextlib.nullcontext():
-        return main(argv)
+        return (main if case.tool == "dmfnet" else export_main)(argv)
 
 
 if __name__ == "__main__":

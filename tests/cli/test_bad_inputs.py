@@ -4,7 +4,9 @@ afterwards (valid odd inputs: fused, one output file)."""
 
 import pytest
 
-from tests.bad_inputs import CATALOGUE, run_case_process
+from tests.bad_inputs import catalogue, run_case_process
+
+CATALOGUE = catalogue()
 
 
 @pytest.mark.parametrize("case", CATALOGUE, ids=[c.name for c in CATALOGUE])
@@ -15,7 +17,8 @@ def test_bad_input(case, tmp_path, tiny_model_base):
     assert "Traceback" not in outcome.stderr
     assert outcome.inputs_after == outcome.inputs_before, "an input was changed, removed or added"
     if case.exit_code:
-        assert outcome.stderr.count("\n") == 1 and outcome.stderr.startswith("dmfnet: error: "), outcome.stderr
+        assert outcome.stderr.count("\n") == 1 and outcome.stderr.startswith(f"{case.tool}: error: "), \
+            outcome.stderr
         assert case.message in outcome.stderr
         assert outcome.left == [], outcome.left
     else:
