@@ -28,6 +28,11 @@ class ModelFileError(InputError):
     """A weights, config or manifest file is missing, damaged or does not match its description."""
 
 
+class RecordError(ModelFileError):
+    """A record (manifest, sidecar, recipe, provenance, repository record) that cannot be read as its type: not
+    a regular file, too large, too deep, malformed, or of another structure. The message names the file."""
+
+
 class EnvironmentProblem(DmfnetError):
     """The machine lacks something: a package, a device, disk space, a writable folder."""
 
@@ -36,6 +41,13 @@ class EnvironmentProblem(DmfnetError):
 
 class MissingDependency(EnvironmentProblem):
     """An optional package is needed for this command."""
+
+
+def one_line(text: str, limit: int = 240) -> str:
+    """`text` as one line of at most `limit` characters: every line break and control character becomes a
+    space (an error message is one line whatever a file name or a third-party message holds)."""
+    flat = "".join(c if c.isprintable() else " " for c in text)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def describe_exception(exc: BaseException, limit: int = 160) -> str:

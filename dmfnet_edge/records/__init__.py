@@ -1,0 +1,28 @@
+"""The one door for everything that is not pixels: the bounded reader and the typed records.
+
+* `reader`: `read_bounded` (regular files only, size capped before reading), `parse_json` and `parse_yaml`
+  (nesting capped, YAML anchors and aliases refused). Nothing else in the package opens a JSON or YAML file
+  (tests/test_records.py fails if a module does).
+* `base`: `Record`, the typed, versioned base class of every record, with `read`, `from_yaml`, `convert`,
+  `write` and `schema`.
+* `RECORD_TYPES`: every record class of the package, by format name; docs/schemas/ is generated from it
+  (`python benchmarks/record_schemas.py`), and a test checks that every `Record` subclass is listed.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from dmfnet_edge.records.base import SHA256, Record, json_bytes
+from dmfnet_edge.records.reader import parse_json, parse_yaml, read_bounded
+
+__all__ = ["RECORD_TYPES", "SHA256", "Record", "json_bytes", "parse_json", "parse_yaml", "read_bounded",
+           "record_type"]
+
+# format name -> "module:Class". Strings, so that this layer imports none of the modules that declare them.
+RECORD_TYPES: dict[str, str] = {}
+
+
+def record_type(fmt: str) -> type[Record]:
+    module, _, name = RECORD_TYPES[fmt].partition(":")
+    return getattr(importlib.import_module(module), name)
