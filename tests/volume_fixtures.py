@@ -118,3 +118,48 @@ def write_multiframe(path: Path, frames: np.ndarray, modality: str = "MR", spaci
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
     ds.save_as(path, enforce_file_format=True)
+
+
+def edit_dicom(path: Path, **values) -> Path:
+    """Set header keywords of one DICOM file in place (a fixture's damage: another patient, a drifting position)."""
+    ds = pydicom.dcmread(path)
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path)
+    return path
+
+
+def deflate_dicom(path: Path, padding: int = 0) -> Path:
+    """Re-save one DICOM file in the Deflated Explicit VR Little Endian transfer syntax, with `padding` zero bytes
+    of Data Set Trailing Padding (FFFC,FFFC) after the pixel data: a deflate bomb when large, since zeros inflate
+    about a thousandfold."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    if padding:
+        ds.DataSetTrailingPadding = bytes(padding)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_zero_nifti_gz(path: Path, shape: tuple[int, ...]) -> Path:
+    """A gzipped uint8 NIfTI-2 volume of zeros (NIfTI-2: axes longer than NIfTI-1's 32767), streamed to disk: a
+    volume over the voxel budget costs a few MB."""
+    import gzip
+
+    import nibabel as nib
+
+    header = nib.Nifti2Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.uint8)
+    header.set_qform(np.eye(4), code=1)
+    header.set_sform(np.eye(4), code=1)
+    header.set_data_offset(len(header.binaryblock) + 4)  # the header, then 4 bytes saying "no extensions"
+    block, left = bytes(1 << 24), int(np.prod(shape))
+    with gzip.open(path, "wb", compresslevel=1) as handle:
+        handle.write(header.binaryblock + b"\0" * (int(header["vox_offset"]) - len(header.binaryblock)))
+        while left:
+            handle.write(block[:min(left, len(block))])
+            left -= min(left, len(block))
+    return path

@@ -3,9 +3,15 @@ multi-frame files), used by the series reader (io/volumes.py) and the 2D reader 
 
 Multi-frame files give per-frame positions through the functional groups (enhanced objects) or, for legacy
 multi-frame objects, through one position plus SpacingBetweenSlices along the slice normal. A frame decodes
-alone (pydicom's `index`), so memory is one frame's whatever the file holds. Values: the modality LUT
+alone (pydicom's `index`): the pixel data element is read whole, its size bounded from the header before
+(io/dicom_files.py), and one frame is decoded from it. Values: the modality LUT
 (RescaleSlope/Intercept from the frame's functional groups, the shared ones or the dataset; a Modality LUT
 Sequence where present), e.g. Hounsfield units for CT; colour (RGB, YBR, palette) becomes RGB uint8.
+
+`stack_frames` checks that the frames of a series are one straight stack before it is built: a plane
+(perpendicular unit vectors), one orientation, positive pixel spacing, positions along the slice normal (a gantry
+tilt drifts them within the plane; stacking them straight would misplace every later slice, so the series is
+refused with the advice to resample it in another tool first), and even, non-zero gaps.
 """
 
 from __future__ import annotations
@@ -112,6 +118,68 @@ def _rescale(ds: Any, frame_groups: Any, shared: Any) -> tuple[float, float]:
         if item is not None and "RescaleSlope" in item:
             return float(item.RescaleSlope), float(item.RescaleIntercept)
     return float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
+
+
+def _source(frame: Frame) -> str:
+    return str(getattr(frame.dataset, "filename", None) or "DICOM")
+
+
+def _check_plane(frame: Frame) -> None:
+    """ImageOrientationPatient: two finite, perpendicular unit vectors (else there is no slice normal)."""
+    row, column = frame.orientation[:3], frame.orientation[3:]
+    if not (np.all(np.isfinite(frame.orientation)) and abs(np.linalg.norm(row) - 1) < 0.01
+            and abs(np.linalg.norm(column) - 1) < 0.01 and abs(float(np.dot(row, column))) < 0.01):
+        raise InputError(f"{_source(frame)}: ImageOrientationPatient {np.round(frame.orientation, 4).tolist()} is not "
+                         "two perpendicular unit vectors; the slices have no plane to stack along (the header is "
+                         "damaged)")
+
+
+def _check_frame(frame: Frame, first: Frame) -> None:
+    """One orientation for the stack, a positive finite pixel spacing, a finite position."""
+    if not np.allclose(frame.orientation, first.orientation, atol=1e-4):
+        raise InputError(f"{_source(frame)}: slices have different orientations; not one stack")
+    if not all(np.isfinite(v) and v > 0 for v in frame.spacing):
+        raise InputError(f"{_source(frame)}: PixelSpacing {frame.spacing[0]:g}\\{frame.spacing[1]:g} mm is not a "
+                         "positive size; expected the row and column spacing in mm (correct the header, or convert "
+                         "the series with a tool that knows its spacing)")
+    if not np.all(np.isfinite(frame.position)):
+        raise InputError(f"{_source(frame)}: ImagePositionPatient {frame.position.tolist()} is not finite")
+
+
+def _check_along_normal(frames: list[Frame], normal: np.ndarray, name: str) -> None:
+    """Positions must lie on one line along the slice normal: an in-plane drift (a gantry tilt, a sheared stack)
+    would put every voxel of a later slice beside where a straight stack has it."""
+    offsets = np.array([fr.position - frames[0].position for fr in frames])
+    in_plane = offsets - np.outer(offsets @ normal, normal)
+    drift = float(np.linalg.norm(in_plane, axis=1).max())
+    tolerance = 0.1 * min(frames[0].spacing)
+    if drift > tolerance:
+        raise InputError(f"{name}: the slices are not stacked along their normal: their positions drift {drift:.2f} mm "
+                         f"within the slice plane (gantry tilt or a sheared stack; up to {tolerance:.3g} mm, a tenth "
+                         "of a pixel, counts as straight); resample the series onto a straight grid in another tool "
+                         "first (e.g. dcm2niix, which corrects gantry tilt)")
+
+
+def stack_frames(frames: list[Frame], name: str) -> tuple[list[Frame], float]:
+    """The frames of one series sorted by position along their slice normal, and the slice step in mm, once they
+    are checked to form one straight, evenly spaced stack: one orientation, positive pixel spacing, finite
+    positions on a line along the normal (in-plane drift up to a tenth of a pixel), gaps neither zero nor uneven."""
+    first = frames[0]
+    _check_plane(first)
+    for frame in frames:
+        _check_frame(frame, first)
+    normal = first.normal
+    frames = sorted(frames, key=lambda fr: float(np.dot(fr.position, normal)))
+    _check_along_normal(frames, normal, name)
+    gaps = np.diff([float(np.dot(fr.position, normal)) for fr in frames])
+    if len(gaps) and (np.any(gaps <= 1e-6) or np.ptp(gaps) > 0.01 * max(abs(gaps.mean()), 1e-6) + 1e-3):
+        raise InputError(f"{name}: slice positions are duplicated or unevenly spaced "
+                         f"(gaps {np.round(np.unique(np.round(gaps, 3)), 3).tolist()} mm)")
+    step = float(gaps.mean()) if len(gaps) else frames[0].thickness
+    if not (np.isfinite(step) and step > 0):
+        raise InputError(f"{name}: SliceThickness {step:g} mm is not a positive size; expected the slice thickness "
+                         "in mm (correct the header)")
+    return frames, step
 
 
 def frames_of(ds: Any) -> list[Frame]:

@@ -15,7 +15,6 @@ import numpy as np
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.errors import DmfnetError, InputError, describe_exception
-from dmfnet_edge.limits import check_pixel_budget
 from dmfnet_edge.preprocess.intensity import display_uint8, window_to_uint8
 
 Window = tuple[float, float]
@@ -46,24 +45,25 @@ def is_nifti(path: Path) -> bool:
 
 def read_dicom(path: Path, window: Window | None = None, frame: int | None = None) -> tuple[np.ndarray, dict]:
     """A DICOM image (one frame of a multi-frame file) as uint8 grey or RGB, plus metadata."""
-    pydicom = require("pydicom", purpose="reading DICOM")
+    require("pydicom", purpose="reading DICOM")
     try:
-        return _read_dicom(pydicom, path, window, frame)
+        return _read_dicom(path, window, frame)
     except DmfnetError:
         raise
     except Exception as exc:  # pydicom parses lazily: damaged elements raise many exception types, anywhere
         raise InputError(f"{path}: not a readable DICOM file ({describe_exception(exc)})") from None
 
 
-def _read_dicom(pydicom: Any, path: Path, window: Window | None, frame: int | None) -> tuple[np.ndarray, dict]:
+def _read_dicom(path: Path, window: Window | None, frame: int | None) -> tuple[np.ndarray, dict]:
     from pydicom.pixels import apply_voi_lut
 
+    from dmfnet_edge.io.dicom_files import check_declared_geometry, read_dataset
     from dmfnet_edge.io.dicom_geometry import frames_of
 
-    ds = pydicom.dcmread(str(path))
+    ds = read_dataset(path)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InputError(f"{path}: DICOM file has no pixel data (not an image object)")
-    check_pixel_budget(int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "Rows", 0) or 0), str(path))
+    check_declared_geometry(ds, str(path))
     ds.filename = str(path)
     frames = frames_of(ds)
     index = frame or 0

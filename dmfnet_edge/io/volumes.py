@@ -1,6 +1,11 @@
 """Volumes in: DICOM series (a folder, single- or multi-frame) and NIfTI files, as stacks of 2D slices. A 2D
-NIfTI input is a slice of the same Volume (`read_nifti_slice`); a 2D DICOM input is a frame read by the same
-per-frame reader (io/dicom_geometry.py) as the series.
+NIfTI input is one slice, read alone (`read_nifti_slice`) under the same header checks and orientation as the
+volume; a 2D DICOM input is a frame read by the same per-frame reader (io/dicom_geometry.py) as the series.
+
+Before any pixel of a series is read, every file's header is checked against the budgets (io/dicom_files.py), and
+the files must be one patient, study, frame of reference and modality, of one size; their frames must form one
+straight, evenly spaced stack (`dicom_geometry.stack_frames`). A NIfTI header's shape, budgets and stored voxel
+size are checked before any voxel is read.
 
 Slices are ordered by their position along the slice normal (ImagePositionPatient projected on the cross
 product of the ImageOrientationPatient row and column directions), never by file name. Values are the
@@ -13,6 +18,8 @@ Array layout: `data` is (S, H, W) float64 for grey volumes or (S, H, W, 3) uint8
 from __future__ import annotations
 
 import hashlib
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +28,7 @@ import numpy as np
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import sha256_file
-from dmfnet_edge.errors import DmfnetError, InputError, describe_exception
+from dmfnet_edge.errors import DmfnetError, InputError, describe_exception, one_line
 from dmfnet_edge.io.images import regular_file
 from dmfnet_edge.io.medical import Window, center_width, is_nifti
 from dmfnet_edge.limits import check_pixel_budget, check_voxel_budget
@@ -77,67 +84,127 @@ def _tree_sha256(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _nifti_voxels(image: Any, path: Path) -> np.ndarray:
-    """The voxels as (x, y, z) float64 (the scaled values) or (x, y, z, 3) uint8 for an RGB24 file (structured R,
-    G, B voxels). A 2D image gets z = 1 and singleton axes beyond the third are dropped; the shape is checked,
-    and the pixel and voxel budgets applied, from the header, before any voxel is read."""
+# sizeof_hdr -> (dim format, offset, pixdim format, offset): NIfTI-1 and NIfTI-2 headers
+NIFTI_FIELDS = {348: ("8h", 40, "8f", 76), 540: ("8q", 16, "8d", 104)}
+
+
+def _stored_voxel_size(path: Path) -> list[float]:
+    """pixdim of the spatial axes as the file stores it (nibabel turns 0 into 1 mm, and a negative size into its
+    magnitude, when it loads a header, with only a log line to say so); [] where the header is not understood
+    (nibabel's loader then says why)."""
+    nib = require("nibabel", purpose="reading NIfTI")
+    try:
+        with nib.openers.ImageOpener(str(path)) as handle:
+            head = handle.read(540)
+        for order in "<>":
+            layout = NIFTI_FIELDS.get(struct.unpack_from(order + "i", head)[0])
+            if layout:
+                dims = struct.unpack_from(order + layout[0], head, layout[1])
+                pixdim = struct.unpack_from(order + layout[2], head, layout[3])
+                return [float(v) for v in pixdim[1:1 + min(max(dims[0], 0), 3)]]
+    except Exception:  # damaged or not NIfTI: reported by the loader
+        return []
+    return []
+
+
+def _check_voxel_size(path: Path) -> None:
+    sizes = _stored_voxel_size(path)
+    if not all(np.isfinite(v) and v > 0 for v in sizes):
+        raise InputError(f"{path}: the header's voxel size (pixdim {', '.join(f'{v:g}' for v in sizes)}) is not "
+                         "positive and finite; expected the voxel size in mm: correct the header (e.g. nibabel, "
+                         "fslmodhd) or re-export the file")
+
+
+def _load_nifti(path: Path) -> Any:
+    """The nibabel image: its header parsed (the stored voxel size checked first), no voxel read yet."""
+    nib = require("nibabel", purpose="reading NIfTI")
+    _check_voxel_size(path)
+    try:
+        return nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for damaged files
+        raise InputError(f"{path}: not a readable NIfTI file ({describe_exception(exc)})") from None
+
+
+def _read_voxels(read: Callable[[], np.ndarray], path: Path) -> np.ndarray:
+    try:
+        return read()
+    except Exception as exc:  # a damaged or truncated file fails only when its voxels are read
+        raise InputError(f"{path}: not a readable NIfTI file ({describe_exception(exc)})") from None
+
+
+def _kept_shape(image: Any, path: Path) -> tuple[int, ...]:
+    """(x, y) or (x, y, z): the header's shape with singleton axes beyond the third dropped, checked before any voxel
+    is read: every axis at least 1 long, two or three axes, one slice within the pixel budget."""
     shape = tuple(int(d) for d in image.shape)
+    if min(shape, default=0) < 1:
+        raise InputError(f"{path}: the NIfTI header declares shape {shape}, with an axis of length 0; the file holds "
+                         "no image (re-export it)")
     kept = shape[:3] + tuple(d for d in shape[3:] if d != 1)
     if not 2 <= len(kept) <= 3:
         raise InputError(f"{path}: NIfTI data of shape {shape} is not a 2D or 3D image (or RGB24 volume); a 4D "
                          "series must be split into volumes first")
     check_pixel_budget(kept[0], kept[1], str(path))
+    return kept
+
+
+def _values(raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Voxels as read by nibabel -> `shape` float64 (the scaled values), or `shape` + (3,) uint8 for an RGB24 file
+    (structured R, G, B voxels)."""
+    if raw.dtype.names:
+        return np.stack([raw[c] for c in raw.dtype.names[:3]], axis=-1).astype(np.uint8).reshape(shape + (3,))
+    return np.asarray(raw, dtype=np.float64).reshape(shape)
+
+
+def _display_slices(data: np.ndarray) -> np.ndarray:
+    """(x, y, z[, c]) voxels -> (z, rows = y flipped, columns = x[, c]) slices, as 2D slices are shown."""
+    return np.flip(np.swapaxes(np.moveaxis(data, 2, 0), 1, 2), axis=1)
+
+
+def read_nifti_volume(path: Path) -> Volume:
+    """A NIfTI file as a Volume (a 2D image is a volume of one slice). The shape, the budgets and the voxel size
+    are checked from the header before any voxel is read; the file's SHA-256 is kept for the provenance record."""
+    image = _load_nifti(path)
+    kept = _kept_shape(image, path)
     check_voxel_budget(int(np.prod(kept)), str(path))
-    if image.get_data_dtype().names:
-        raw = np.asanyarray(image.dataobj)
-        data = np.stack([raw[c] for c in raw.dtype.names[:3]], axis=-1).astype(np.uint8).reshape(kept + (3,))
-    else:
-        data = np.asarray(image.dataobj, dtype=np.float64).reshape(kept)
-    return np.expand_dims(data, 2) if len(kept) == 2 else data
-
-
-def read_nifti_volume(path: Path, hash_input: bool = True) -> Volume:
-    """A NIfTI file as a Volume (a 2D image is a volume of one slice). `hash_input`: record the file's SHA-256
-    (`input_sha256`, for the provenance record); the 2D path, which keeps no record, skips reading it twice."""
-    nib = require("nibabel", purpose="reading NIfTI")
-    try:
-        image = nib.load(str(path))
-        data = _nifti_voxels(image, path)
-    except InputError:
-        raise
-    except Exception as exc:  # nibabel raises several types for damaged files
-        raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    data = _values(_read_voxels(lambda: np.asanyarray(image.dataobj), path), kept)
     if data.dtype != np.uint8 and not np.all(np.isfinite(data)):
         raise InputError(f"{path}: volume contains NaN or Inf values")
-    # (x, y, z[, c]) -> (z, rows = y flipped, columns = x[, c]), as 2D slices are shown
-    slices = np.flip(np.swapaxes(np.moveaxis(data, 2, 0), 1, 2), axis=1)
+    slices = _display_slices(np.expand_dims(data, 2) if len(kept) == 2 else data)
     zooms = tuple(image.header.get_zooms()) + (1.0, 1.0, 1.0)
     directions = image.affine[:3, :3] / np.maximum(np.linalg.norm(image.affine[:3, :3], axis=0), 1e-12)
     return Volume(np.ascontiguousarray(slices), (float(zooms[2]), float(zooms[1]), float(zooms[0])),
                   directions.T.copy(), image.affine[:3, 3].copy(), "", path, "nifti", header=image,
-                  input_sha256=sha256_file(path) if hash_input else "")
+                  input_sha256=sha256_file(path))
 
 
 def read_nifti_slice(path: Path, index: int | None = None, window: Window | None = None
                      ) -> tuple[np.ndarray, dict]:
-    """One slice of the NIfTI file's Volume (a 2D image: its only slice) as uint8 grey, or RGB for an RGB24 file
-    (colours kept as stored, as `fuse-volume` keeps them). Grey values are windowed by `window` if given, else by
-    the whole volume's 0.5th..99.5th percentiles, so every slice of one volume shares one scale (and the voxel
-    budget, checked before reading, bounds the memory of reading it whole)."""
-    volume = read_nifti_volume(path, hash_input=False)
-    if index is None and volume.slices > 1:
-        raise InputError(f"{path}: a volume of {volume.slices} slices; pick one with --slice N "
+    """One slice of a NIfTI file (a 2D image: its only slice) as uint8 grey, or RGB for an RGB24 file (colours
+    kept as stored, as `fuse-volume` keeps them), oriented as `fuse-volume` orients its slices. Only that slice is
+    read (nibabel's lazy slicing), so memory is one slice's whatever the volume; the voxel budget does not apply.
+    Grey values are windowed by `window` if given, else by the slice's own 0.5th..99.5th percentiles (not the
+    volume's: that would read the volume; docs/DATA.md)."""
+    image = _load_nifti(path)
+    kept = _kept_shape(image, path)
+    count = kept[2] if len(kept) == 3 else 1
+    if index is None and count > 1:
+        raise InputError(f"{path}: a volume of {count} slices; pick one with --slice N "
                          "or fuse the whole volume with 'dmfnet fuse-volume'")
     index = 0 if index is None else index
-    if not 0 <= index < volume.slices:
-        raise InputError(f"{path}: slice {index} out of range (0..{volume.slices - 1})")
-    meta: dict[str, Any] = {"format": "nifti", "shape": list(volume.header.shape)}
-    if volume.is_colour:
+    if not 0 <= index < count:
+        raise InputError(f"{path}: slice {index} out of range (0..{count - 1})")
+    key = (slice(None), slice(None)) + ((index,) + (0,) * (len(image.shape) - 3) if len(image.shape) > 2 else ())
+    plane = _values(_read_voxels(lambda: np.asanyarray(image.dataobj[key]), path), kept[:2])
+    plane = _display_slices(np.expand_dims(plane, 2))[0]
+    meta: dict[str, Any] = {"format": "nifti", "shape": list(image.shape)}
+    if plane.dtype == np.uint8:
         if window is not None:
             raise InputError(f"{path}: an RGB NIfTI holds display colours; a window does not apply to it")
-        return volume.data[index].copy(), {**meta, "colour": "rgb"}
-    lower, upper = center_width(window) if window else value_range(volume.data, "percentile")
-    return window_to_uint8(volume.data[index], lower, upper, str(path)), meta
+        return np.ascontiguousarray(plane), {**meta, "colour": "rgb"}
+    if not np.all(np.isfinite(plane)):
+        raise InputError(f"{path}: slice {index} contains NaN or Inf values")
+    lower, upper = center_width(window) if window else value_range(plane, "percentile")
+    return window_to_uint8(plane, lower, upper, str(path)), meta
 
 
 def _dicom_files(path: Path) -> list[Path]:
@@ -150,11 +217,15 @@ def _dicom_files(path: Path) -> list[Path]:
 
 
 def _read_headers(files: list[Path]) -> list[Any]:
-    pydicom = require("pydicom", purpose="reading DICOM")
+    """The datasets of the files that hold pixel data, each read without its large elements (io/dicom_files.py)."""
+    from dmfnet_edge.io.dicom_files import read_dataset
+
     datasets = []
     for f in files:
         try:
-            ds = pydicom.dcmread(str(f))
+            ds = read_dataset(f)
+        except InputError:  # DICOM, but refused (a deflate bomb): not a file to skip
+            raise
         except Exception:  # not DICOM (e.g. a DICOMDIR index or a stray text file): skip it
             continue
         if "PixelData" in ds:
@@ -189,33 +260,47 @@ def read_dicom_series(path: Path, series_uid: str | None = None) -> Volume:
         raise InputError(f"{path}: not a readable DICOM series ({describe_exception(exc)})") from None
 
 
+SERIES_IDENTITY = ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID", "Modality")
+
+
+def _check_one_series(datasets: list[Any], path: Path) -> None:
+    """The files of one series must be one patient, study, frame of reference and modality (a stray file of
+    another patient would be fused into the volume), each within the budgets by its own header, all of one size,
+    and together within the voxel budget: checked before any pixel is read."""
+    from dmfnet_edge.io.dicom_files import check_declared_geometry, geometry
+
+    for keyword in SERIES_IDENTITY:
+        seen: dict[str, str] = {}
+        for ds in datasets:
+            seen.setdefault(str(ds.get(keyword) or ""), ds.filename)
+        if len(seen) > 1:
+            (a, file_a), (b, file_b) = list(seen.items())[:2]
+            raise InputError(one_line(f"{path}: the series mixes {keyword} values ('{a[:64]}' in {Path(file_a).name}, "
+                                      f"'{b[:64]}' in {Path(file_b).name}); one series is one patient, study, frame of "
+                                      "reference and modality: remove the stray file(s) from the folder", 400))
+    for ds in datasets:
+        check_declared_geometry(ds, ds.filename)
+    sizes = {geometry(ds)[:2] for ds in datasets}
+    if len(sizes) > 1:
+        raise InputError(f"{path}: the series mixes slice sizes ({', '.join(f'{c}x{r}' for r, c in sorted(sizes))}); "
+                         "one stack has one size")
+    check_voxel_budget(sum(int(np.prod(geometry(ds))) for ds in datasets), str(path))
+
+
 def _read_dicom_series(path: Path, series_uid: str | None) -> Volume:
-    from dmfnet_edge.io.dicom_geometry import frames_of
+    from dmfnet_edge.io.dicom_geometry import frames_of, stack_frames
 
     files = _dicom_files(path)
     datasets = _select_series(_read_headers(files), path, series_uid)
-    frames = [frame for ds in datasets for frame in frames_of(ds)]
-    normal = frames[0].normal
-    for frame in frames:
-        if not np.allclose(frame.orientation, frames[0].orientation, atol=1e-4):
-            raise InputError(f"{path}: slices have different orientations; not one stack")
-    rows, cols = int(getattr(datasets[0], "Rows", 0) or 0), int(getattr(datasets[0], "Columns", 0) or 0)
-    check_pixel_budget(cols, rows, str(path))
-    check_voxel_budget(rows * cols * len(frames), str(path))
-    frames.sort(key=lambda fr: float(np.dot(fr.position, normal)))
-    positions = np.array([float(np.dot(fr.position, normal)) for fr in frames])
-    gaps = np.diff(positions)
-    if len(gaps) and (np.any(gaps <= 1e-6) or np.ptp(gaps) > 0.01 * max(abs(gaps.mean()), 1e-6) + 1e-3):
-        raise InputError(f"{path}: slice positions are duplicated or unevenly spaced "
-                         f"(gaps {np.round(np.unique(np.round(gaps, 3)), 3).tolist()} mm)")
+    _check_one_series(datasets, path)
+    frames, step = stack_frames([frame for ds in datasets for frame in frames_of(ds)], str(path))
     if len({fr.monochrome1 for fr in frames}) > 1:
         raise InputError(f"{path}: the series mixes MONOCHROME1 and MONOCHROME2 slices; no one grey scale fits "
                          "both")
     data = np.stack([fr.pixels() for fr in frames])
     first = frames[0]
-    dz = float(gaps.mean()) if len(gaps) else first.thickness
-    return Volume(data, (dz, first.spacing[0], first.spacing[1]),
-                  np.stack([first.orientation[:3], first.orientation[3:], normal]), first.position,
+    return Volume(data, (step, first.spacing[0], first.spacing[1]),
+                  np.stack([first.orientation[:3], first.orientation[3:], first.normal]), first.position,
                   first.modality, path, "dicom", sources=[fr.dataset for fr in frames],
                   input_sha256=_tree_sha256([Path(ds.filename) for ds in datasets]),
                   monochrome1=first.monochrome1)
