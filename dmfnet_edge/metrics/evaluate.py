@@ -24,13 +24,25 @@ def pair_metrics(pair: ImagePair, fused: np.ndarray, mri: np.ndarray | None = No
     """The eleven metrics of fused pixels (grey or RGB) against the pair's sources."""
     mri = read_image(pair.mri) if mri is None else mri
     other = read_image(pair.other) if other is None else other
-    if fused.shape[:2] != mri.shape[:2]:
-        raise InputError(f"fused image for {pair.task}/{pair.name} is {fused.shape[:2]}, sources are "
-                         f"{mri.shape[:2]}")
+    _check_sizes(pair, fused, mri, other)
     if min(mri.shape[:2]) < METRIC_MIN_SIDE:
         raise InputError(f"{pair.task}/{pair.name}: {mri.shape[1]}x{mri.shape[0]} is too small for the metrics "
                          f"(SSIM's window needs at least {METRIC_MIN_SIDE} pixels a side)")
     return fusion_metrics(grey_of(fused), grey_of(mri), grey_of(other))
+
+
+def _size(pixels: np.ndarray) -> str:
+    return f"{pixels.shape[1]}x{pixels.shape[0]}"
+
+
+def _check_sizes(pair: ImagePair, fused: np.ndarray, mri: np.ndarray, other: np.ndarray) -> None:
+    """The three images of a pair must be one size (the metrics compare them pixel by pixel)."""
+    if mri.shape[:2] != other.shape[:2]:
+        raise InputError(f"{pair.task}/{pair.name}: the sources differ in size (MRI {_size(mri)}, {pair.modality} "
+                         f"{_size(other)}: {pair.mri} and {pair.other}); a pair must be co-registered at one size")
+    if fused.shape[:2] != mri.shape[:2]:
+        raise InputError(f"{pair.task}/{pair.name}: the fused image is {_size(fused)} but its sources are "
+                         f"{_size(mri)}; a fused image has its sources' size: fuse this pair again")
 
 
 def summarise(per_pair: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
