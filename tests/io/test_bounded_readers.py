@@ -233,6 +233,7 @@ def test_a_nifti_slice_with_nan_elsewhere_in_the_volume_is_read(tmp_path):
 
 CHILD = """
 import sys
+import nibabel
 from dmfnet_edge.io.loader import load_image
 def hwm():
     return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) // 1024
