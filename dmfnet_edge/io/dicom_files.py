@@ -150,7 +150,7 @@ def _check_pixel_length(ds: Any, name: str) -> None:
     for keyword in PIXEL_KEYWORDS:
         if keyword not in ds:
             continue
-        element = ds.get_item(keyword)
+        element = ds.get_item(keyword, keep_deferred=True)  # its length, without reading the value
         length = getattr(element, "length", None)
         length = len(element.value or b"") if length is None else length
         expected = pixel_bytes(ds)

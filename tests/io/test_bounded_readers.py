@@ -29,10 +29,13 @@ def _stack(slices: int = 3, seed: int = 0) -> np.ndarray:
 
 
 def _no_pixels(monkeypatch) -> None:
-    """Any pixel decoding fails the test: the refusal must come from the headers."""
+    """Any pixel decoding, or reading of an element left on disk, fails the test: the refusal must come from the
+    headers."""
     monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array",
                         property(lambda ds: pytest.fail("pixels were decoded before the headers were checked")))
     monkeypatch.setattr("pydicom.pixels.pixel_array", lambda *a, **k: pytest.fail("pixels were decoded"))
+    monkeypatch.setattr("pydicom.filereader.read_deferred_data_element",
+                        lambda *a, **k: pytest.fail("an element left on disk was read"))
 
 
 def _by_position(folder: Path) -> list[Path]:
