@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -142,21 +143,41 @@ def check_declared_geometry(ds: Any, name: str, lengths: bool = True) -> None:
 
 
 def _check_pixel_length(ds: Any, name: str) -> None:
-    """Native (uncompressed) pixel data may hold what its geometry needs plus padding, not gigabytes more: the
-    element is read whole when the first frame is decoded."""
+    """Pixel data is read whole when its first frame is decoded, so its length must fit its geometry: native data
+    what the geometry needs plus padding, encapsulated (compressed) data at most twice that (no codec expands so
+    much). Lengths come from element headers (an encapsulated element's items walked on disk), never by reading
+    the value."""
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if syntax is not None and (not syntax.is_transfer_syntax or syntax.is_compressed):
-        return  # encapsulated data: compressed frames have no fixed length (their decoder checks them)
+    native = syntax is None or (syntax.is_transfer_syntax and not syntax.is_compressed)
+    allowed = (1 if native else 2) * pixel_bytes(ds) + SLACK_BYTES
     for keyword in PIXEL_KEYWORDS:
-        if keyword not in ds:
-            continue
-        element = ds.get_item(keyword, keep_deferred=True)  # its length, without reading the value
-        length = getattr(element, "length", None)
-        length = len(element.value or b"") if length is None else length
-        expected = pixel_bytes(ds)
-        if length != 0xFFFFFFFF and length > expected + SLACK_BYTES:
-            raise InputError(f"{name}: its pixel data holds {length:,} bytes but its header ({_geometry_text(ds)}) "
-                             f"declares {expected:,}; the file is damaged (refused before reading the pixels)")
+        if keyword in ds:
+            length = _stored_length(ds, ds.get_item(keyword, keep_deferred=True), allowed)
+            if length > allowed:
+                held = f"{length:,}" if native else f"more than {allowed:,} (compressed)"
+                raise InputError(f"{name}: its pixel data holds {held} bytes but its header ({_geometry_text(ds)}) "
+                                 f"declares {pixel_bytes(ds):,}; the file is damaged (refused before reading the "
+                                 "pixels)")
+
+
+def _stored_length(ds: Any, element: Any, limit: int) -> int:
+    """Bytes of an element's value: held in memory, or declared in its header, or (undefined length, left on
+    disk) the sum of its items' lengths, counted up to limit + 1."""
+    value = getattr(element, "value", None)
+    if value is not None:
+        return len(value) if isinstance(value, (bytes, bytearray)) else 0
+    if element.length != 0xFFFFFFFF:
+        return int(element.length)
+    total = 0
+    with open(ds.filename, "rb") as handle:
+        handle.seek(element.value_tell)
+        while total <= limit and len(head := handle.read(8)) == 8:
+            group, number, length = struct.unpack("<HHI", head)  # encapsulated syntaxes are all little endian
+            if (group, number) != (0xFFFE, 0xE000):
+                break  # the sequence delimiter (or damage, which the decoder reports)
+            total += 8 + length  # an item's header counts too: empty items cannot run on for free
+            handle.seek(length, 1)
+    return min(total, limit + 1)
 
 
 def _geometry_text(ds: Any) -> str:

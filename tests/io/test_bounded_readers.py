@@ -162,6 +162,31 @@ def test_native_pixel_data_longer_than_its_geometry_is_refused_before_it_is_read
         read_dicom(path)
 
 
+def test_compressed_pixel_data_is_read_and_bounded_by_its_items_on_disk(tmp_path, monkeypatch):
+    """RLE Lossless (pydicom decodes it without a plugin): a 256 x 256 slice, its data left on disk, reads as the
+    uncompressed one; 2 MiB of items behind a 64 x 64 header (more than twice its 8 kB) are refused from the
+    items' headers, before any of them is read."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    write_series(tmp_path / "s", _stack(1), "CT")
+    write_series(tmp_path / "big", np.random.default_rng(5).integers(0, 4000, (1, 256, 256)), "CT")
+    plain = next((tmp_path / "big").glob("*.dcm"))
+    rle = tmp_path / "rle.dcm"
+    ds = pydicom.dcmread(plain)
+    ds.compress(RLELossless)
+    ds.save_as(rle)
+    assert np.array_equal(read_dicom(rle, window=(2000, 4000))[0], read_dicom(plain, window=(2000, 4000))[0])
+    ds = pydicom.dcmread(next((tmp_path / "s").glob("*.dcm")))
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.PixelData = encapsulate([bytes(1 << 20), bytes(1 << 20)])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(tmp_path / "long.dcm")
+    _no_pixels(monkeypatch)
+    with pytest.raises(InputError, match=r"holds more than 1,064,960 \(compressed\) bytes but its header"):
+        read_dicom(tmp_path / "long.dcm")
+
+
 def test_a_stack_drifting_less_than_a_tenth_of_a_pixel_is_straight(tmp_path):
     """Positions rounded in the header (0.03 mm of in-plane jitter at 0.9 mm pixels) are not a tilt."""
     stack = _stack(4)
