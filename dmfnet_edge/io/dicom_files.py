@@ -9,7 +9,8 @@
   1 MiB of other elements. pydicom itself would inflate the whole stream before anything could be checked (a
   deflate bomb of a few MB inflates to gigabytes).
 - `check_declared_geometry`: Rows x Columns against the pixel budget, Rows x Columns x frames against the voxel
-  budget and the pixel data's length against what that geometry needs, from the header, before any pixel is read.
+  budget and the pixel data's length against what that geometry needs (native: its bytes plus 1 MiB; compressed:
+  twice that), from the element headers, before any pixel is read.
 """
 
 from __future__ import annotations
