@@ -36,6 +36,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dmfnet_edge.runtime.triton_client import check_model_name
+
+    check_model_name(args.name)  # before anything else: the name becomes a folder of the server's workspace
     if importlib.util.find_spec("pytriton") is None:
         raise MissingDependency("dmfnet serve needs PyTriton, which pins numpy<2: install it in an environment of "
                                 "its own with 'make serve-env' (or: python -m venv .venv-serve && .venv-serve/bin/pip "
