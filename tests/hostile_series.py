@@ -100,6 +100,9 @@ CASES: list[Case] = [
          "the deflated data inflates to more than the"),
     Case("DICOM: pixel data 40 MB longer than its 64x64 header declares", lambda d, m: _pair(
         d, other=_long_pixel_data(d)), 2, "its pixel data holds 41,951,232 bytes but its header"),
+    Case("DICOM: 5 million 1x1 frames declared by a 300-byte file", lambda d, m: _pair(d, other=edit_dicom(
+        _one_slice(d), Rows=1, Columns=1, NumberOfFrames=5_000_000, PixelData=b"\0\0")), 2,
+         "DICOM pixel data cannot be decoded: it holds 2 bytes, too few for what its header declares (1x1, 5000000"),
     *[Case(f"series: a slice with another {keyword}", lambda d, m, k=keyword, v=value: _pair_of_series(
         d, _stray(k, v)), 2, f"the series mixes {keyword} values")
       for keyword, value in [("PatientID", "P999"), ("StudyInstanceUID", "1.2.3.4.5"),

@@ -9,8 +9,9 @@
   1 MiB of other elements. pydicom itself would inflate the whole stream before anything could be checked (a
   deflate bomb of a few MB inflates to gigabytes).
 - `check_declared_geometry`: Rows x Columns against the pixel budget, Rows x Columns x frames against the voxel
-  budget and the pixel data's length against what that geometry needs (native: its bytes plus 1 MiB; compressed:
-  twice that), from the element headers, before any pixel is read.
+  budget and the pixel data's length against what that geometry needs (native: at most its bytes plus 1 MiB and
+  at least half of them; compressed: at most twice plus 1 MiB, and an item per frame), from the element headers,
+  before any pixel is read: a header's frame count costs what the file holds, not what the header says.
 """
 
 from __future__ import annotations
@@ -144,41 +145,53 @@ def check_declared_geometry(ds: Any, name: str, lengths: bool = True) -> None:
 
 
 def _check_pixel_length(ds: Any, name: str) -> None:
-    """Pixel data is read whole when its first frame is decoded, so its length must fit its geometry: native data
-    what the geometry needs plus padding, encapsulated (compressed) data at most twice that (no codec expands so
-    much). Lengths come from element headers (an encapsulated element's items walked on disk), never by reading
-    the value."""
+    """Pixel data is read whole when its first frame is decoded, and every declared frame gets its geometry, so
+    the data must fit the header: native data at most what the geometry needs plus 1 MiB and at least half of it
+    (YBR_FULL_422 stores two thirds), encapsulated (compressed) data at most twice that plus 1 MiB and an item for
+    every frame. Measured from element headers (an encapsulated element's items walked), never by reading the
+    value: so a header's frame count costs what the file holds, not what the header says."""
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     native = syntax is None or (syntax.is_transfer_syntax and not syntax.is_compressed)
-    allowed = (1 if native else 2) * pixel_bytes(ds) + SLACK_BYTES
+    needed, frames = pixel_bytes(ds), geometry(ds)[2]
+    allowed = (1 if native else 2) * needed + SLACK_BYTES
     for keyword in PIXEL_KEYWORDS:
-        if keyword in ds:
-            length = _stored_length(ds, ds.get_item(keyword, keep_deferred=True), allowed)
-            if length > allowed:
-                held = f"{length:,}" if native else f"more than {allowed:,} (compressed)"
-                raise InputError(f"{name}: its pixel data holds {held} bytes but its header ({_geometry_text(ds)}) "
-                                 f"declares {pixel_bytes(ds):,}; the file is damaged (refused before reading the "
-                                 "pixels)")
+        if keyword not in ds:
+            continue
+        element = ds.get_item(keyword, keep_deferred=True)
+        length, fragments = _stored_length(ds, element, allowed) if not native else (_native_length(element), 0)
+        if length > allowed:
+            held = f"{length:,}" if native else f"more than {allowed:,} (compressed)"
+            raise InputError(f"{name}: its pixel data holds {held} bytes but its header ({_geometry_text(ds)}) "
+                             f"declares {needed:,}; the file is damaged (refused before reading the pixels)")
+        if (native and 2 * length < needed) or (not native and fragments < frames):
+            held = f"{length:,} bytes" if native else f"{fragments:,} compressed fragment(s)"
+            raise InputError(f"{name}: DICOM pixel data cannot be decoded: it holds {held}, too few for what its "
+                             f"header declares ({_geometry_text(ds)}); the file is truncated or damaged")
 
 
-def _stored_length(ds: Any, element: Any, limit: int) -> int:
-    """Bytes of an element's value: held in memory, or declared in its header, or (undefined length, left on
-    disk) the sum of its items' lengths, counted up to limit + 1."""
+def _native_length(element: Any) -> int:
     value = getattr(element, "value", None)
     if value is not None:
         return len(value) if isinstance(value, (bytes, bytearray)) else 0
-    if element.length != 0xFFFFFFFF:
-        return int(element.length)
-    total = 0
-    with open(ds.filename, "rb") as handle:
-        handle.seek(element.value_tell)
+    return int(element.length)
+
+
+def _stored_length(ds: Any, element: Any, limit: int) -> tuple[int, int]:
+    """(bytes, fragments) of an encapsulated element: its items walked in memory or on disk (a Basic Offset Table
+    item first, then at least one fragment per frame), bytes counted up to limit + 1."""
+    value = getattr(element, "value", None)
+    if value is None and element.length != 0xFFFFFFFF:
+        return int(element.length), 0
+    with (io.BytesIO(value) if value is not None else open(ds.filename, "rb")) as handle:
+        handle.seek(0 if value is not None else element.value_tell)
+        total, items = 0, 0
         while total <= limit and len(head := handle.read(8)) == 8:
             group, number, length = struct.unpack("<HHI", head)  # encapsulated syntaxes are all little endian
             if (group, number) != (0xFFFE, 0xE000):
                 break  # the sequence delimiter (or damage, which the decoder reports)
-            total += 8 + length  # an item's header counts too: empty items cannot run on for free
+            total, items = total + 8 + length, items + 1  # a header counts too: empty items cost their 8 bytes
             handle.seek(length, 1)
-    return min(total, limit + 1)
+    return min(total, limit + 1), max(items - 1, 0)
 
 
 def _geometry_text(ds: Any) -> str:

@@ -187,6 +187,29 @@ def test_compressed_pixel_data_is_read_and_bounded_by_its_items_on_disk(tmp_path
         read_dicom(tmp_path / "long.dcm")
 
 
+def test_a_frame_count_costs_what_the_file_holds_not_what_its_header_says(tmp_path, monkeypatch):
+    """A 300-byte file declaring 5 million 1 x 1 frames (within both budgets) had every frame's geometry built
+    before any decoding: minutes and gigabytes. Native data must hold at least half its geometry's bytes,
+    compressed data one item per frame."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    write_series(tmp_path / "s", _stack(1), "CT")
+    path = next((tmp_path / "s").glob("*.dcm"))
+    edit_dicom(path, Rows=1, Columns=1, NumberOfFrames=5_000_000, PixelData=b"\0\0")
+    monkeypatch.setattr("dmfnet_edge.io.dicom_geometry.frames_of", lambda ds: pytest.fail("frames built"))
+    with pytest.raises(InputError, match=r"holds 2 bytes, too few for what its header declares \(1x1, 5000000"):
+        read_dicom(path)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.NumberOfFrames = 1000
+    ds.PixelData = encapsulate([b"\0\1\0\0" + bytes(60)])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path)
+    with pytest.raises(InputError, match=r"holds 1 compressed fragment\(s\), too few for .* \(1x1, 1000 frame"):
+        read_dicom(path)
+
+
 def test_a_stack_drifting_less_than_a_tenth_of_a_pixel_is_straight(tmp_path):
     """Positions rounded in the header (0.03 mm of in-plane jitter at 0.9 mm pixels) are not a tilt."""
     stack = _stack(4)
