@@ -1,11 +1,11 @@
 """A real Triton Inference Server (`dmfnet serve`, PyTriton's tritonserver) started by the tests, on loopback:
 bit-identical round trips over HTTP and gRPC, dynamic batching under concurrent clients, bad requests refused
-while it keeps serving, a restart the client rides out, a short load test, and a clean stop on SIGTERM.
+while it keeps serving, a restart the client rides out, a short load test, a clean stop on SIGTERM, and a
+Triton that dies under it turned into one error line with nothing left in /tmp.
 
-The server runs from its own environment (`make serve-env`: PyTriton pins numpy<2); CI has it, elsewhere
-these tests are skipped when it is missing."""
+The server (conftest.py) runs from its own environment (`make serve-env`: PyTriton pins numpy<2); CI has it,
+elsewhere these tests are skipped when it is missing."""
 
-import json
 import os
 import signal
 import statistics
@@ -19,82 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.serving.ports import free_ports
+from dmfnet_edge.serving.processes import command_line, descendants, triton_model_folders
+from tests.serving.live_server import SERVE_BIN, Server
 
 REPO = Path(__file__).resolve().parents[2]
-SERVE_BIN = REPO / ".venv-serve" / "bin" / "dmfnet"
 tritonclient = pytest.importorskip("tritonclient.http", reason="the 'serve' extra (tritonclient)")
-
-if not SERVE_BIN.exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{SERVE_BIN} missing: CI must create the serving environment (make serve-env)")
-    pytest.skip("no serving environment (make serve-env)", allow_module_level=True)
-
-
-def _die_with_parent() -> None:
-    """In the server's process: get SIGTERM when the test process dies, so no server outlives a crashed run."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class Server:
-    def __init__(self, onnx: Path, ports: list[int], *extra: str) -> None:
-        self.onnx, self.ports, self.extra = onnx, ports, extra
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.ports[0]}"
-
-    @property
-    def grpc(self) -> str:
-        return f"grpc://127.0.0.1:{self.ports[1]}"
-
-    def start(self, timeout: float = 120) -> dict:
-        self.log = open(self.onnx.parent / f"server-{time.monotonic_ns()}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [str(SERVE_BIN), "serve", "--onnx", str(self.onnx), "--threads", "1", "--http-port", str(self.ports[0]),
-             "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]), "--max-batch", "8",
-             "--preferred-batch", "4", "8", "--queue-delay-us", "20000", *self.extra],
-            stdout=subprocess.PIPE, stderr=self.log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if line.startswith("ready "):
-                return json.loads(line[len("ready "):])
-            if not line and self.proc.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError(f"server did not start: {(self.onnx.parent / self.log.name).read_text()[-3000:]}")
-
-    def stop(self) -> int:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode if self.proc else 0
-
-
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("served")
-    assert export_main(["onnx", "--model", "tiny", "-o", str(out), "--dynamic", "--name", "tiny-dyn"]) == 0
-    return out / "tiny-dyn.onnx"
-
-
-@pytest.fixture(scope="module")
-def server(graph):
-    srv = Server(graph, free_ports(3))
-    srv.info = srv.start()
-    yield srv
-    assert srv.stop() == 0
 
 
 def _pairs(rng, n, side=64):
@@ -178,13 +108,14 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(server):
             inputs.append(tensor)
         return client.infer("dmfnet_edge", inputs)
 
-    with pytest.raises(InferenceServerException, match="expects 'FP32'") as wrong_type:
+    with pytest.raises(InferenceServerException, match="'FP64'; the model takes FP32") as wrong_type:
         request("FP64", (1, 1, 64, 64))
     assert wrong_type.value.status() == "400"
-    with pytest.raises(InferenceServerException, match="unexpected inference input 'ct'"):
+    with pytest.raises(InferenceServerException, match=r"inputs \['mri', 'ct'\]: the model takes exactly"):
         request("FP32", (1, 1, 64, 64), ("mri", "ct"))
-    with pytest.raises(InferenceServerException, match="over this server's bound"):
-        request("FP32", (1, 1, 4096, 4096))  # 16.8 M pixels against the 1 M bound, refused before any work
+    with pytest.raises(InferenceServerException, match="this server takes at most") as too_large:
+        request("FP32", (1, 1, 4096, 4096))  # 16.8 M pixels against the 1 M bound: refused from its size
+    assert too_large.value.status() == "413"
     with pytest.raises(InferenceServerException):
         client.infer("no_such_model", [])
     ok = request("FP32", (2, 1, 80, 72))  # any size: padded to the contract and cropped back, as locally
@@ -228,7 +159,7 @@ def test_a_short_load_test(server):
           f"p99 {q[98] * 1000:.1f} ms", file=sys.stderr)
 
 
-def test_a_restart_mid_run_is_ridden_out_by_the_client(graph):
+def test_a_restart_mid_run_is_ridden_out_by_the_client(serving_env, graph):
     from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
     from dmfnet_edge.runtime.triton_client import TritonRunner
 
@@ -246,7 +177,32 @@ def test_a_restart_mid_run_is_ridden_out_by_the_client(graph):
     waiting.join(timeout=120)
     second = result["second"]
     assert np.array_equal(first, second) and np.array_equal(second, OnnxRuntimeRunner(graph, threads=1).fuse(a, b))
-    assert srv.stop() == 0
+    _triton_dies_under_the_server(srv)
+
+
+def _triton_dies_under_the_server(srv: Server) -> None:
+    """tritonserver aborting (as a std::bad_alloc did) ends `dmfnet serve` with exit 3 and one error line, and
+    the folder Triton copied the model to is removed with the server's workspace."""
+    folders = triton_model_folders(srv.proc.pid)
+    assert folders and all(f.is_dir() for f in folders)
+    triton = next(p for p in descendants(srv.proc.pid) if _name(p) == "tritonserver")
+    argv = command_line(triton)
+    workspace = Path(argv[argv.index("--model-repository") + 1]).parents[1]  # /tmp/dmfnet-serve-XXXX
+    assert workspace.name.startswith("dmfnet-serve-") and workspace.is_dir()
+    os.kill(triton, signal.SIGABRT)
+    assert srv.proc.wait(timeout=60) == 3
+    srv.log.close()
+    log = srv.log_path.read_text()
+    assert "Traceback" not in log
+    assert log.splitlines()[-1].startswith("dmfnet: error: the Triton server ended while serving")
+    assert not workspace.exists() and not any(f.exists() for f in folders)
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def test_a_taken_port_is_one_line_error(server, graph):
