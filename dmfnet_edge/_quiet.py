@@ -2,8 +2,12 @@
 
 Model Optimizer and ONNX Runtime's quantizer print hundreds of lines per run (progress bars, per-node INFO,
 warnings from native code) on stdout and stderr. Around their calls the process's file descriptors 1 and 2 go
-to a temporary file, dropped when the call succeeds and passed on to stderr when it fails. With logging at INFO
-(`-v`) nothing is held back.
+to a temporary file, dropped when the call succeeds and logged as one third-party record when it fails.
+
+Third-party warnings that reach logging (other packages' loggers, Python warnings, and records relayed with
+`extra=THIRD_PARTY`, such as TensorRT's logger) are held back by `HeldWarnings` while a command runs: shown when
+it succeeds, dropped when it stops with its one error line (a `DmfnetError`, a signal: that line is the whole of
+stderr), shown before the traceback of a bug. With logging at INFO (`-v`) nothing is held back.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
+THIRD_PARTY = {"third_party": True}  # logging's `extra=` for a record that relays another library's message
 
 
 @contextlib.contextmanager
@@ -63,5 +70,36 @@ def third_party_output() -> Iterator[None]:
         with _quiet_logging(), captured(text):
             yield
     except BaseException:
-        sys.stderr.write(text.getvalue())
+        if text.getvalue().strip():
+            log.warning("third-party output before the failure:\n%s", text.getvalue().rstrip(), extra=THIRD_PARTY)
         raise
+
+
+def is_third_party(record: logging.LogRecord) -> bool:
+    """A record another package logged, a Python warning, or a third-party message relayed by this package."""
+    return getattr(record, "third_party", False) or not record.name.startswith("dmfnet_edge")
+
+
+class HeldWarnings(logging.Filter):
+    """Installed on a log handler: third-party records are held instead of emitted until `release` (emit them
+    in order, from then on pass everything) or `drop` (forget them)."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__()
+        self.handler, self.held, self.passing = handler, [], False
+        handler.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.passing or not is_third_party(record):
+            return True
+        self.held.append(record)
+        return False
+
+    def release(self) -> None:
+        self.passing = True
+        for record in self.held:
+            self.handler.handle(record)
+        self.held.clear()
+
+    def drop(self) -> None:
+        self.held.clear()

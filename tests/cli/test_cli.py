@@ -287,3 +287,89 @@ def test_fuse_dir_says_which_pairs_it_kept_when_a_later_pair_fails(capsys, tmp_p
     kept = sorted(p.name for p in out.rglob("*") if p.is_file())
     assert kept and kept == ["01.png", "02.png"][:len(kept)]  # pairs are read one ahead of the one fused
     assert f"; {len(kept)} of 3 pairs were fused before it and are complete in {out} (no report was written)" in err
+
+
+def _closing(*fds: int):
+    """preexec_fn of a child started as `COMMAND >&-` (fd 1) or `2>&-` (fd 2)."""
+    import os
+
+    return lambda: [os.close(fd) for fd in fds]
+
+
+def test_a_closed_stdout_is_one_line_and_no_file_takes_its_place(tmp_path):
+    """`>&-`: a command that prints fails with one line, exit 3 (it was a traceback); descriptors the caller closed
+    are reopened on /dev/null first, so that no output file gets number 1 or 2 and native prints land elsewhere."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    listing = [sys.executable, "-m", "dmfnet_edge.cli.main", "info", "--model", "tiny"]
+    result = subprocess.run(listing, stderr=subprocess.PIPE, text=True, timeout=300, preexec_fn=_closing(1))
+    assert result.returncode == 3 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("dmfnet: error: standard output: is closed")
+    probe = ("import os, sys; from dmfnet_edge.cli.main import _guard_standard_streams; _guard_standard_streams(); "
+             "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT); sys.stderr.write(str(fd)); sys.exit(fd)")
+    result = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "f")], cwd=REPO, capture_output=True,
+                            timeout=60, preexec_fn=_closing(1, 2))
+    assert result.returncode > 2 and not result.stdout and not result.stderr  # stderr went to /dev/null
+    result = subprocess.run([*listing[:3], "info", "--model", str(tmp_path / "missing")], stdout=subprocess.PIPE,
+                            text=True, timeout=300, preexec_fn=_closing(2))
+    assert result.returncode == 2 and result.stdout == ""  # the error line is not printed on stdout instead
+
+
+_WARN_THEN = """
+import logging, sys, warnings
+from dmfnet_edge.cli.main import run_cli
+from dmfnet_edge.errors import InputError
+
+
+def run(args):
+    warnings.warn("a third-party library warns", UserWarning)
+    logging.getLogger("onnxruntime").warning("a third-party logger warns")
+    logging.getLogger("dmfnet_edge.build.trt_builder").warning("TensorRT: relayed", extra={"third_party": True})
+    print("done")
+    if sys.argv[1] == "fail":
+        raise InputError("the one line")
+    return 0
+
+
+sys.exit(run_cli(sys.argv[2:], "dmfnet-export", [("probe", "probe", lambda p: None, run)]))
+"""
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_third_party_warnings_never_precede_the_error_line(verbose):
+    """Python warnings, other packages' loggers and relayed TensorRT messages: held while the command runs,
+    dropped when it fails (the one error line is all of stderr), shown when it succeeds; -v holds nothing."""
+    import subprocess
+    import sys
+
+    def probe(outcome):
+        return subprocess.run([sys.executable, "-c", _WARN_THEN, outcome, *verbose, "probe"], capture_output=True,
+                              text=True, timeout=120)
+
+    failed, succeeded = probe("fail"), probe("ok")
+    assert failed.returncode == 2 and succeeded.returncode == 0
+    warned = ["a third-party library warns", "a third-party logger warns", "TensorRT: relayed"]
+    assert all(w in succeeded.stderr for w in warned), succeeded.stderr
+    if verbose:
+        assert all(w in failed.stderr for w in warned), failed.stderr
+    else:
+        assert failed.stderr == "dmfnet-export: error: the one line\n"
+
+
+def test_a_line_break_in_any_message_stays_on_one_line(capsys):
+    """Flattened where the CLI prints, for every command: a parse error quoting a value, a third-party message."""
+    from dmfnet_edge.cli.main import export_main, run_cli
+    from dmfnet_edge.errors import EnvironmentProblem
+
+    with pytest.raises(SystemExit):
+        export_main(["build", "--onnx", "g.onnx", "--out", "o", "--toolchain", "tensor\nrt"])
+    assert capsys.readouterr().err.count("\n") == 1
+
+    def fails(args):
+        raise EnvironmentProblem("TensorRT said:\nline two\r\nline three")
+
+    assert run_cli(["probe"], "dmfnet-export", [("probe", "probe", lambda p: None, fails)]) == 3
+    assert capsys.readouterr().err == "dmfnet-export: error: TensorRT said: line two  line three\n"
