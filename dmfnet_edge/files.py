@@ -53,10 +53,14 @@ def _creation_error(exc: OSError, path: Path, where: Path, kind: str = "file") -
 
 def refuse_special_target(path: Path) -> None:
     """An output path that names a device, FIFO, socket or folder is refused: renaming a file over it would
-    replace `/dev/null` for every program on the machine (a root user's `--json /dev/null`)."""
+    replace `/dev/null` for every program on the machine (a root user's `--json /dev/null`). So is a symbolic
+    link that leads nowhere (dangling, or a loop like `ln -s loop loop`): it exists, and is no file to replace."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
+        if os.path.islink(path):
+            raise InputError(f"{path}: is a symbolic link that leads nowhere (dangling or looping); remove it or "
+                             "choose another output") from None
         return  # nothing there (or unreadable: the write reports it)
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
