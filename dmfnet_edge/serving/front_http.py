@@ -153,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestRefused(f"Inference-Header-Content-Length {one_line(text, 40)!r}: expected a number of bytes")
         return int(text)
 
-    def _read_body(self, limit: int) -> bytes:
+    def _read_body(self, limit: int) -> bytearray:
         """The request body, its declared length checked before a byte is read."""
         if self.headers.get("Transfer-Encoding") is not None:
             raise RequestRefused("a chunked request body: send a Content-Length", 411)
@@ -172,23 +172,27 @@ class _Handler(BaseHTTPRequestHandler):
                                  "and pixel bounds)", 413)
         return self._read_exactly(length)
 
-    def _read_exactly(self, length: int) -> bytes:
-        chunks, got = [], 0
+    def _read_exactly(self, length: int) -> bytearray:
+        """`length` bytes read into one buffer (no second copy of a body of up to `max_body` bytes)."""
+        body, got = bytearray(length), 0
+        view = memoryview(body)
         deadline = time.monotonic() + BODY_DEADLINE_S
         try:
             while got < length and time.monotonic() < deadline:
-                chunk = self.rfile.read1(min(length - got, 1 << 20))
-                if not chunk:
+                count = self.rfile.readinto1(view[got:])
+                if not count:
                     break
-                chunks.append(chunk)
-                got += len(chunk)
+                got += count
         except TimeoutError:
             raise RequestRefused(f"the body stopped after {got:,} of {length:,} bytes", 408) from None
+        finally:
+            view.release()
         if got < length:
             raise RequestRefused(f"the body ended after {got:,} of {length:,} bytes (Content-Length)")
-        return b"".join(chunks)
+        return body
 
-    def _forward(self, method: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    def _forward(self, method: str, body: bytes | bytearray, headers: dict[str, str]
+                 ) -> tuple[int, dict[str, str], bytes]:
         """Triton's answer (status, passed headers, body); one retry on a kept-alive connection Triton closed."""
         for attempt in (0, 1):
             if self._backend is None:

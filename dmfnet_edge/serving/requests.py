@@ -28,9 +28,10 @@ from dmfnet_edge.records import parse_json
 
 MAX_SIDE = 1 << 16  # pixels on one side; far above any budget-sized image (65536 x 16 = 2**20)
 MAX_HEADER = 1 << 16  # bytes of a request's JSON header when its tensors are sent as binary data
-# bytes of an all-JSON request: parsed, each value is a Python object (about 30 bytes for a 2 to 10 byte number),
-# so the bound keeps a request under about 0.3 GB; a 512 x 512 pair takes 6 MB. Larger images go as binary data.
-MAX_JSON_BODY = 16 << 20
+# bytes of an all-JSON request: parsed, each value is a Python object, about 20 times its text (a 4 MiB body of
+# '1.25,' peaked at 85 MiB), so 16 requests in flight stay under 1.4 GiB. A 256 x 256 pair written with 9 digits
+# a value takes 1.3 MB; larger images go as binary data, 4 bytes a value.
+MAX_JSON_BODY = 4 << 20
 MAX_JSON_DEPTH = 8  # a request header nests 3 levels; JSON `data` of an (N, 1, H, W) tensor 5
 DATATYPE = "FP32"
 
@@ -154,7 +155,7 @@ class _Header(msgspec.Struct):
     outputs: list[_Output] = []
 
 
-def check_http_infer(body: bytes, header_length: int | None, limits: RequestLimits) -> None:
+def check_http_infer(body: bytes | bytearray, header_length: int | None, limits: RequestLimits) -> None:
     """Check a KServe v2 HTTP inference body: all JSON, or (with the Inference-Header-Content-Length header)
     a JSON header of `header_length` bytes followed by the inputs' binary data."""
     if header_length is None and len(body) > MAX_JSON_BODY:
@@ -163,7 +164,7 @@ def check_http_infer(body: bytes, header_length: int | None, limits: RequestLimi
     if header_length is not None and not 0 < header_length <= min(len(body), MAX_HEADER):
         raise RequestRefused(f"Inference-Header-Content-Length {header_length}: expected 1 to "
                              f"{min(len(body), MAX_HEADER)} (the JSON header's bytes at the start of the body)")
-    text = body if header_length is None else body[:header_length]
+    text = bytes(body if header_length is None else body[:header_length])  # at most MAX_JSON_BODY bytes
     header = _header(text)
     check_outputs([o.name for o in header.outputs])
     n, h, w = check_declared([Declared(t.name, t.datatype, tuple(t.shape)) for t in header.inputs], limits)
