@@ -108,6 +108,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._answer(code, message or self.responses.get(code, ("error",))[0])
 
+    def parse_request(self) -> bool:
+        """http.server's parsing, and a path of printable ASCII (Triton's URLs are; a control character would
+        only fail later, on the way to Triton)."""
+        if not super().parse_request():
+            return False
+        if not (self.path.isascii() and self.path.isprintable()):
+            self.send_error(400, f"a path with control or non-ASCII characters: {self.path!r:.80}")
+            return False
+        return True
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if not urlsplit(self.path).path.startswith("/v2"):
             self._answer(404, f"no endpoint {one_line(self.path, 80)}; KServe v2 endpoints start /v2")
@@ -161,6 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
         if encoding != "identity":
             raise RequestRefused(f"a {one_line(encoding, 20)} request body: this server takes uncompressed bodies "
                                  "only", 415)
+        if len(self.headers.get_all("Content-Length") or []) > 1:
+            raise RequestRefused("more than one Content-Length")
         text = (self.headers.get("Content-Length") or "").strip()
         if not text:
             raise RequestRefused("no Content-Length: an inference request states its size", 411)

@@ -122,6 +122,22 @@ def test_a_truncated_body_is_refused(server):
     _still_serving(server)
 
 
+@pytest.mark.parametrize("raw,words", [
+    (b"GET /v2/\x01x HTTP/1.1\r\nHost: x\r\n\r\n", b"a path with control or non-ASCII characters"),
+    (b"POST /v2/models/dmfnet_edge/infer HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 9\r\n\r\n{}",
+     b"more than one Content-Length"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64), b"Bad request syntax"),  # TLS to the HTTP port
+], ids=["control character in the path", "two Content-Lengths", "a TLS handshake"])
+def test_malformed_http_is_refused_in_one_line(server, raw, words):
+    with socket.create_connection(("127.0.0.1", server.ports[0]), timeout=60) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.makefile("rb").read()
+    body = answer.partition(b"\r\n\r\n")[2] or answer  # HTTP/0.9 answers (to no request line) have no head
+    assert words in body and body.count(b"\n") == 0 and b"Traceback" not in body
+    _still_serving(server)
+
+
 def _grpc_request(shape, raw: list[bytes] | None = None, fp32: list[float] | None = None):
     request = service_pb2.ModelInferRequest(model_name="dmfnet_edge")
     for name in ("mri", "other"):
