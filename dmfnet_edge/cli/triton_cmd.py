@@ -28,13 +28,20 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dmfnet_edge.serving.triton_repo import ServingOptions, served_engine, served_onnx, write_repository
+    from dmfnet_edge.runtime.triton_client import check_model_name
+    from dmfnet_edge.serving.triton_repo import (
+        ServingOptions,
+        model_inputs,
+        served_engine,
+        served_onnx,
+        write_repository,
+    )
 
-    source = args.onnx or args.engine
-    refuse_overlap("--out", args.out, {"--onnx" if args.onnx else "--engine": source})
+    check_model_name(args.name)
     if args.engine is not None and args.threads:
         raise InputError("--threads: ONNX Runtime's setting; an engine runs on the GPU")
     model = served_onnx(args.onnx) if args.onnx else served_engine(args.engine)
+    refuse_overlap("--out", args.out, model_inputs(model))
     options = ServingOptions(name=args.name, max_batch=args.max_batch, preferred_batches=tuple(args.preferred_batch),
                              queue_delay_us=args.queue_delay_us, instances=args.instances, kind=args.kind,
                              threads=args.threads)

@@ -22,7 +22,6 @@ Triton's own protobuf schema (`tritonclient`'s `model_config_pb2`) where that is
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +29,12 @@ from typing import Any
 
 from dmfnet_edge.artifacts import sha256_file, write_json_atomic
 from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, contract_of, manifest_path, read_manifest
-from dmfnet_edge.errors import InputError
+from dmfnet_edge.errors import EnvironmentProblem, InputError
 from dmfnet_edge.files import FOLDER_MODE, staged_folder
+from dmfnet_edge.runtime.triton_client import REPOSITORY_RECORD, check_model_name
+from dmfnet_edge.serving.model_files import check_engine_file, check_onnx_file
 
 REPOSITORY_FORMAT = "dmfnet-edge-triton-repository"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 KINDS = ("cpu", "gpu")
 
 
@@ -132,12 +132,11 @@ def write_repository(model: ServedModel, options: ServingOptions, out: Path, val
                      ) -> tuple[Path, bool]:
     """Write the repository to `out` (which must not exist, or be empty), atomically; returns the model folder
     and whether its config was checked against Triton's schema (only where tritonclient is installed)."""
-    if not NAME_PATTERN.match(options.name):
-        raise InputError(f"--name {options.name!r}: a Triton model name of letters, digits, '_', '.', '-'")
+    check_model_name(options.name)
     if options.kind not in KINDS:
         raise InputError(f"--kind {options.kind}: choose one of {KINDS}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out}: exists and is not empty; give a new folder for the repository")
+    _check_new_folder(out)
+    check_model_file(model)
     text = config_text(model, options)
     checked = False
     if validate:
@@ -150,12 +149,14 @@ def write_repository(model: ServedModel, options: ServingOptions, out: Path, val
         version = work / options.name / "1"
         version.mkdir(parents=True)
         filename = "model.onnx" if model.platform == "onnxruntime_onnx" else "model.plan"
-        shutil.copyfile(model.path, version / filename)
-        sidecar = manifest_path(model.path) if model.platform == "onnxruntime_onnx" else \
-            model.path.with_name(model.path.name + ".json")
-        shutil.copyfile(sidecar, version / f"{filename}.json")
-        (work / options.name / "config.pbtxt").write_text(text)
-        write_json_atomic(work / "repository.json", {
+        try:
+            shutil.copyfile(model.path, version / filename)
+            shutil.copyfile(_sidecar(model), version / f"{filename}.json")
+            (work / options.name / "config.pbtxt").write_text(text)
+        except OSError as exc:  # a full disk: the staged folder goes, nothing is left
+            raise EnvironmentProblem(f"{out}: writing the repository failed ({exc.strerror}); nothing was "
+                                     "written") from None
+        write_json_atomic(work / REPOSITORY_RECORD, {
             "format": REPOSITORY_FORMAT, "model": options.name, "platform": model.platform,
             "source": str(model.path), "source_sha256": sha256_file(version / filename),
             "source_manifest": model.manifest, "config_checked_against_triton_schema": checked})
@@ -165,3 +166,32 @@ def write_repository(model: ServedModel, options: ServingOptions, out: Path, val
             out.rmdir()
         os.replace(work, out)
     return out / options.name, checked
+
+
+def _check_new_folder(out: Path) -> None:
+    """The repository goes to a new or empty real folder (a link would be replaced by the folder, not filled)."""
+    try:
+        if out.is_symlink():
+            raise InputError(f"{out}: is a symbolic link; give the repository's own folder (new or empty)")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise InputError(f"{out}: exists and is not empty; give a new folder for the repository")
+    except OSError as exc:
+        raise EnvironmentProblem(f"{out}: cannot be looked into ({exc.strerror}); give a new folder for the "
+                                 "repository") from None
+
+
+def model_inputs(model: ServedModel) -> dict[str, Path]:
+    """Every file packing `model` reads (the graph or engine and its manifest), by the option that named it: no
+    output may be one of them or hold one."""
+    option = "--onnx" if model.platform == "onnxruntime_onnx" else "--engine"
+    return {option: model.path, f"{option}'s manifest": _sidecar(model)}
+
+
+def _sidecar(model: ServedModel) -> Path:
+    return manifest_path(model.path) if model.platform == "onnxruntime_onnx" else \
+        model.path.with_name(model.path.name + ".json")
+
+
+def check_model_file(model: ServedModel) -> None:
+    """The file's own bytes must be what the manifest says it is (a manifest can be written for any bytes)."""
+    (check_onnx_file if model.platform == "onnxruntime_onnx" else check_engine_file)(model.path)

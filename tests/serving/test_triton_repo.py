@@ -65,9 +65,10 @@ def test_a_static_graph_is_served_unbatched_on_gpu_instances(tmp_path):
 
 
 def _engine(tmp_path: Path, flavour: str, batch: tuple[int, int]) -> Path:
-    """An engine manifest as `dmfnet-export build` writes it, over placeholder plan bytes (never loaded here)."""
+    """An engine manifest as `dmfnet-export build` writes it, over placeholder plan bytes (never loaded here)
+    that start with a full-TensorRT plan's tag."""
     meta = json.loads(ENGINE_MANIFEST.read_text())
-    plan = b"placeholder plan bytes: the repository test never loads an engine"
+    plan = b"ftrt placeholder plan bytes: the repository test never loads an engine"
     meta["toolchain"] = {"flavour": flavour, "version": "11.4.0"}
     meta["build"]["profile"] = {"min": [batch[0], 1, 256, 256], "opt": [batch[1], 1, 256, 256],
                                 "max": [batch[1], 1, 256, 256]}
