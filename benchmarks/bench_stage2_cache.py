@@ -113,7 +113,7 @@ def main() -> None:
           f"{statistics.median(sample_live):>16.3f} {1.0:>8.2f}x")
     print(f"{'cached: crops of cached full-image features':<44} {med_cached:>13.3f} {min(cached):>7.3f} "
           f"{statistics.median(sample_cached):>16.3f} {med_live / med_cached:>8.2f}x")
-    print(f"building the cache: {build:.2f} s per pair once ({cache.meta['bytes'] / len(pairs) / 1e6:.1f} MB per "
+    print(f"building the cache: {build:.2f} s per pair once ({cache.meta.bytes / len(pairs) / 1e6:.1f} MB per "
           "pair, float16)")
     print("UNet on a crop vs the same window of the full-image features (mean |difference| / mean |feature|):")
     print(f"{'MRI features':<22} {'border 16 px':>13} {'interior':>9}")

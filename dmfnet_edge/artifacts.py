@@ -7,13 +7,13 @@ config, what the file holds, its SHA-256 and how it was made). Loaders check the
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.files import atomic_write_bytes
+from dmfnet_edge.records import SHA256, Record, json_bytes
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = ("edge",)
@@ -25,26 +25,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: not a readable JSON file ({exc})") from None
-    if not isinstance(data, dict):
-        raise ModelFileError(f"{path}: expected a JSON object")
-    return data
-
-
-def read_versioned_manifest(path: Path, fmt: str, version: int) -> dict[str, Any]:
-    """A manifest sidecar (plain JSON) whose `format` and `manifest_version` must be exactly these."""
-    meta = read_json(path)
-    if meta.get("format") != fmt or meta.get("manifest_version") != version:
-        raise ModelFileError(f"{path}: not a {fmt} manifest version {version}")
-    return meta
 
 
 def resolve_weights(spec: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -67,23 +47,35 @@ def resolve_weights(spec: str | os.PathLike[str]) -> tuple[Path, Path]:
     return tensors, sidecar
 
 
-def load_sidecar(tensors: Path, sidecar: Path, verify: bool = True) -> dict[str, Any]:
+class WeightsSidecar(Record, kw_only=True):
+    """NAME.json beside NAME.safetensors: the model config, what the tensors are, their SHA-256, how they were
+    made. Sidecars written before the format field existed (kind, config, hash) are read as version 1."""
+
+    KIND: ClassVar[str] = "weights sidecar"
+    ALWAYS: ClassVar[tuple[str, ...]] = ("format", "version")
+    FIX: ClassVar[str] = "the sidecar is damaged or belongs to something else; restore NAME.json from its source"
+
+    format: Literal["dmfnet-edge-weights"] = "dmfnet-edge-weights"
+    version: Literal[1] = 1
+    kind: Literal["dmfnet", "unet"]
+    config: dict[str, Any]
+    weights_sha256: Annotated[str, SHA256] | None = None  # None only for seeded random weights (never on disk)
+    package_version: str | None = None
+    training: dict[str, Any] | None = None
+    weights: str | None = None  # what the weights are, where they are not a trained file
+
+
+def load_sidecar(tensors: Path, sidecar: Path, verify: bool = True) -> WeightsSidecar:
     """Read the sidecar and check the weights file against its recorded SHA-256."""
-    meta = read_json(sidecar)
-    expected = meta.get("weights_sha256")
+    meta = WeightsSidecar.read(sidecar)
     if verify:
-        if not expected:
+        if meta.weights_sha256 is None:
             raise ModelFileError(f"{sidecar}: no 'weights_sha256' recorded; the weights cannot be verified")
         actual = sha256_file(tensors)
-        if actual != expected:
-            raise ModelFileError(f"{tensors}: SHA-256 {actual[:12]}... does not match {expected[:12]}... recorded "
-                                 f"in {sidecar.name}; the file is damaged or was swapped")
+        if actual != meta.weights_sha256:
+            raise ModelFileError(f"{tensors}: SHA-256 {actual[:12]}... does not match {meta.weights_sha256[:12]}... "
+                                 f"recorded in {sidecar.name}; the file is damaged or was swapped")
     return meta
-
-
-def json_bytes(data: dict[str, Any]) -> bytes:
-    """A JSON record as every sidecar of the project is written: sorted keys, indented, one final newline."""
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

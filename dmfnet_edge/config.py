@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.records import parse_json
 
 CONFIG_VERSION = 1
 
@@ -152,10 +153,7 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelFileError(f"model config is not valid JSON ({exc})") from None
+        data = parse_json(text.encode(), "model config")
         if not isinstance(data, dict):
             raise ModelFileError("model config must be a JSON object")
         return cls.from_dict(data)

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
-from dmfnet_edge.artifacts import read_versioned_manifest, sha256_file
+from msgspec import Meta, Struct
+
+from dmfnet_edge.artifacts import sha256_file
 from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.preprocess.tensor import MIN_NETWORK_SIDE as MIN_SIDE
 from dmfnet_edge.preprocess.tensor import SIZE_MULTIPLE
+from dmfnet_edge.records import SHA256, Record
 
 INPUT_NAMES = ("mri", "other")
 OUTPUT_NAME = "fused"
@@ -82,57 +85,130 @@ def manifest_path(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
-def read_manifest(onnx_path: Path, verify: bool = True) -> dict[str, Any]:
-    """Read and check the sidecar of an .onnx file: format, version, SHA-256 and contract names."""
+Sha256 = Annotated[str, SHA256]
+Dimension = Annotated[int, Meta(ge=1, le=1 << 20)] | Annotated[str, Meta(min_length=1, max_length=32)]
+InputShape = Annotated[list[Dimension], Meta(min_length=4, max_length=4)]  # (N, 1, H, W); names for free sides
+
+
+class PluginNode(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A custom-domain node of a graph: a TensorRT plugin layer."""
+
+    op: str
+    name: str
+    namespace: str
+    version: str
+
+
+class MixedPrecisionPlan(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
+    """Which layer groups an INT8 graph keeps in FP32, and what the search measured."""
+
+    mode: Literal["auto", "none", "given"]
+    kept_fp32: list[str]
+    quantized_groups: int
+    excluded_nodes: list[str] = []
+    target_probe_psnr_db: float | None = None
+    probe_psnr_db: float | None = None
+    all_int8_probe_psnr_db: float | None = None
+    probes: int | None = None
+    sensitivity_psnr_db: dict[str, float] = {}
+    planned_on: str | None = None  # where the plan was searched, when another flavour's search was reused
+
+
+class QuantizationRecipe(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
+    """How a reduced-precision graph was made: the tool, its version and its settings."""
+
+    tool: str
+    tool_version: str
+    method: str | None = None
+    format: str | None = None
+    per_channel: bool | None = None
+    activations: str | None = None
+    weights: str | None = None
+    fp32_thin_convolutions: list[str] = []
+    high_precision_dtype: str | None = None
+    low_precision: str | None = None
+    kept_fp32_op_types: list[str] = []
+    keep_io_types: bool | None = None
+    mixed_precision: MixedPrecisionPlan | None = None
+
+
+class CalibrationUsed(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The calibration set an INT8 graph was calibrated on (its manifest's name and set hash)."""
+
+    manifest: str
+    set_sha256: Sha256
+    per_modality: dict[str, Annotated[int, Meta(ge=0)]]
+
+
+class OnnxManifest(Record, kw_only=True):
+    """The sidecar `<graph>.onnx.json` of every exported graph: what it is, its SHA-256, the contract it
+    implements, how it was made. Loaders check the hash and the contract before using the graph."""
+
+    KIND: ClassVar[str] = "ONNX manifest"
+    ALWAYS: ClassVar[tuple[str, ...]] = ("format", "manifest_version")
+    FIX: ClassVar[str] = "re-export the graph with 'dmfnet-export onnx' or 'dmfnet-export quantize'"
+
+    format: Literal["dmfnet-edge-onnx"] = MANIFEST_FORMAT
+    manifest_version: Literal[1] = MANIFEST_VERSION
+    onnx_file: Annotated[str, Meta(min_length=1, max_length=255)]
+    onnx_sha256: Sha256
+    precision: Literal["fp32", "fp16", "int8-tensorrt", "int8-onnxruntime"]
+    inputs: dict[str, InputShape]
+    output: str
+    package_version: str
+    model: str | None = None
+    model_config: dict[str, Any] | None = None
+    weights_sha256: Sha256 | None = None
+    opset: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    parity_max_abs_vs_torch: Annotated[float, Meta(ge=0)] | None = None
+    ops: dict[str, Annotated[int, Meta(ge=0)]] = {}
+    simplified: bool | None = None
+    tensorrt_plugins: list[PluginNode] | None = None
+    onnxruntime_runnable: bool | None = None
+    tools: dict[str, str] = {}
+    recipe: QuantizationRecipe | None = None
+    calibration: CalibrationUsed | None = None
+    parent_onnx_sha256: Sha256 | None = None
+
+    def __post_init__(self) -> None:
+        if tuple(self.inputs) != INPUT_NAMES or self.output != OUTPUT_NAME:
+            raise ValueError(f"inputs/outputs do not follow the contract {INPUT_NAMES} -> {OUTPUT_NAME}")
+        for name, shape in self.inputs.items():
+            if shape[1] != 1:
+                raise ValueError(f"input '{name}' has shape {shape}, not (N, 1, H, W)")
+
+    @property
+    def contract(self) -> IOContract:
+        return IOContract.from_shape(self.inputs["mri"])
+
+    @property
+    def runs_on_onnxruntime(self) -> bool:
+        """False for a graph with TensorRT plugin nodes (ONNX Runtime has no kernel for them)."""
+        return self.onnxruntime_runnable is not False
+
+    @property
+    def plugins(self) -> list[PluginNode]:
+        return self.tensorrt_plugins or []
+
+
+def read_manifest(onnx_path: Path, verify: bool = True) -> OnnxManifest:
+    """Read and check the sidecar of an .onnx file: format, version, structure, contract and SHA-256."""
     if not onnx_path.is_file():
         raise ModelFileError(f"{onnx_path}: ONNX file not found")
     sidecar = manifest_path(onnx_path)
-    if not sidecar.is_file():
+    if not sidecar.exists():
         raise ModelFileError(f"{sidecar}: manifest missing; export with 'dmfnet-export onnx' to get one")
-    meta = read_versioned_manifest(sidecar, MANIFEST_FORMAT, MANIFEST_VERSION)
+    meta = OnnxManifest.read(sidecar)
     if verify:
-        expected = meta.get("onnx_sha256", "")
         actual = sha256_file(onnx_path)
-        if actual != expected:
-            raise ModelFileError(f"{onnx_path}: SHA-256 {actual[:12]}... does not match {expected[:12]}... in "
-                                 f"{sidecar.name}; the file is damaged or was swapped")
-    check_manifest_structure(meta, sidecar)
-    if tuple(meta.get("inputs", {})) != INPUT_NAMES or meta.get("output") != OUTPUT_NAME:
-        raise ModelFileError(f"{sidecar}: inputs/outputs do not follow the contract {INPUT_NAMES} -> {OUTPUT_NAME}")
-    if meta.get("precision") not in PRECISIONS:
-        raise ModelFileError(f"{sidecar}: unknown precision '{meta.get('precision')}'")
+        if actual != meta.onnx_sha256:
+            raise ModelFileError(f"{onnx_path}: SHA-256 {actual[:12]}... does not match {meta.onnx_sha256[:12]}... "
+                                 f"in {sidecar.name}; the file is damaged or was swapped")
     return meta
 
 
-def check_manifest_structure(meta: dict[str, Any], sidecar: Path) -> None:
-    """The types and values a loader relies on (valid JSON of another structure is refused, never a traceback)."""
-    def bad(field: str, wanted: str) -> ModelFileError:
-        return ModelFileError(f"{sidecar}: '{field}' must be {wanted}, got {meta.get(field)!r:.80}; re-export the "
-                              "graph with 'dmfnet-export'")
-
-    inputs = meta.get("inputs")
-    if not isinstance(inputs, dict):
-        raise bad("inputs", "an object of input name -> shape")
-    for name, shape in inputs.items():
-        if not (isinstance(shape, list) and len(shape) == 4 and shape[1] == 1 and all(
-                (isinstance(d, int) and not isinstance(d, bool) and d > 0) or (isinstance(d, str) and d)
-                for d in shape)):
-            raise ModelFileError(f"{sidecar}: input '{name}' has shape {shape!r:.80}, not (N, 1, H, W) with positive "
-                                 "or named dimensions; re-export the graph with 'dmfnet-export'")
-    if not isinstance(meta.get("output"), str):
-        raise bad("output", "the output's name")
-    digest = meta.get("onnx_sha256")
-    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
-        raise bad("onnx_sha256", "a SHA-256 in hex")
-    for field, kinds, wanted in (("model_config", (dict,), "an object"), ("recipe", (dict,), "an object or null"),
-                                 ("onnxruntime_runnable", (bool,), "true or false"),
-                                 ("model", (str,), "a model name")):
-        if meta.get(field) is not None and not isinstance(meta[field], kinds):
-            raise bad(field, wanted)
-
-
-def contract_of(meta: dict[str, Any]) -> IOContract:
-    return IOContract.from_shape(meta["inputs"]["mri"])
+def contract_of(meta: OnnxManifest) -> IOContract:
+    return meta.contract
 
 
 FINE_GROUPED = ("fusion",)  # top-level modules split one level further (the fusion network's per-scale modules)

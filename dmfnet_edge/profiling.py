@@ -8,7 +8,6 @@ network): on torch by timing the two halves separately in extra runs, on ONNX Ru
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from dmfnet_edge.pipeline import PreparedPair, finish, prepare_pair
+from dmfnet_edge.records import parse_json, read_bounded
 from dmfnet_edge.runtime.base import Runner
 
 PERCENTILES = (50, 90, 99)
@@ -149,8 +149,10 @@ def ort_stage_split(onnx_path: Path, threads: int | None, mri: np.ndarray, other
     for _ in range(runs):
         session.run(None, feed)
     trace = Path(session.end_profiling())
-    events = json.loads(trace.read_text())
-    trace.unlink(missing_ok=True)
+    try:
+        events = parse_json(read_bounded(trace, 1 << 30, "ONNX Runtime profile"), str(trace))
+    finally:
+        trace.unlink(missing_ok=True)
     totals = {"stage1_unet": 0.0, "stage2_fusion": 0.0}
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):

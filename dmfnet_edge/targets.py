@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dmfnet_edge.artifacts import WeightsSidecar
 from dmfnet_edge.contract import read_manifest
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.export.recipes import EngineStep, Recipe
@@ -39,8 +40,8 @@ def make_graph(recipe: Recipe, fp32: Path, out: Path) -> tuple[Path, dict[str, A
 
     step = recipe.graph
     parent = read_manifest(fp32)
-    if parent.get("precision") != "fp32":
-        raise InputError(f"{fp32}: a recipe starts from the FP32 graph; this one is {parent.get('precision')}")
+    if parent.precision != "fp32":
+        raise InputError(f"{fp32}: a recipe starts from the FP32 graph; this one is {parent.precision}")
     if step.precision == "fp32":
         return fp32, parent
     assert step.file is not None  # checked by the schema
@@ -78,7 +79,7 @@ def make_engine(recipe: Recipe, graph: Path, engines: Path) -> dict[str, Any]:
     from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
 
     assert recipe.engine is not None
-    options = BuildOptions(recipe.engine.toolchain, recipe.engine.compute_capabilities, recipe.engine.shapes)
+    options = BuildOptions(recipe.engine.toolchain, recipe.engine.targets, recipe.engine.shapes)
     return build_engine(graph, engines, options)
 
 
@@ -92,10 +93,10 @@ def gate_pairs(pairs_root: Path, per_modality: int | None) -> list:
     return pairs
 
 
-def check_same_weights(runner: Any, meta: dict[str, Any], model: str) -> None:
+def check_same_weights(runner: Any, meta: WeightsSidecar, model: str) -> None:
     """Refuse a graph exported from other weights than the reference `model` (both hashes known)."""
-    expected = runner.manifest.get("weights_sha256")
-    if expected and meta.get("weights_sha256") and expected != meta["weights_sha256"]:
+    expected = runner.manifest.weights_sha256
+    if expected and meta.weights_sha256 and expected != meta.weights_sha256:
         raise InputError(f"{runner.path.name} was exported from other weights than --model {model}")
 
 

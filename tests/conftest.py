@@ -75,7 +75,7 @@ def tiny_model_base(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = DMFNet(preset("tiny")).eval()
     base = tmp_path_factory.mktemp("model") / "tiny"
-    save_model(model, model.cfg, base, "dmfnet", {"note": "random tiny model for tests"})
+    save_model(model, model.cfg, base, "dmfnet", {"weights": "seeded random tiny model for tests"})
     return base
 
 
@@ -95,3 +95,13 @@ def smooth_image(rng: np.random.Generator, h: int, w: int, colour: bool = False)
     if not colour:
         return grey
     return cv2.applyColorMap(grey, cv2.COLORMAP_JET)[:, :, ::-1].copy()
+
+
+def onnx_manifest(**fields):
+    """A valid ONNX manifest record with these fields over a dynamic fp32 graph's (for tests of code that reads
+    one without needing its graph)."""
+    from dmfnet_edge.contract import OnnxManifest
+
+    base = {"onnx_file": "m.onnx", "onnx_sha256": "ab" * 32, "precision": "fp32", "output": "fused",
+            "inputs": {"mri": ["N", 1, "H", "W"], "other": ["N", 1, "H", "W"]}, "package_version": "0.1.0"}
+    return OnnxManifest.convert({**base, **fields}, "test manifest")

@@ -19,7 +19,7 @@ from dmfnet_edge.runtime import shipped_onnx
 def test_shipped_weights_load_verified_and_match_the_edge_preset():
     model, meta = load_model("edge")
     assert model.cfg == PRESETS["edge"]
-    assert meta["kind"] == "dmfnet" and len(meta["weights_sha256"]) == 64
+    assert meta.kind == "dmfnet" and len(meta.weights_sha256) == 64
     assert pair_flops(model)["total"] <= 60e9
     assert parameter_count(model) > 0
 
@@ -28,8 +28,8 @@ def test_shipped_weights_load_verified_and_match_the_edge_preset():
 def test_shipped_graphs_come_from_the_shipped_weights(precision):
     _, meta = load_model("edge")
     manifest = read_manifest(shipped_onnx("edge", precision))
-    assert manifest["weights_sha256"] == meta["weights_sha256"]
-    assert manifest["inputs"]["mri"] == ["N", 1, "H", "W"]
+    assert manifest.weights_sha256 == meta.weights_sha256
+    assert manifest.inputs["mri"] == ["N", 1, "H", "W"]
 
 
 def test_shipped_int8_graph_computes_the_same_integers_on_every_x86_cpu():
@@ -84,9 +84,9 @@ def test_export_quantize_verify_the_edge_model_from_scratch(shared_data, tmp_pat
         assert export_main(["quantize", "--onnx", str(fp32), "--precision", "int8", "--target", target, "--method",
                             method, "--calibration", str(tmp_path / "cal.json"), "--calibration-root", root,
                             "--keep-fp32", keep, "-o", str(out / f"int8-{target}.onnx")]) == 0
-    plans = {t: read_manifest(out / f"int8-{t}.onnx")["recipe"]["mixed_precision"] for t in ("onnxruntime", "tensorrt")}
-    assert plans["onnxruntime"]["mode"] == "auto" and plans["onnxruntime"]["probe_psnr_db"] >= 46.0
-    assert plans["tensorrt"]["kept_fp32"] == plans["onnxruntime"]["kept_fp32"]
+    plans = {t: read_manifest(out / f"int8-{t}.onnx").recipe.mixed_precision for t in ("onnxruntime", "tensorrt")}
+    assert plans["onnxruntime"].mode == "auto" and plans["onnxruntime"].probe_psnr_db >= 46.0
+    assert plans["tensorrt"].kept_fp32 == plans["onnxruntime"].kept_fp32
     val = _first_pairs(shared_data / "val", 2, tmp_path)
     code = export_main(["verify", "--onnx", str(fp32), str(out / "int8-onnxruntime.onnx"),
                         str(out / "int8-tensorrt.onnx"), "--model", "edge", "--pairs", str(val), "--report",

@@ -21,7 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from dmfnet_edge.errors import DmfnetError
+from dmfnet_edge.errors import DmfnetError, ModelFileError
+from dmfnet_edge.records import parse_json
 
 _TOKENS = (("int8", "int8"), ("fp8", "fp8"), ("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16"),
            ("half", "fp16"), ("int32", "int32"), ("int64", "int64"), ("bool", "bool"), ("fp32", "fp32"),
@@ -85,7 +86,10 @@ def _json_tensor_type(tensor: Any) -> str:
 
 def records_from_inspector(inspector_json: str | dict[str, Any]) -> list[LayerRecord]:
     """Layers of the engine inspector's JSON (LayerInformationFormat.JSON), 10.x or 11.x schema."""
-    info = json.loads(inspector_json) if isinstance(inspector_json, str) else inspector_json
+    info = parse_json(inspector_json.encode(), "the engine inspector's layer information") \
+        if isinstance(inspector_json, str) else inspector_json
+    if not isinstance(info, dict):
+        raise ModelFileError("the engine inspector's layer information is not a JSON object")
     records = []
     for layer in info.get("Layers", []):
         if not isinstance(layer, dict):

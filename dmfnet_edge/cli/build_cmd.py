@@ -49,17 +49,17 @@ def run(args: argparse.Namespace) -> int:
         if engine is None:
             raise InputError(f"--recipe {args.recipe}: the recipe has no engine (its graph runs on ONNX Runtime)")
         toolchain = toolchain or engine.toolchain
-        targets = targets or engine.compute_capabilities
+        targets = targets or engine.targets
         shapes = shapes or engine.shapes
     options = BuildOptions(toolchain or "auto", targets, shapes, args.opt_level, args.workspace_mib,
                            args.timing_cache, args.lock_timing_cache, args.plugin_lib)
     manifest = build_engine(args.onnx, args.out, options)
-    layers = manifest["layer_precisions"]
-    print(f"{args.out / manifest['engine_file']}: {manifest['precision']}, {manifest['toolchain']['flavour']} "
-          f"{manifest['toolchain']['version']} for {', '.join(manifest['compute_capabilities'])}, "
-          f"{manifest['engine_bytes'] / 2**20:.1f} MiB, built in {manifest['build']['build_seconds']:.1f} s")
-    print(f"  convolutions by precision {layers['convolutions']} (all as the graph prescribes); "
-          f"{layers['layers']} engine layers")
+    layers = manifest.layer_precisions
+    print(f"{args.out / manifest.engine_file}: {manifest.precision}, {manifest.toolchain.flavour} "
+          f"{manifest.toolchain.version} for {', '.join(manifest.compute_capabilities)}, "
+          f"{manifest.engine_bytes / 2**20:.1f} MiB, built in {manifest.build.build_seconds:.1f} s")
+    print(f"  convolutions by precision {layers.convolutions} (all as the graph prescribes); "
+          f"{layers.layers} engine layers")
     return 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dmfnet_edge.artifacts import write_json_atomic
 from dmfnet_edge.cli.types import POSITIVE
 
 
@@ -18,10 +17,14 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dmfnet_edge.export.calibration import select_calibration_set
+    from dmfnet_edge.io.output_guard import refuse_overlap
 
+    refuse_overlap("-o", args.out, {"--pairs": args.pairs, **({"--exclude": args.exclude} if args.exclude else {})})
     manifest = select_calibration_set(args.pairs, args.per_modality, args.exclude)
-    write_json_atomic(args.out, manifest)
-    print(f"{args.out}: {manifest['per_modality']} pairs, disjoint check: {manifest['disjoint_from_validation']}")
+    manifest.write(args.out)
+    disjoint = manifest.disjoint_from_validation
+    checked = f"checked, {disjoint.overlap} shared images" if disjoint.checked else "not checked (no --exclude)"
+    print(f"{args.out}: {manifest.per_modality} pairs; disjointness from validation {checked}")
     return 0
 
 

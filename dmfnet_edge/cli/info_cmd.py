@@ -6,6 +6,7 @@ import argparse
 import json
 
 from dmfnet_edge._optional import require
+from dmfnet_edge.artifacts import WeightsSidecar
 from dmfnet_edge.cli.types import int_multiple
 from dmfnet_edge.preprocess.tensor import SIZE_MULTIPLE
 
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         "model": model.cfg.name,
         "parameters": {"unet": parameter_count(model.unet), "fusion": parameter_count(model.fusion)},
         f"gflop_per_pair_{args.size}": {k: round(v / 1e9, 3) for k, v in flops.items()},
-        "weights_sha256": meta.get("weights_sha256"),
+        "weights_sha256": meta.weights_sha256,
         "training": _training_summary(meta),
         "config": model.cfg.to_dict(),
     }
@@ -36,11 +37,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_summary(meta: dict) -> object:
+def _training_summary(meta: WeightsSidecar) -> object:
     """What the sidecar says about how the weights were trained (segments, steps, time, hardware, torch)."""
-    training = meta.get("training")
-    if not isinstance(training, dict):
-        return meta.get("weights", "not recorded")
+    training = meta.training
+    if training is None:
+        return meta.weights or "not recorded"
     keys = ("stage", "steps_done", "step", "train_seconds", "hardware", "torch", "pairs", "unet_checkpoint",
             "segments")
     return {k: training[k] for k in keys if k in training}

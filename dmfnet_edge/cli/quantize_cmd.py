@@ -4,7 +4,6 @@ deployment recipe's graph step (export/NAME.yaml), options given here overriding
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from dmfnet_edge.errors import InputError
@@ -36,45 +35,73 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def graph_step(args: argparse.Namespace):
-    """The graph step to write: the recipe's (if any) with every option given on the command line over it."""
+    """The graph step to write: the recipe's (if any) with every option given on the command line over it,
+    checked by the recipe schema (so a recipe and the options can never describe different graphs)."""
+    import msgspec
+
     from dmfnet_edge.export.recipes import GraphStep, load_recipe
 
     given = {"precision": args.precision, "quantization": args.target, "method": args.method,
-             "calibration": args.calibration, "high_precision": args.high_precision, "keep_fp32": args.keep_fp32,
-             "target_psnr_db": args.target_psnr}
+             "calibration": str(args.calibration) if args.calibration else None,
+             "high_precision": args.high_precision, "keep_fp32": args.keep_fp32, "target_psnr_db": args.target_psnr}
     given = {key: value for key, value in given.items() if value is not None}
     if args.recipe is not None:
         step = load_recipe(args.recipe).graph
         if step.precision == "fp32":
             raise InputError(f"--recipe {args.recipe}: an fp32 recipe has nothing to quantize (its graph is the "
                              "FP32 export)")
-        return dataclasses.replace(step, **given)
+        given = {**msgspec.to_builtins(step), **given}
     if "precision" not in given:
         raise InputError("quantize needs --precision fp16|int8 (or a --recipe that names it)")
-    return GraphStep(**given)
+    if given["precision"] == "int8":
+        if "calibration" not in given:
+            raise InputError("INT8 needs a calibration set: pass --calibration calibration/<set>.json")
+        given.setdefault("quantization", "onnxruntime")
+        keep = given.get("keep_fp32")
+        if isinstance(keep, str) and keep not in ("auto", "none") and not keep.endswith(".onnx"):
+            given["keep_fp32"] = [group for group in keep.split(",") if group]  # --keep-fp32 A,B
+    given["file"] = args.out.name if args.out.suffix == ".onnx" else f"{args.out.name}.onnx"
+    try:
+        return msgspec.convert(given, GraphStep, strict=True)
+    except msgspec.ValidationError as exc:
+        raise InputError(f"quantize: the options {_options(str(exc))}") from None
+
+
+def _options(message: str) -> str:
+    """msgspec's 'Expected ... - at `$.target_psnr_db`' in the words of the command line."""
+    for key, option in (("target_psnr_db", "--target-psnr"), ("keep_fp32", "--keep-fp32"),
+                        ("high_precision", "--high-precision"), ("quantization", "--target")):
+        message = message.replace(f"`$.{key}`", option).replace(f"{key}:", f"{option}:")
+    return message.replace("`$.", "--").replace("`", "")
 
 
 def run(args: argparse.Namespace) -> int:
     from dmfnet_edge.export.quantize import quantize_step
+    from dmfnet_edge.files import refuse_special_target
     from dmfnet_edge.io.output_guard import refuse_overlap
+    from dmfnet_edge.runtime.onnx_file import open_with_manifest
 
     step = graph_step(args)
-    inputs = {"--onnx": args.onnx, **({"--calibration": step.calibration} if step.calibration else {})}
+    inputs = {"--onnx": args.onnx, **{f"--{k.replace('_', '-')}": v for k, v in step.inputs().items()}}
     refuse_overlap("-o", args.out, inputs)
     refuse_overlap("-o", args.out.with_name(args.out.name + ".json"), inputs)
+    for output in (args.out, args.out.with_name(args.out.name + ".json")):
+        refuse_special_target(output)  # before the work, not between the graph and its manifest
+    open_with_manifest(args.onnx)  # checked (bounded, external data in its folder, as labelled) before a quantizer
     manifest = quantize_step(step, args.onnx, args.out, args.calibration_root)
-    print(f"{args.out}: {manifest['precision']} ({manifest['recipe']['tool']})")
-    plan = manifest["recipe"].get("mixed_precision")
+    recipe = manifest.recipe
+    print(f"{args.out}: {manifest.precision} ({recipe.tool if recipe else 'no recipe recorded'})")
+    plan = recipe.mixed_precision if recipe else None
     if plan:
-        kept = ", ".join(plan["kept_fp32"]) or "none"
-        probe = f"; probe PSNR vs FP32 {plan['probe_psnr_db']:.1f} dB" if "probe_psnr_db" in plan else ""
-        full = plan.get("all_int8_probe_psnr_db")
+        kept = ", ".join(plan.kept_fp32) or "none"
+        probe = f"; probe PSNR vs FP32 {plan.probe_psnr_db:.1f} dB" if plan.probe_psnr_db is not None else ""
+        full = plan.all_int8_probe_psnr_db
         full = f" (all-INT8 on ONNX Runtime: {full:.1f} dB)" if full is not None else ""
-        print(f"  kept in FP32 ({plan['mode']}): {kept}{probe}{full}")
+        print(f"  kept in FP32 ({plan.mode}): {kept}{probe}{full}")
         if args.plot:
             from dmfnet_edge.export.quantize.mixed_precision import plot_mixed_precision
 
-            plot_mixed_precision(plan, args.plot, f"{manifest.get('model', '?')} {manifest['precision']}")
+            plot_mixed_precision(plan, args.plot, f"{manifest.model or '?'} {manifest.precision}")
             print(f"  sensitivity plot: {args.plot}")
     return 0
 

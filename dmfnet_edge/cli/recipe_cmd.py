@@ -25,6 +25,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dmfnet_edge.export.recipes import load_recipe, recipes_in
+    from dmfnet_edge.runtime.toolchain import check_named_targets
 
     recipes = []
     for path in args.recipes:
@@ -32,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
     names = [r.name for r in recipes]
     if len(set(names)) != len(names):
         raise InputError(f"recipe {next(n for n in names if names.count(n) > 1)} is given twice")
+    for recipe in recipes:  # what the installed toolchains cannot target is refused, listed or not
+        if recipe.engine is not None:
+            check_named_targets(recipe.engine.toolchain, recipe.engine.compute_capabilities,
+                                f"{recipe.source}: engine.compute_capabilities")
     if args.list:
         for recipe in recipes:
             print(f"{recipe.summary()}\n    {recipe.description}  ({recipe.source})")
@@ -45,16 +50,19 @@ def _make(args: argparse.Namespace, recipes: list) -> int:
     from dmfnet_edge import targets
     from dmfnet_edge.io.output_guard import refuse_overlap
     from dmfnet_edge.runtime import shipped_onnx
+    from dmfnet_edge.runtime.onnx_file import open_with_manifest
 
     fp32 = args.onnx or shipped_onnx("edge", "fp32")
-    inputs = {"--onnx": fp32, **{f"recipe {r.name}": r.source for r in recipes}}
-    inputs.update({f"{r.name}: calibration": r.graph.calibration for r in recipes if r.graph.calibration})
+    inputs = {"--onnx": fp32}
+    for recipe in recipes:
+        inputs.update(recipe.inputs())
     refuse_overlap("--out", args.out, inputs)
+    open_with_manifest(fp32)  # checked (bounded, external data in its folder, as labelled) before a quantizer opens it
     ok = True
     for recipe in recipes:
         folder = args.out / recipe.name
         graph, manifest = targets.make_graph(recipe, fp32, folder)
-        print(f"{recipe.name}: graph {graph} ({manifest['precision']})")
+        print(f"{recipe.name}: graph {graph} ({manifest.precision})")
         if recipe.engine is not None:
             engines = folder / "engines"
             why = targets.engine_unbuildable(recipe.engine)

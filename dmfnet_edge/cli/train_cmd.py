@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from dmfnet_edge.models.checkpoint import load_unet
     from dmfnet_edge.train.data import PairBank
     from dmfnet_edge.train.report import validation_report
+    from dmfnet_edge.train.state import TrainingState
     from dmfnet_edge.train.trainer import Stage1Task, Stage2Task, TrainSettings, train
 
     _check_split(args)
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         bank = PairBank.from_folder(args.data)
     info = {"data": str(args.data), "pairs": len(bank), "hardware": _hardware(torch, device, args.threads),
-            "torch": torch.__version__, "unet_checkpoint": args.unet, "init": args.init,
+            "torch": str(torch.__version__), "unet_checkpoint": args.unet, "init": args.init,
             "features": "cached (frozen inference noise)" if args.feature_cache else "live (fresh noise)",
             "selection": "mean rank against the baselines on --val" if validate else None}
     with bar(args.steps, f"{args.stage} ({task.cfg.name})", "step") as progress:
@@ -133,9 +134,9 @@ def run(args: argparse.Namespace) -> int:
         weights = train(task, bank, settings, args.out, args.resume, report, info, validate)
     print(f"weights: {weights}")
     _curves(args.out)
-    if validate is not None and (args.out / "best.json").is_file():
-        best = json.loads((args.out / "best.json").read_text())["training"]["selected"]
-        print(f"best: {args.out / 'best.safetensors'} (step {best['step']}, validation score {best['score']:.3f}; "
+    best = TrainingState.read(args.out / "last.json").best if validate is not None else None
+    if best is not None and (args.out / "best.json").is_file():
+        print(f"best: {args.out / 'best.safetensors'} (step {best.step}, validation score {best.score:.3f}; "
               "rule: mean rank of 11 metrics x modalities against average, max, laplacian)")
     if args.val is not None:
         report_path = args.out / "val_report.json"

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from dmfnet_edge import __version__
-from dmfnet_edge.artifacts import json_bytes
 from dmfnet_edge.cli.common import add_model_options, runner_from
 from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.cli.types import int_range
@@ -100,12 +99,11 @@ def run(args: argparse.Namespace) -> int:
         done = time.perf_counter()
         seconds = {**fused.seconds, "read_and_check": round(loaded - started, 4),
                    "write": round(done - written, 4), "total": round(done - started, 4)}
+        geometry = {"resampled": bool(args.resample), "assumed_registered": bool(args.assume_registered),
+                    "frames_of_reference": {"mri": frame_of_reference(mri), "other": frame_of_reference(other)}}
         record = provenance(mri, other, modality, fused.intensity, runner.describe(), [str(p) for p in outputs],
-                            seconds)
-        record["geometry"] = {"resampled": bool(args.resample), "assumed_registered": bool(args.assume_registered),
-                              "frames_of_reference": {"mri": frame_of_reference(mri),
-                                                      "other": frame_of_reference(other)}}
-        return sidecar, json_bytes(record)
+                            seconds, geometry)
+        return sidecar, record.encode()
 
     if _is_nifti(args.output):
         write_nifti(args.output, fused.pixels, mri, description, provenance_record)

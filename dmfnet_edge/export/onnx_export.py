@@ -21,16 +21,8 @@ import numpy as np
 
 from dmfnet_edge import __version__
 from dmfnet_edge._optional import require
-from dmfnet_edge.artifacts import sha256_file, write_json_atomic
-from dmfnet_edge.contract import (
-    INPUT_NAMES,
-    MANIFEST_FORMAT,
-    MANIFEST_VERSION,
-    OPSET,
-    OUTPUT_NAME,
-    IOContract,
-    manifest_path,
-)
+from dmfnet_edge.artifacts import WeightsSidecar, sha256_file
+from dmfnet_edge.contract import INPUT_NAMES, OPSET, OUTPUT_NAME, IOContract, OnnxManifest, manifest_path
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.files import atomic_write_bytes
 
@@ -171,15 +163,15 @@ def parity_error(model: Any, onnx_bytes: bytes, contract: IOContract, seed: int 
     return float(np.max(np.abs(out - ref)))
 
 
-def build_manifest(path: Path, contract: IOContract, precision: str, info: dict[str, Any]) -> dict[str, Any]:
-    return {"format": MANIFEST_FORMAT, "manifest_version": MANIFEST_VERSION, "onnx_file": path.name,
-            "onnx_sha256": sha256_file(path), "precision": precision,
-            "inputs": {name: contract.shape for name in INPUT_NAMES}, "output": OUTPUT_NAME,
-            "package_version": __version__, **info}
+def build_manifest(path: Path, contract: IOContract, precision: str, info: dict[str, Any]) -> OnnxManifest:
+    """The manifest of the graph just written to `path` (checked as every reader checks it)."""
+    return OnnxManifest.convert({"onnx_file": path.name, "onnx_sha256": sha256_file(path), "precision": precision,
+                                 "inputs": {name: contract.shape for name in INPUT_NAMES}, "output": OUTPUT_NAME,
+                                 "package_version": __version__, **info}, f"the manifest of {path}")
 
 
-def export_onnx(model: Any, out_path: Path, contract: IOContract, meta: dict[str, Any], opset: int = OPSET,
-                simplify: bool = True) -> dict[str, Any]:
+def export_onnx(model: Any, out_path: Path, contract: IOContract, meta: WeightsSidecar | None = None,
+                opset: int = OPSET, simplify: bool = True) -> OnnxManifest:
     """Export `model` (a DMFNet in eval mode) to `out_path`; returns the manifest written beside it."""
     onnx = require("onnx", purpose="ONNX export")
     torch = require("torch", purpose="ONNX export")
@@ -195,12 +187,12 @@ def export_onnx(model: Any, out_path: Path, contract: IOContract, meta: dict[str
         raise RuntimeError(f"ONNX Runtime differs from PyTorch by {error:.3g} (> {FP32_PARITY_TOLERANCE})")
     atomic_write_bytes(out_path, data)
     info = {"model": model.cfg.name, "model_config": model.cfg.to_dict(), "weights_sha256":
-            meta.get("weights_sha256"), "opset": opset, "parity_max_abs_vs_torch": error,
+            meta.weights_sha256 if meta else None, "opset": opset, "parity_max_abs_vs_torch": error,
             "ops": op_inventory(graph), "simplified": simplify and not plugins,
             "tensorrt_plugins": plugins, "onnxruntime_runnable": not plugins,
-            "tools": {"torch": torch.__version__, "onnx": onnx.__version__, **_tool_versions()}}
+            "tools": {"torch": str(torch.__version__), "onnx": onnx.__version__, **_tool_versions()}}
     manifest = build_manifest(out_path, contract, "fp32", info)
-    write_json_atomic(manifest_path(out_path), manifest)
+    manifest.write(manifest_path(out_path))
     log.info("exported %s (parity %s)", out_path, error)
     return manifest
 

@@ -34,183 +34,202 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, ClassVar, Literal
 
-from dmfnet_edge._optional import require
+from msgspec import Meta, Struct
+
 from dmfnet_edge.errors import InputError
+from dmfnet_edge.records import Record
 
 PRECISIONS = ("fp32", "fp16", "int8")
 QUANTIZATIONS = ("onnxruntime", "tensorrt")
 METHODS = ("entropy", "max", "percentile")
 ENGINE_TOOLCHAINS = ("tensorrt", "tensorrt-rtx")
 MAX_RECIPE_BYTES = 64 * 1024
+INT8_ONLY = ("quantization", "method", "calibration", "keep_fp32", "target_psnr_db", "high_precision")
+
+Text = Annotated[str, Meta(min_length=1, max_length=4096, pattern=r"\S")]
+LayerGroup = Annotated[str, Meta(min_length=1, max_length=256)]
 
 
-@dataclass(frozen=True)
-class GraphStep:
-    precision: str
-    quantization: str | None = None
-    method: str = "entropy"
-    calibration: Path | None = None
-    keep_fp32: str | list[str] = "auto"
-    target_psnr_db: float = 46.0
-    high_precision: str = "fp32"
-    file: str | None = None
+class GraphStep(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
+    """The graph of a target: its precision and, for INT8, how it is quantized and calibrated."""
+
+    precision: Literal["fp32", "fp16", "int8"]
+    quantization: Literal["onnxruntime", "tensorrt"] | None = None
+    method: Literal["entropy", "max", "percentile"] | None = None
+    calibration: Text | None = None
+    keep_fp32: Text | list[LayerGroup] | None = None
+    target_psnr_db: Annotated[float, Meta(ge=20, le=99)] | None = None
+    high_precision: Literal["fp32", "fp16"] | None = None
+    file: Annotated[str, Meta(min_length=1, max_length=255)] | None = None  # a plain file name ending in .onnx
+
+    def __post_init__(self) -> None:
+        given = [k for k in INT8_ONLY if getattr(self, k) is not None]
+        if self.precision != "int8" and given:
+            raise ValueError(f"{given[0]}: only an int8 graph has it")
+        if self.precision == "fp32" and self.file is not None:
+            raise ValueError("file: an fp32 recipe's graph is the FP32 export itself")
+        if self.precision != "fp32" and self.file is None:
+            raise ValueError("missing key 'file' (the output graph's name)")
+        if self.file is not None and (Path(self.file).name != self.file or not self.file.endswith(".onnx")
+                                      or "\\" in self.file or "\x00" in self.file):
+            raise ValueError(f"file: a plain file name ending in .onnx, got {self.file!r:.80}")
+        if self.precision == "int8":
+            for key in ("quantization", "calibration"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"missing key {key!r} (an int8 graph needs it)")
+            if self.quantization == "tensorrt" and self.method == "percentile":
+                raise ValueError("method: tensorrt INT8 calibrates with entropy or max")
+            keep = self.keep_fp32
+            if isinstance(keep, str) and keep not in ("auto", "none") and not keep.endswith(".onnx"):
+                raise ValueError(f"keep_fp32: auto, none, a list of layer groups or an INT8 graph (.onnx) whose "
+                                 f"plan to reuse; got {keep!r:.60}")
 
     @property
     def gate(self) -> str:
         """The precision name of the graph (and of its gate in `evaluation.verify.GATES`)."""
         return f"int8-{self.quantization}" if self.precision == "int8" else self.precision
 
+    @property
+    def calibration_file(self) -> Path | None:
+        return Path(self.calibration) if self.calibration is not None else None
 
-@dataclass(frozen=True)
-class EngineStep:
-    toolchain: str
-    compute_capabilities: list[str] | None = None
-    shapes: str | None = None
+    @property
+    def int8_method(self) -> str:
+        return self.method or "entropy"
+
+    @property
+    def keep(self) -> str | list[str]:
+        return self.keep_fp32 if self.keep_fp32 is not None else "auto"
+
+    @property
+    def psnr_target(self) -> float:
+        return self.target_psnr_db if self.target_psnr_db is not None else 46.0
+
+    @property
+    def unquantized(self) -> str:
+        return self.high_precision or "fp32"
+
+    def inputs(self) -> dict[str, Path]:
+        """Files this step reads besides the FP32 graph: the calibration manifest, a graph whose plan it reuses."""
+        found = {"calibration": self.calibration_file} if self.calibration is not None else {}
+        if isinstance(self.keep_fp32, str) and self.keep_fp32.endswith(".onnx"):
+            found["keep_fp32"] = Path(self.keep_fp32)
+        return found
 
 
-@dataclass(frozen=True)
-class GateData:
-    pairs: Path
-    per_modality: int | None = None
+class EngineStep(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
+    """The TensorRT engine of a target: the toolchain, its compute capabilities (TensorRT for RTX) and shapes."""
+
+    toolchain: Literal["tensorrt", "tensorrt-rtx"]
+    compute_capabilities: Annotated[list[Annotated[str, Meta(max_length=16)]], Meta(min_length=1, max_length=32)] \
+        | None = None
+    shapes: Text | None = None
+
+    def __post_init__(self) -> None:
+        if self.compute_capabilities is not None and self.toolchain != "tensorrt-rtx":
+            raise ValueError(f"compute_capabilities: {self.toolchain} builds for the GPU it runs on; named targets "
+                             "are for tensorrt-rtx")
+
+    @property
+    def targets(self) -> list[str] | None:
+        """The compute capabilities in the one spelling (`sm86`), checked, sorted."""
+        from dmfnet_edge.runtime.toolchain import parse_targets
+
+        return parse_targets(",".join(self.compute_capabilities)) if self.compute_capabilities else None
+
+
+class GateData(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
+    """The validation pairs of a target's accuracy gate (its thresholds are the precision's, fixed)."""
+
+    pairs: Text
+    per_modality: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.pairs)
+
+
+class RecipeFile(Record, kw_only=True):
+    """export/NAME.yaml: one deployment target (see the module doc)."""
+
+    KIND: ClassVar[str] = "recipe"
+    LIMIT: ClassVar[int] = MAX_RECIPE_BYTES
+    DEPTH: ClassVar[int] = 8
+    ALWAYS: ClassVar[tuple[str, ...]] = ()
+    FIX: ClassVar[str] = "see export/README.md for the schema"
+
+    version: Literal[1] = 1  # optional in the file: the schema version it was written for
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    description: Text
+    graph: GraphStep
+    engine: EngineStep | None = None
+    gate: GateData | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine is not None and self.graph.gate == "int8-onnxruntime":
+            raise ValueError("engine: no TensorRT flavour builds the ONNX Runtime INT8 graph (graph.quantization "
+                             "tensorrt makes the one TensorRT parses)")
 
 
 @dataclass(frozen=True)
 class Recipe:
-    name: str
-    description: str
-    graph: GraphStep
-    engine: EngineStep | None
-    gate: GateData | None
+    """A recipe file as read: its record and where it came from."""
+
+    file: RecipeFile
     source: Path
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+    @property
+    def description(self) -> str:
+        return self.file.description
+
+    @property
+    def graph(self) -> GraphStep:
+        return self.file.graph
+
+    @property
+    def engine(self) -> EngineStep | None:
+        return self.file.engine
+
+    @property
+    def gate(self) -> GateData | None:
+        return self.file.gate
+
+    def inputs(self) -> dict[str, Path]:
+        """Every file or folder the recipe reads, by what it is: the recipe itself, its calibration manifest and
+        any graph whose plan it reuses, and the gate's validation pairs. No output may be or hold one of them."""
+        found = {f"recipe {self.name}": self.source}
+        found.update({f"{self.name}: {k}": v for k, v in self.graph.inputs().items()})
+        if self.gate is not None:
+            found[f"{self.name}: gate pairs"] = self.gate.folder
+        return found
 
     def summary(self) -> str:
         """One line: name, graph, engine."""
         engine = "no engine (ONNX Runtime)"
         if self.engine:
-            targets = ",".join(self.engine.compute_capabilities or []) or "the GPU it builds on"
+            targets = ",".join(self.engine.targets or []) or "the GPU it builds on"
             engine = f"{self.engine.toolchain} engine for {targets}"
         return f"{self.name}: {self.graph.gate} graph, {engine}"
 
 
-def _keys(where: str, data: Any, allowed: set[str], required: set[str]) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise InputError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
-    missing = sorted(required - set(data))
-    if missing:
-        raise InputError(f"{where}: missing key {missing[0]!r}")
-    return data
-
-
-def _choice(where: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise InputError(f"{where}: {value!r} is not one of {', '.join(choices)}")
-    return str(value)
-
-
-def _text(where: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{where}: expected a non-empty text, got {value!r}")
-    return value
-
-
-def _graph(where: str, data: Any) -> GraphStep:
-    data = _keys(where, data, {"precision", "quantization", "method", "calibration", "keep_fp32",
-                               "target_psnr_db", "high_precision", "file"}, {"precision"})
-    precision = _choice(f"{where}.precision", data["precision"], PRECISIONS)
-    int8_only = sorted({"quantization", "method", "calibration", "keep_fp32", "target_psnr_db",
-                        "high_precision"} & set(data))
-    if precision != "int8" and int8_only:
-        raise InputError(f"{where}.{int8_only[0]}: only an int8 graph has it")
-    if precision == "fp32" and "file" in data:
-        raise InputError(f"{where}.file: an fp32 recipe's graph is the FP32 export itself")
-    if precision != "fp32" and "file" not in data:
-        raise InputError(f"{where}: missing key 'file' (the output graph's name)")
-    step = GraphStep(precision)
-    if precision == "int8":
-        for key in ("quantization", "calibration"):
-            if key not in data:
-                raise InputError(f"{where}: missing key {key!r} (an int8 graph needs it)")
-        quantization = _choice(f"{where}.quantization", data["quantization"], QUANTIZATIONS)
-        method = _choice(f"{where}.method", data.get("method", "entropy"), METHODS)
-        if quantization == "tensorrt" and method == "percentile":
-            raise InputError(f"{where}.method: tensorrt INT8 calibrates with entropy or max")
-        keep = data.get("keep_fp32", "auto")
-        if isinstance(keep, list):
-            keep = [_text(f"{where}.keep_fp32[]", g) for g in keep]
-        else:
-            keep = _text(f"{where}.keep_fp32", keep)
-            if keep not in ("auto", "none") and not keep.endswith(".onnx"):
-                raise InputError(f"{where}.keep_fp32: auto, none, a list of layer groups or an INT8 graph "
-                                 f"(.onnx) whose plan to reuse; got {keep!r}")
-        psnr = data.get("target_psnr_db", 46.0)
-        if isinstance(psnr, bool) or not isinstance(psnr, (int, float)) or not 20 <= psnr <= 99:
-            raise InputError(f"{where}.target_psnr_db: a number of dB between 20 and 99, got {psnr!r}")
-        step = GraphStep(precision, quantization, method, Path(_text(f"{where}.calibration", data["calibration"])),
-                         keep, float(psnr), _choice(f"{where}.high_precision", data.get("high_precision", "fp32"),
-                                                    ("fp32", "fp16")))
-    if precision != "fp32":
-        file = _text(f"{where}.file", data["file"])
-        if Path(file).name != file or not file.endswith(".onnx"):
-            raise InputError(f"{where}.file: a plain file name ending in .onnx, got {file!r}")
-        step = GraphStep(**{**step.__dict__, "file": file})
-    return step
-
-
-def _engine(where: str, data: Any, graph: GraphStep) -> EngineStep:
-    data = _keys(where, data, {"toolchain", "compute_capabilities", "shapes"}, {"toolchain"})
-    toolchain = _choice(f"{where}.toolchain", data["toolchain"], ENGINE_TOOLCHAINS)
-    if graph.gate == "int8-onnxruntime":
-        raise InputError(f"{where}: no TensorRT flavour builds the ONNX Runtime INT8 graph (graph.quantization "
-                         "tensorrt makes the one TensorRT parses)")
-    targets = data.get("compute_capabilities")
-    if targets is not None:
-        if toolchain != "tensorrt-rtx":
-            raise InputError(f"{where}.compute_capabilities: {toolchain} builds for the GPU it runs on; named "
-                             "targets are for tensorrt-rtx")
-        if not isinstance(targets, list) or not targets:
-            raise InputError(f"{where}.compute_capabilities: a non-empty list such as [sm86, sm89]")
-        from dmfnet_edge.runtime.toolchain import parse_targets
-
-        targets = parse_targets(",".join(str(t) for t in targets))
-    shapes = data.get("shapes")
-    return EngineStep(toolchain, targets, None if shapes is None else _text(f"{where}.shapes", shapes))
-
-
-def _gate(where: str, data: Any) -> GateData:
-    data = _keys(where, data, {"pairs", "per_modality"}, {"pairs"})
-    per = data.get("per_modality")
-    if per is not None and (isinstance(per, bool) or not isinstance(per, int) or per < 1):
-        raise InputError(f"{where}.per_modality: a positive number of pairs or null, got {per!r}")
-    return GateData(Path(_text(f"{where}.pairs", data["pairs"])), per)
-
-
 def load_recipe(path: str | Path) -> Recipe:
     """Read and check one recipe file (see the module doc for the schema)."""
-    yaml = require("yaml", extra="onnx", purpose="deployment recipes")
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such recipe file")
-    if path.stat().st_size > MAX_RECIPE_BYTES:
-        raise InputError(f"{path}: {path.stat().st_size:,} bytes is too large for a recipe")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable YAML recipe ({first})") from None
-    where = str(path)
-    data = _keys(where, data, {"name", "description", "graph", "engine", "gate"}, {"name", "description", "graph"})
-    name = _text(f"{where}: name", data["name"])
-    if name != path.stem:
-        raise InputError(f"{where}: name {name!r} differs from the file name ({path.stem}); keep them equal")
-    graph = _graph(f"{where}: graph", data["graph"])
-    engine = _engine(f"{where}: engine", data["engine"], graph) if data.get("engine") is not None else None
-    gate = _gate(f"{where}: gate", data["gate"]) if data.get("gate") is not None else None
-    return Recipe(name, _text(f"{where}: description", data["description"]), graph, engine, gate, path)
+    record = RecipeFile.from_yaml(path)
+    if record.name != path.stem:
+        raise InputError(f"{path}: name {record.name!r} differs from the file name ({path.stem}); keep them equal")
+    if record.engine is not None:
+        try:
+            record.engine.targets  # noqa: B018 (checks the spelling of every compute capability)
+        except InputError as exc:
+            raise InputError(f"{path}: engine.compute_capabilities: {str(exc).partition(': ')[2]}") from None
+    return Recipe(record, path)
 
 
 def recipes_in(folder: str | Path) -> list[Recipe]:

@@ -7,11 +7,11 @@ Paths are compared after resolving symbolic links and '..' (and by inode where b
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from dmfnet_edge.errors import InputError
+from dmfnet_edge.errors import DmfnetError, InputError
+from dmfnet_edge.io.provenance import Provenance
 
 
 def _real(path: Path) -> Path:
@@ -49,11 +49,11 @@ def check_replaceable(output: Path, provenance: Path, command: str) -> None:
     if not output.exists():
         return
     try:
-        record = json.loads(provenance.read_text())
-        written = {Path(p).name for p in record["outputs"] if isinstance(p, str)}
-    except (OSError, ValueError, KeyError, TypeError):
+        written = {Path(p).name for p in Provenance.read(provenance).outputs}
+    except DmfnetError as exc:
         raise InputError(f"{output}: exists and is not an output of '{command}' (no readable {provenance.name} "
-                         "beside it); nothing was replaced: remove it yourself or choose another output") from None
+                         f"beside it: {str(exc).removeprefix(str(provenance) + ': ')}); nothing was replaced: "
+                         "remove it yourself or choose another output") from None
     present = {p.name for p in output.iterdir()} if output.is_dir() else {output.name}
     foreign = sorted(present - written)
     if foreign:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dmfnet_edge import __version__
-from dmfnet_edge.artifacts import load_sidecar, resolve_weights, sha256_file, write_json_atomic
+from dmfnet_edge.artifacts import WeightsSidecar, load_sidecar, resolve_weights, sha256_file
 from dmfnet_edge.config import ModelConfig, preset
 from dmfnet_edge.errors import InputError, ModelFileError
 from dmfnet_edge.files import FILE_MODE
@@ -40,9 +40,9 @@ def save_model(module: nn.Module, cfg: ModelConfig, base: str | Path, kind: str,
     base = Path(base)
     tensors = base.with_name(base.name + ".safetensors")
     save_tensors_atomic(module.state_dict(), tensors, {"kind": kind, "format": "dmfnet-edge"})
-    sidecar = {"kind": kind, "config": cfg.to_dict(), "weights_sha256": sha256_file(tensors),
-               "package_version": __version__, **info}
-    write_json_atomic(base.with_name(base.name + ".json"), sidecar)
+    sidecar = base.with_name(base.name + ".json")
+    WeightsSidecar.convert({"kind": kind, "config": cfg.to_dict(), "weights_sha256": sha256_file(tensors),
+                            "package_version": __version__, **info}, str(sidecar)).write(sidecar)
     return tensors
 
 
@@ -67,33 +67,33 @@ def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], source: Path
     module.load_state_dict(tensors, strict=True)
 
 
-def _config(meta: dict[str, Any], sidecar: Path) -> ModelConfig:
+def _config(meta: WeightsSidecar, sidecar: Path) -> ModelConfig:
     try:
-        return ModelConfig.from_dict(meta.get("config", {}))
+        return ModelConfig.from_dict(meta.config)
     except ModelFileError as exc:
         raise ModelFileError(f"{sidecar}: {exc}") from None
 
 
-def load_model(spec: str | os.PathLike[str], verify: bool = True) -> tuple[DMFNet, dict[str, Any]]:
+def load_model(spec: str | os.PathLike[str], verify: bool = True) -> tuple[DMFNet, WeightsSidecar]:
     """Load a complete model ('edge' or a path) in eval mode; returns (model, sidecar metadata)."""
     tensors, sidecar = resolve_weights(spec)
     meta = load_sidecar(tensors, sidecar, verify=verify)
-    if meta.get("kind") != "dmfnet":
-        raise ModelFileError(f"{sidecar}: holds a '{meta.get('kind')}' checkpoint, expected a complete 'dmfnet' "
+    if meta.kind != "dmfnet":
+        raise ModelFileError(f"{sidecar}: holds a '{meta.kind}' checkpoint, expected a complete 'dmfnet' "
                              "model (a Stage-I UNet alone cannot fuse)")
     model = DMFNet(_config(meta, sidecar))
     _load_into(model, _read_tensors(tensors), tensors)
     return model.eval(), meta
 
 
-def load_unet(spec: str | os.PathLike[str]) -> tuple[DiffusionUNet, ModelConfig, dict[str, Any]]:
+def load_unet(spec: str | os.PathLike[str]) -> tuple[DiffusionUNet, ModelConfig, WeightsSidecar]:
     """Load a Stage-I UNet checkpoint (kind 'unet') or the UNet part of a complete model."""
     tensors, sidecar = resolve_weights(spec)
     meta = load_sidecar(tensors, sidecar)
     cfg = _config(meta, sidecar)
     unet = DiffusionUNet(cfg.unet)
     state = _read_tensors(tensors)
-    if meta.get("kind") == "dmfnet":
+    if meta.kind == "dmfnet":
         state = {k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")}
     _load_into(unet, state, tensors)
     return unet, cfg, meta
@@ -102,7 +102,7 @@ def load_unet(spec: str | os.PathLike[str]) -> tuple[DiffusionUNet, ModelConfig,
 RANDOM_WEIGHTS = "seeded random initialisation (preset)"
 
 
-def load_or_build(spec: str | os.PathLike[str], allow_random: bool = False) -> tuple[DMFNet, dict[str, Any]]:
+def load_or_build(spec: str | os.PathLike[str], allow_random: bool = False) -> tuple[DMFNet, WeightsSidecar]:
     """The one rule for a model spec: the shipped name or a weights path loads trained weights; any other preset
     name (paper, tiny) builds seeded random weights, but only when the caller asks for them (`allow_random`:
     sizes, FLOPs, graphs and timings); otherwise it is refused, so nothing fuses with random weights by accident."""
@@ -114,7 +114,9 @@ def load_or_build(spec: str | os.PathLike[str], allow_random: bool = False) -> t
         if not allow_random:
             raise InputError(f"model '{text}': a preset has no trained weights (only {', '.join(SHIPPED)} ships); "
                              "give a weights PATH (NAME.safetensors + NAME.json)")
-        return build_model(text), {"weights_sha256": None, "weights": RANDOM_WEIGHTS}
+        model = build_model(text)
+        return model, WeightsSidecar(kind="dmfnet", config=model.cfg.to_dict(), package_version=__version__,
+                                     weights=RANDOM_WEIGHTS)
     return load_model(spec)
 
 

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from dmfnet_edge import __version__
+from dmfnet_edge.io.provenance import Provenance
 from dmfnet_edge.io.volumes import Volume
 
 RECORDED_PACKAGES = ("numpy", "opencv-python-headless", "onnxruntime", "torch", "pydicom", "nibabel", "SimpleITK")
@@ -27,12 +28,15 @@ def software_versions() -> dict[str, str]:
 
 
 def provenance(mri: Volume, other: Volume, modality: str, intensity: dict[str, Any], model: dict[str, Any],
-               outputs: list[str], seconds: dict[str, float]) -> dict[str, Any]:
+               outputs: list[str], seconds: dict[str, float], geometry: dict[str, Any] | None = None,
+               ) -> Provenance:
     """The record for one fused volume: inputs (path, format, hash, slices), the model as its runner describes it,
-    the intensity settings actually used, the files written and the time each step took."""
-    return {"inputs": {"mri": {"path": str(mri.source), "format": mri.kind, "sha256": mri.input_sha256,
-                               "slices": mri.slices, "spacing_mm": list(mri.spacing)},
-                       "other": {"path": str(other.source), "format": other.kind, "sha256": other.input_sha256,
-                                 "modality": modality, "slices": other.slices}},
-            "model": model, "intensity": intensity, "outputs": outputs, "seconds": seconds,
-            "versions": software_versions(), "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    the intensity settings actually used, the files written, the geometry decisions and the time each step took."""
+    return Provenance.convert({
+        "inputs": {"mri": {"path": str(mri.source), "format": mri.kind, "sha256": mri.input_sha256,
+                           "slices": mri.slices, "spacing_mm": [float(s) for s in mri.spacing]},
+                   "other": {"path": str(other.source), "format": other.kind, "sha256": other.input_sha256,
+                             "modality": modality, "slices": other.slices}},
+        "model": model, "intensity": intensity, "outputs": outputs, "seconds": seconds,
+        "versions": software_versions(), "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **({"geometry": geometry} if geometry is not None else {})}, "the provenance record")

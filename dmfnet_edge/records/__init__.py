@@ -13,14 +13,23 @@ from __future__ import annotations
 
 import importlib
 
-from dmfnet_edge.records.base import SHA256, Record, json_bytes
+from dmfnet_edge.records.base import SHA256, Record, RelativePath, json_bytes
 from dmfnet_edge.records.reader import parse_json, parse_yaml, read_bounded
 
-__all__ = ["RECORD_TYPES", "SHA256", "Record", "json_bytes", "parse_json", "parse_yaml", "read_bounded",
+__all__ = ["RECORD_TYPES", "SHA256", "Record", "RelativePath", "json_bytes", "parse_json", "parse_yaml", "read_bounded",
            "record_type"]
 
 # format name -> "module:Class". Strings, so that this layer imports none of the modules that declare them.
-RECORD_TYPES: dict[str, str] = {}
+RECORD_TYPES: dict[str, str] = {
+    "dmfnet-edge-weights": "dmfnet_edge.artifacts:WeightsSidecar",
+    "dmfnet-edge-onnx": "dmfnet_edge.contract:OnnxManifest",
+    "dmfnet-edge-engine": "dmfnet_edge.runtime.engine_manifest:EngineManifest",
+    "dmfnet-edge-calibration": "dmfnet_edge.export.calibration:CalibrationManifest",
+    "dmfnet-edge-recipe": "dmfnet_edge.export.recipes:RecipeFile",
+    "dmfnet-edge-provenance": "dmfnet_edge.io.provenance:Provenance",
+    "dmfnet-edge-feature-cache": "dmfnet_edge.train.feature_cache:FeatureCacheKey",
+    "dmfnet-edge-training-state": "dmfnet_edge.train.state:TrainingState",
+}
 
 
 def record_type(fmt: str) -> type[Record]:

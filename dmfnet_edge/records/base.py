@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -27,6 +28,10 @@ from dmfnet_edge.records.reader import DEFAULT_LIMIT, MAX_DEPTH, check_json_dept
 
 R = TypeVar("R", bound="Record")
 SHA256 = msgspec.Meta(pattern="^[0-9a-f]{64}$", description="SHA-256 in lowercase hex")
+# A path a record names relative to a folder of its own: never absolute, never climbing out with '..'.
+RelativePath = Annotated[str, msgspec.Meta(
+    min_length=1, max_length=4096, pattern=r"^(?![/\\])(?!(.*[/\\])?\.\.([/\\]|$))[^\x00]+$",
+    description="relative path inside its folder (no leading /, no '..')")]
 
 
 class Record(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
@@ -52,7 +57,7 @@ class Record(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
         try:
             return msgspec.json.decode(data, type=cls, strict=True)
         except msgspec.ValidationError as exc:
-            raise cls._refusal(source, exc, _json_format(data)) from None
+            raise cls._refusal(source, exc, _json_probe(data, cls.ALWAYS)) from None
         except (msgspec.DecodeError, RecursionError) as exc:
             raise RecordError(f"{source}: not a readable {cls.KIND} (not valid JSON: {one_line(str(exc), 100)})"
                               ) from None
@@ -70,23 +75,29 @@ class Record(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
         try:
             return msgspec.convert(data, type=cls, strict=True)
         except msgspec.ValidationError as exc:
-            fmt = data.get("format") if isinstance(data, dict) else None
-            raise cls._refusal(source, exc, fmt) from None
+            found = {k: data.get(k) for k in cls.ALWAYS[:2]} if isinstance(data, dict) else {}
+            raise cls._refusal(source, exc, found) from None
 
     @classmethod
-    def _refusal(cls, source: str, exc: Exception, fmt: Any) -> RecordError:
-        expected = _default(cls, "format")
+    def _refusal(cls, source: str, exc: Exception, found: dict[str, Any]) -> RecordError:
+        """The clearest line for a refused record: another kind of record, another version, or what is wrong."""
+        fmt, expected = found.get("format"), _default(cls, "format")
+        version_field = cls.ALWAYS[1] if len(cls.ALWAYS) > 1 else None
+        version, supported = found.get(version_field), _default(cls, version_field) if version_field else None
         if expected is not None and isinstance(fmt, str) and fmt != expected:
-            text = f"{source}: not a {cls.KIND} (its format is {fmt!r:.60}, expected {expected!r})"
+            text = f"{source}: not {_a(cls.KIND)} (its format is {fmt!r:.60}, expected {expected!r})"
+        elif supported is not None and isinstance(version, int) and version != supported:
+            text = (f"{source}: {_a(cls.KIND)} of {version_field} {version}; this release reads {version_field} "
+                    f"{supported}")
         else:
-            text = f"{source}: not a valid {cls.KIND}: {one_line(str(exc), 200)}"
+            text = f"{source}: not a valid {cls.KIND}: {one_line(_readable(str(exc)), 200)}"
         return RecordError(f"{text}; {cls.FIX}" if cls.FIX else text)
 
     # ---- writing ----------------------------------------------------------------------------------------------
     def to_builtins(self) -> dict[str, Any]:
-        data = msgspec.to_builtins(self)
+        data = msgspec.to_builtins(self, enc_hook=_plain)
         for name in self.ALWAYS:
-            data[name] = msgspec.to_builtins(getattr(self, name))
+            data[name] = msgspec.to_builtins(getattr(self, name), enc_hook=_plain)
         return data
 
     def encode(self) -> bytes:
@@ -111,18 +122,35 @@ def json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
+def _plain(value: Any) -> Any:
+    """Values of free-form fields that are plain data in disguise: a version string subclass (torch's), a path,
+    a numpy scalar."""
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not plain data and cannot be written into a record")
+
+
+def _readable(message: str) -> str:
+    """msgspec's message with a long regular expression replaced by a pointer to the schema."""
+    return re.sub(r"matching regex '.{24,}?' - at", "in the form its JSON Schema gives (docs/schemas) - at", message)
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def _default(cls: type[Record], name: str) -> Any:
     fields = {f.name: f for f in msgspec.structs.fields(cls)}
     field = fields.get(name)
     return None if field is None or field.default is msgspec.NODEFAULT else field.default
 
 
-def _json_format(data: bytes) -> Any:
-    """The top-level "format" of a JSON object, for a clearer refusal of a record of another kind."""
-    class _Probe(msgspec.Struct):
-        format: Any = None
-
+def _json_probe(data: bytes, names: tuple[str, ...]) -> dict[str, Any]:
+    """The top-level format and version of a JSON object (plain values only), for a clearer refusal."""
     try:
-        return msgspec.json.decode(data, type=_Probe).format
+        found = msgspec.json.decode(data, type=dict[str, Any])
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return None
+        return {}
+    return {k: found.get(k) for k in names[:2] if isinstance(found.get(k), (str, int))}

@@ -12,32 +12,33 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
-from dmfnet_edge.artifacts import read_versioned_manifest, sha256_file
+import msgspec
+from msgspec import Meta, Struct
+
+from dmfnet_edge.artifacts import sha256_file
+from dmfnet_edge.contract import InputShape, OnnxManifest, QuantizationRecipe, Sha256
 from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.records import Record
 
 ENGINE_FORMAT = "dmfnet-edge-engine"
 ENGINE_MANIFEST_VERSION = 2
 
 
-@dataclass(frozen=True)
-class DeviceInfo:
-    gpu_name: str
-    compute_capability: tuple[int, int]
-    sm_count: int
-    tensorrt_version: str
+class DeviceInfo(Struct, forbid_unknown_fields=True, frozen=True):
+    """The GPU a full-TensorRT engine was built on (or the one here)."""
+
+    gpu_name: Annotated[str, Meta(max_length=256)]
+    compute_capability: tuple[Annotated[int, Meta(ge=0, le=99)], Annotated[int, Meta(ge=0, le=99)]]
+    sm_count: Annotated[int, Meta(ge=1, le=100_000)]
+    tensorrt_version: Annotated[str, Meta(max_length=64)]
 
     def describe(self) -> str:
         major, minor = self.compute_capability
         return f"{self.gpu_name} (cc {major}.{minor}, {self.sm_count} SMs, TensorRT {self.tensorrt_version})"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeviceInfo:
-        return cls(str(data["gpu_name"]), tuple(data["compute_capability"]), int(data["sm_count"]),
-                   str(data["tensorrt_version"]))
 
 
 @dataclass(frozen=True)
@@ -85,44 +86,122 @@ def engine_manifest_path(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
-def build_engine_manifest(engine_name: str, plan: bytes, onnx: Path, onnx_manifest: dict[str, Any],
+Shape4 = Annotated[list[Annotated[int, Meta(ge=1, le=1 << 20)]], Meta(min_length=4, max_length=4)]
+
+
+class ToolchainUsed(Struct, forbid_unknown_fields=True, frozen=True):
+    flavour: Literal["tensorrt", "tensorrt-rtx"]
+    version: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class ShapeProfile(Struct, forbid_unknown_fields=True, frozen=True):
+    """The optimisation profile: (N, 1, H, W) at its minimum, optimum and maximum."""
+
+    min: Shape4
+    opt: Shape4
+    max: Shape4
+
+
+class BuildSettings(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
+    builder_optimization_level: Annotated[int, Meta(ge=0, le=5)]
+    strongly_typed: bool
+    profile: ShapeProfile
+    workspace_mib: Annotated[int, Meta(ge=1)]
+    build_seconds: Annotated[float, Meta(ge=0)]
+    timing_cache: str | None = None
+    timing_cache_locked: bool | None = None
+    timing_cache_sha256: Sha256 | None = None
+
+
+class LayerPrecisions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """What the builder made of the graph: engine layers by output type, and every convolution's precision."""
+
+    layers: Annotated[int, Meta(ge=0)]
+    layers_by_output: dict[str, Annotated[int, Meta(ge=0)]]
+    convolutions: dict[str, Annotated[int, Meta(ge=0)]]
+    convolution_precisions: dict[str, str]
+    int8_fallbacks_fp32: list[str] = []
+
+
+class PluginUsed(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
+    """A plugin library loaded for the build (path and hash), or the plugin embedded in the engine."""
+
+    library: str | None = None
+    sha256: Sha256 | None = None
+    kind: str | None = None
+    op: str | None = None
+    kernel: str | None = None
+    ptx_sha256: Sha256 | None = None
+
+
+class EngineManifest(Record, kw_only=True):
+    """The sidecar `<engine>.json` of every engine: what it was built from (hashes), with what and for which
+    GPUs, with which settings, and what the builder made of each layer. Read before the engine is loaded."""
+
+    KIND: ClassVar[str] = "engine manifest"
+    ALWAYS: ClassVar[tuple[str, ...]] = ("format", "manifest_version", "device", "plugins")
+    FIX: ClassVar[str] = "rebuild the engine with 'dmfnet-export build'"
+
+    format: Literal["dmfnet-edge-engine"] = ENGINE_FORMAT
+    manifest_version: Literal[2] = ENGINE_MANIFEST_VERSION
+    engine_file: Annotated[str, Meta(min_length=1, max_length=255)]
+    engine_sha256: Sha256
+    engine_bytes: Annotated[int, Meta(ge=1)]
+    onnx_file: str
+    onnx_sha256: Sha256
+    precision: Literal["fp32", "fp16", "int8-tensorrt", "int8-onnxruntime"]
+    recipe: QuantizationRecipe | None = None
+    model: str | None = None
+    weights_sha256: Sha256 | None = None
+    inputs: dict[str, InputShape]
+    output: str
+    toolchain: ToolchainUsed
+    compute_capabilities: list[Annotated[str, Meta(pattern="^sm[0-9]{2,3}$")]]
+    device: DeviceInfo | None = None
+    build: BuildSettings
+    layer_precisions: LayerPrecisions
+    plugins: list[PluginUsed] = []
+    build_seconds_all: list[float] | None = None  # benchmarks/bench_engine_build.py: every rebuild's seconds
+    rebuilds_identical: bool | None = None
+
+    @property
+    def target(self) -> BuildTarget:
+        return BuildTarget(self.toolchain.flavour, self.toolchain.version, tuple(self.compute_capabilities),
+                           self.device)
+
+
+def build_engine_manifest(engine_name: str, plan: bytes, onnx: Path, onnx_manifest: OnnxManifest,
                           target: BuildTarget, settings: dict[str, Any], precisions: dict[str, Any],
-                          plugins: list[dict[str, str]]) -> dict[str, Any]:
+                          plugins: list[dict[str, str]]) -> EngineManifest:
     """The manifest of an engine still in memory (it is written before the engine: never an engine without one)."""
-    return {"format": ENGINE_FORMAT, "manifest_version": ENGINE_MANIFEST_VERSION, "engine_file": engine_name,
-            "engine_sha256": hashlib.sha256(plan).hexdigest(), "engine_bytes": len(plan), "onnx_file": onnx.name,
-            "onnx_sha256": onnx_manifest["onnx_sha256"], "precision": onnx_manifest["precision"],
-            "recipe": onnx_manifest.get("recipe"), "model": onnx_manifest.get("model"),
-            "weights_sha256": onnx_manifest.get("weights_sha256"), "inputs": onnx_manifest["inputs"],
-            "output": onnx_manifest["output"], "toolchain": {"flavour": target.flavour, "version": target.version},
-            "compute_capabilities": list(target.compute_capabilities),
-            "device": asdict(target.device) if target.device else None, "build": settings,
-            "layer_precisions": precisions, "plugins": plugins}
+    return EngineManifest.convert({
+        "engine_file": engine_name, "engine_sha256": hashlib.sha256(plan).hexdigest(), "engine_bytes": len(plan),
+        "onnx_file": onnx.name, "onnx_sha256": onnx_manifest.onnx_sha256, "precision": onnx_manifest.precision,
+        "recipe": msgspec.to_builtins(onnx_manifest.recipe), "model": onnx_manifest.model,
+        "weights_sha256": onnx_manifest.weights_sha256, "inputs": onnx_manifest.inputs,
+        "output": onnx_manifest.output, "toolchain": {"flavour": target.flavour, "version": target.version},
+        "compute_capabilities": list(target.compute_capabilities),
+        "device": msgspec.to_builtins(target.device), "build": settings, "layer_precisions": precisions,
+        "plugins": plugins}, f"the manifest of {engine_name}")
 
 
-def read_engine_manifest(engine: Path, verify: bool = True) -> dict[str, Any]:
+def read_engine_manifest(engine: Path, verify: bool = True) -> EngineManifest:
     sidecar = engine_manifest_path(engine)
     if not engine.is_file():
         raise ModelFileError(f"{engine}: engine file not found")
-    meta = read_versioned_manifest(sidecar, ENGINE_FORMAT, ENGINE_MANIFEST_VERSION)
-    if verify and sha256_file(engine) != meta.get("engine_sha256"):
+    meta = EngineManifest.read(sidecar)
+    if verify and sha256_file(engine) != meta.engine_sha256:
         raise ModelFileError(f"{engine}: SHA-256 does not match its manifest; the engine is damaged or was swapped")
     return meta
 
 
-def built_target(meta: dict[str, Any]) -> BuildTarget:
-    try:
-        device = DeviceInfo.from_dict(meta["device"]) if meta.get("device") else None
-        return BuildTarget(str(meta["toolchain"]["flavour"]), str(meta["toolchain"]["version"]),
-                           tuple(meta["compute_capabilities"]), device)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{meta.get('engine_file', 'engine')}: its manifest does not say what the engine was "
-                             f"built for ({exc})") from None
+def built_target(meta: EngineManifest) -> BuildTarget:
+    return meta.target
 
 
-def check_compatible(meta: dict[str, Any], flavour: str, version: str, device: DeviceInfo) -> None:
+def check_compatible(meta: EngineManifest, flavour: str, version: str, device: DeviceInfo) -> None:
     """Refuse an engine of another TensorRT flavour or version, or built for another GPU, naming both."""
-    built = built_target(meta)
+    built = meta.target
     here = f"{device.describe()} ({sm_name(device.compute_capability)}) with {flavour} {version}"
     fits = built.flavour == flavour and built.version == version
     if built.device is not None:
@@ -131,5 +210,5 @@ def check_compatible(meta: dict[str, Any], flavour: str, version: str, device: D
     else:
         fits = fits and sm_name(device.compute_capability) in built.compute_capabilities
     if not fits:
-        raise ModelFileError(f"rebuild needed: {meta['engine_file']} was built for {built.describe()}, this is "
+        raise ModelFileError(f"rebuild needed: {meta.engine_file} was built for {built.describe()}, this is "
                              f"{here}; run 'dmfnet-export build' for this machine")

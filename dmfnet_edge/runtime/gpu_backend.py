@@ -89,4 +89,4 @@ class GpuRunner:
         torch = self._torch
         return {"backend": self.backend, "device": torch.cuda.get_device_name(self.device), "model": self.model_name,
                 "precision": self.precision, "fused_kernels": self.fused_kernels, "cuda_graphs": self.cuda_graphs,
-                "weights_sha256": self.meta.get("weights_sha256"), "torch": torch.__version__}
+                "weights_sha256": self.meta.weights_sha256, "torch": str(torch.__version__)}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from dmfnet_edge._optional import require
-from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, contract_of, read_manifest
+from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, read_manifest
 from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.runtime.base import check_network_inputs, run_with_contract
 
@@ -32,13 +32,13 @@ class OnnxRuntimeRunner:
         ort = require("onnxruntime", purpose="the onnxruntime backend")
         self.path = Path(onnx_path)
         self.manifest = read_manifest(self.path)
-        if not self.manifest.get("onnxruntime_runnable", True):
+        if not self.manifest.runs_on_onnxruntime:
             raise ModelFileError(f"{self.path.name} holds TensorRT plugin nodes; build an engine from it with "
                                  "'dmfnet-export build', or run the plain graph on ONNX Runtime")
-        self.contract = contract_of(self.manifest)
+        self.contract = self.manifest.contract
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.simulate_qdq = self.manifest["precision"] == "int8-tensorrt"
+        self.simulate_qdq = self.manifest.precision == "int8-tensorrt"
         if self.simulate_qdq:
             options.add_session_config_entry(*SIMULATE_QDQ)
         if threads:
@@ -52,8 +52,8 @@ class OnnxRuntimeRunner:
         names = tuple(i.name for i in self.session.get_inputs())
         if names != INPUT_NAMES or self.session.get_outputs()[0].name != OUTPUT_NAME:
             raise ModelFileError(f"{self.path}: graph I/O {names} does not follow the contract {INPUT_NAMES}")
-        self.model_name = self.manifest.get("model", "?")
-        self.precision = self.manifest["precision"]
+        self.model_name = self.manifest.model or "?"
+        self.precision = self.manifest.precision
         self.threads = threads
         self._ort_version = ort.__version__
 
@@ -66,7 +66,7 @@ class OnnxRuntimeRunner:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "device": "cpu", "model": self.model_name, "precision": self.precision,
-                "onnx": self.path.name, "onnx_sha256": self.manifest["onnx_sha256"],
-                "weights_sha256": self.manifest.get("weights_sha256"), "onnxruntime": self._ort_version,
+                "onnx": self.path.name, "onnx_sha256": self.manifest.onnx_sha256,
+                "weights_sha256": self.manifest.weights_sha256, "onnxruntime": self._ort_version,
                 "threads": self.threads, "providers": self.session.get_providers(),
                 "qdq_simulated_in_float": self.simulate_qdq}

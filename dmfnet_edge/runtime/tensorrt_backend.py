@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 import numpy as np
 
 from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, IOContract
 from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.runtime.base import check_network_inputs, run_with_contract
-from dmfnet_edge.runtime.engine_manifest import built_target, check_compatible, read_engine_manifest
+from dmfnet_edge.runtime.engine_manifest import EngineManifest, check_compatible, read_engine_manifest
 from dmfnet_edge.runtime.toolchain import cudart, current_device, load_toolchain
 
 
@@ -66,7 +67,7 @@ class DeviceMemory(Protocol):
 class TensorRTRunner:
     backend = "tensorrt"
 
-    def __init__(self, tensors: list[IOTensor], context: Any, memory: DeviceMemory, manifest: dict[str, Any],
+    def __init__(self, tensors: list[IOTensor], context: Any, memory: DeviceMemory, manifest: EngineManifest,
                  cuda_graph: bool = True) -> None:
         self.tensors = {t.name: t for t in tensors}
         self.context, self.memory, self.manifest = context, memory, manifest
@@ -75,7 +76,7 @@ class TensorRTRunner:
         self.host = {t.name: memory.host(t.shape, t.dtype) for t in tensors}
         for name, ptr in self.device_ptrs.items():
             context.set_tensor_address(name, ptr)
-        self.model_name = manifest.get("model", "?")
+        self.model_name = manifest.model or "?"
         self._lock = threading.Lock()  # one set of preallocated buffers: calls from several threads take turns
         self._run_once()  # warm-up (and lazy initialisation) outside any capture
         self.graph = memory.capture(self._enqueue) if cuda_graph else None
@@ -85,11 +86,11 @@ class TensorRTRunner:
         """Check the manifest against this GPU and TensorRT (flavour, version, target), then deserialise."""
         path = Path(engine_path)
         manifest = read_engine_manifest(path)
-        toolchain = load_toolchain(built_target(manifest).flavour)
+        toolchain = load_toolchain(manifest.toolchain.flavour)
         check_compatible(manifest, toolchain.name, toolchain.version, current_device(toolchain.version))
-        for plugin in manifest.get("plugins", []):
-            if "library" in plugin:  # AOT plugins are embedded in the engine and need nothing here
-                ctypes.CDLL(plugin["library"], mode=ctypes.RTLD_GLOBAL)
+        for plugin in manifest.plugins:
+            if plugin.library is not None:  # AOT plugins are embedded in the engine and need nothing here
+                ctypes.CDLL(plugin.library, mode=ctypes.RTLD_GLOBAL)
         plan = path.read_bytes()
         runtime = toolchain.trt.Runtime(toolchain.trt.Logger(toolchain.trt.Logger.WARNING))
         toolchain.check_engine(runtime, plan, path.name)
@@ -122,13 +123,13 @@ class TensorRTRunner:
 
     def fuse(self, mri: np.ndarray, other: np.ndarray) -> np.ndarray:
         check_network_inputs(mri, other)
-        return run_with_contract(self.contract, self._run, mri, other, self.manifest.get("engine_file", "engine"))
+        return run_with_contract(self.contract, self._run, mri, other, self.manifest.engine_file)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model_name, "precision": self.manifest.get("precision"),
-                "engine": self.manifest.get("engine_file"), "engine_sha256": self.manifest.get("engine_sha256"),
-                "device": self.manifest.get("device"), "cuda_graph": self.graph is not None,
-                "weights_sha256": self.manifest.get("weights_sha256")}
+        return {"backend": self.backend, "model": self.model_name, "precision": self.manifest.precision,
+                "engine": self.manifest.engine_file, "engine_sha256": self.manifest.engine_sha256,
+                "device": msgspec.to_builtins(self.manifest.device), "cuda_graph": self.graph is not None,
+                "weights_sha256": self.manifest.weights_sha256}
 
 
 class CudaMemory:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmfnet_edge._optional import available, require
+from dmfnet_edge.contract import OnnxManifest
 from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
 from dmfnet_edge.runtime.engine_manifest import DeviceInfo, sm_name
 
@@ -111,11 +112,7 @@ class Toolchain:
                                          "there, or build for RTX GPUs without one: --toolchain tensorrt-rtx") from None
             return [sm_name(device.compute_capability)], device
         targets = requested or list(RTX_PORTABLE_TARGETS)
-        unknown = [t for t in targets if t not in RTX_TARGETS]
-        if unknown:
-            hopper = " (TensorRT for RTX has no Hopper target: use --toolchain tensorrt)" if "sm90" in unknown else ""
-            raise InputError(f"--compute-capability {','.join(unknown)}: {self.describe()} targets "
-                             f"{', '.join(RTX_TARGETS)}{hopper}")
+        refuse_unknown_targets(targets, rtx_targets(self.trt), "--compute-capability", self.describe())
         return targets, None
 
     def set_targets(self, config: Any, targets: list[str]) -> None:
@@ -125,10 +122,10 @@ class Toolchain:
         for i, target in enumerate(targets):
             config.set_compute_capability(getattr(self.trt.ComputeCapability, target.upper()), i)
 
-    def check_graph(self, onnx_name: str, manifest: dict[str, Any]) -> None:
+    def check_graph(self, onnx_name: str, manifest: OnnxManifest) -> None:
         """Refuse graphs this flavour cannot build, naming the one to build instead."""
         refuse_unbuildable(onnx_name, manifest)
-        if manifest.get("tensorrt_plugins") and not self.flavour.plugins:
+        if manifest.plugins and not self.flavour.plugins:
             raise InputError(f"{onnx_name} has TensorRT plugin nodes, and {self.describe()} has no plugin layers; "
                              "build it with --toolchain tensorrt, or build the graph exported without --trt-plugins")
 
@@ -159,9 +156,35 @@ class Toolchain:
                              f"{self.describe()} and has no effect; its builds are reproducible without one")
 
 
-def refuse_unbuildable(onnx_name: str, manifest: dict[str, Any]) -> None:
+def rtx_targets(trt: Any | None = None) -> tuple[str, ...]:
+    """The compute capabilities TensorRT for RTX can target: its `ComputeCapability` enum (the module `trt`, else
+    the installed one), or RTX_TARGETS where it is not installed."""
+    if trt is None and available(FLAVOURS["tensorrt-rtx"].module):
+        trt = require(FLAVOURS["tensorrt-rtx"].module, extra="trt-rtx", purpose="compute capabilities")
+    names = getattr(getattr(trt, "ComputeCapability", None), "__members__", None)
+    return tuple(n.lower() for n in names if n.startswith("SM")) if names else RTX_TARGETS
+
+
+def refuse_unknown_targets(targets: list[str], known: tuple[str, ...], where: str, toolchain: str) -> None:
+    unknown = [t for t in targets if t not in known]
+    if unknown:
+        hopper = " (TensorRT for RTX has no Hopper target: use --toolchain tensorrt)" if "sm90" in unknown else ""
+        raise InputError(f"{where} {','.join(unknown)}: {toolchain} targets {', '.join(known)}{hopper}")
+
+
+def check_named_targets(toolchain: str, targets: list[str] | None, where: str) -> None:
+    """Refuse named compute capabilities (a recipe's, before anything is made or listed) that `toolchain` cannot
+    target: full TensorRT builds for the GPU it runs on; TensorRT for RTX knows a fixed set."""
+    if not targets:
+        return
+    if not FLAVOURS[toolchain].ahead_of_time:
+        raise InputError(f"{where}: {toolchain} builds for the GPU it runs on; named targets are for tensorrt-rtx")
+    refuse_unknown_targets(targets, rtx_targets(), where, toolchain)
+
+
+def refuse_unbuildable(onnx_name: str, manifest: OnnxManifest) -> None:
     """No TensorRT flavour builds the ONNX Runtime INT8 graph: name the graph to build instead."""
-    if manifest.get("precision") == "int8-onnxruntime":
+    if manifest.precision == "int8-onnxruntime":
         raise InputError(f"{onnx_name} is the ONNX Runtime INT8 graph (QLinear ops, non-zero zero points), which "
                          "TensorRT cannot parse; build the TensorRT one: 'dmfnet-export quantize --precision int8 "
                          "--target tensorrt'")

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from dmfnet_edge._optional import require
+from dmfnet_edge.artifacts import WeightsSidecar
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.runtime.base import check_network_inputs
 
@@ -16,16 +17,16 @@ class TorchRunner:
 
     backend = "torch"
 
-    def __init__(self, module: Any, meta: dict[str, Any] | None = None, device: str = "cpu") -> None:
+    def __init__(self, module: Any, meta: WeightsSidecar | None = None, device: str = "cpu") -> None:
         torch = require("torch", purpose="the torch backend")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"device '{device}' is not available here; use --device cpu")
         self._torch = torch
         self.device = torch.device(device)
         self.model = module.eval().to(self.device)
-        self.meta = meta or {}
+        self.meta = meta
         self.model_name = module.cfg.name
-        self.weights_sha256 = self.meta.get("weights_sha256", "")
+        self.weights_sha256 = (meta.weights_sha256 if meta else None) or ""
 
     @classmethod
     def load(cls, model: str = "edge", device: str = "cpu", threads: int | None = None) -> TorchRunner:
@@ -46,5 +47,5 @@ class TorchRunner:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "device": str(self.device), "model": self.model_name,
-                "weights_sha256": self.weights_sha256, "torch": self._torch.__version__,
+                "weights_sha256": self.weights_sha256, "torch": str(self._torch.__version__),
                 "threads": self._torch.get_num_threads()}

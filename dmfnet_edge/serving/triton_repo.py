@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dmfnet_edge.artifacts import sha256_file, write_json_atomic
-from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, contract_of, manifest_path, read_manifest
+from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, manifest_path, read_manifest
 from dmfnet_edge.errors import EnvironmentProblem, InputError
 from dmfnet_edge.files import FOLDER_MODE, staged_folder
 from dmfnet_edge.runtime.triton_client import REPOSITORY_RECORD, check_model_name
@@ -65,22 +65,21 @@ class ServedModel:
 
 def served_onnx(path: Path) -> ServedModel:
     meta = read_manifest(path)
-    return ServedModel(path, "onnxruntime_onnx", meta, contract_of(meta).shape, None)
+    return ServedModel(path, "onnxruntime_onnx", meta.to_builtins(), meta.contract.shape, None)
 
 
 def served_engine(path: Path) -> ServedModel:
     from dmfnet_edge.runtime.engine_manifest import read_engine_manifest
 
     meta = read_engine_manifest(path)
-    flavour = meta.get("toolchain", {}).get("flavour")
+    flavour = meta.toolchain.flavour
     if flavour != "tensorrt":
         raise InputError(f"{path}: a {flavour} engine; Triton's tensorrt backend runs full-TensorRT engines only "
                          "(build one on the serving GPU with 'dmfnet-export build --toolchain tensorrt', or serve "
                          "the ONNX graph)")
-    profile = meta["build"]["profile"]
-    lo, hi = profile["min"], profile["max"]
+    lo, hi = meta.build.profile.min, meta.build.profile.max
     shape: list[int | str] = [lo[i] if lo[i] == hi[i] else name for i, name in enumerate(("N", "C", "H", "W"))]
-    return ServedModel(path, "tensorrt_plan", meta, shape, int(hi[0]))
+    return ServedModel(path, "tensorrt_plan", meta.to_builtins(), shape, int(hi[0]))
 
 
 def _dims(values: list[int | str]) -> str:

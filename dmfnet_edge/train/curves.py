@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dmfnet_edge.artifacts import read_json
+import msgspec
+
 from dmfnet_edge.files import atomic_write_bytes
+from dmfnet_edge.train.state import TrainingState
 
 
 def _pyplot() -> Any:
@@ -74,10 +76,10 @@ def plot_training(record: dict[str, Any], path: Path, title: str = "") -> Path:
 
 def plot_run(run: Path, path: Path | None = None) -> Path:
     """RUN/last.json -> RUN/curves.png (or `path`)."""
-    record = read_json(run / "last.json")
-    stage = {"unet": "Stage I (UNet)", "dmfnet": "Stage II (fusion network)"}.get(record.get("stage"), "training")
-    title = f"{stage}: {record.get('step', '?')} steps, {record.get('features') or 'features live'}"
-    return plot_training(record, path or run / "curves.png", title)
+    record = TrainingState.read(run / "last.json")
+    stage = {"unet": "Stage I (UNet)", "dmfnet": "Stage II (fusion network)"}[record.stage]
+    title = f"{stage}: {record.step} steps, {record.features or 'features live'}"
+    return plot_training(msgspec.to_builtins(record), path or run / "curves.png", title)
 
 
 def plot_ablation(runs: dict[str, Path], path: Path, title: str = "") -> Path:
@@ -85,7 +87,7 @@ def plot_ablation(runs: dict[str, Path], path: Path, title: str = "") -> Path:
     val hybrid loss of every run against pixel max's (dashed), and the mean rank. `runs`: label -> run folder."""
     plt = _pyplot()
 
-    records = {label: read_json(run / "last.json").get("validation", []) for label, run in runs.items()}
+    records = {label: TrainingState.read(run / "last.json").validation for label, run in runs.items()}
     tasks = list(next(v for v in records.values() if v)[-1]["loss"])
     fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(3.6 * (len(tasks) + 1), 3.2))
     for k, (label, validation) in enumerate(records.items()):

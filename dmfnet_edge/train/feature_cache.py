@@ -22,19 +22,22 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
+import msgspec
 import numpy as np
 import torch
+from msgspec import Meta, Struct
 
-from dmfnet_edge.artifacts import read_json, sha256_file, write_json_atomic
-from dmfnet_edge.errors import InputError
+from dmfnet_edge.artifacts import sha256_file
+from dmfnet_edge.errors import InputError, describe_exception
 from dmfnet_edge.files import staged_folder
 from dmfnet_edge.io.images import read_image
 from dmfnet_edge.io.pairs import ImagePair
 from dmfnet_edge.models.dmfnet import DMFNet
 from dmfnet_edge.preprocess.color import split_luma
 from dmfnet_edge.preprocess.tensor import to_network
+from dmfnet_edge.records import SHA256, Record
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -63,6 +66,61 @@ def _manifest_digest(entries: list[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 
+class CacheEntry(Struct, forbid_unknown_fields=True, frozen=True):
+    """One cached pair: its task and name and the SHA-256 of both source files."""
+
+    task: str
+    name: str
+    mri: Annotated[str, SHA256]
+    other: Annotated[str, SHA256]
+
+
+Side = Annotated[int, Meta(ge=1, le=1 << 16)]
+
+
+class FeatureCacheKey(Record, kw_only=True):
+    """FOLDER/cache.json: what a feature cache was built from (UNet fingerprint, noise levels and seed, every
+    source's hash) and what it holds (array shapes); a cache is reused only when all of it matches."""
+
+    KIND: ClassVar[str] = "feature cache key"
+    LIMIT: ClassVar[int] = 64 << 20
+    ALWAYS: ClassVar[tuple[str, ...]] = ("format", "cache_version")
+    FIX: ClassVar[str] = "give another --feature-cache folder (or delete this one yourself)"
+
+    format: Literal["dmfnet-edge-feature-cache"] = "dmfnet-edge-feature-cache"
+    cache_version: Literal[1] = CACHE_VERSION
+    unet_sha256: Annotated[str, SHA256]
+    timesteps: list[Annotated[int, Meta(ge=0)]]
+    noise_seed: Annotated[int, Meta(ge=0)]
+    model: str
+    dtype: Literal["float16"]
+    image_size: Annotated[list[Side], Meta(min_length=2, max_length=2)]
+    level_shapes: Annotated[list[Annotated[list[Side], Meta(min_length=4, max_length=4)]], Meta(min_length=1)]
+    bytes: Annotated[int, Meta(ge=0)]
+    data_sha256: Annotated[str, SHA256]
+    data: Annotated[list[CacheEntry], Meta(min_length=1)]
+
+    def __post_init__(self) -> None:
+        if self.data_sha256 != _manifest_digest([msgspec.to_builtins(e) for e in self.data]):
+            raise ValueError("data_sha256 does not match its data entries (the key was edited)")
+
+
+def _open_array(path: Path, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """A cache array, memory-mapped, after checking it is a regular .npy file of the shape the key records."""
+    if not path.is_file() or path.is_symlink():
+        raise InputError(f"{path}: missing or not a regular file; the feature cache is damaged: give another "
+                         "--feature-cache folder (or delete this one yourself)")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable array ({describe_exception(exc)}); the feature cache is "
+                         "damaged: give another --feature-cache folder") from None
+    if array.shape != shape or array.dtype != np.dtype(dtype):
+        raise InputError(f"{path}: holds {array.dtype} {array.shape}, the cache key says {dtype} {shape}; the "
+                         "feature cache is damaged: give another --feature-cache folder")
+    return array
+
+
 @dataclass
 class CachedBatch:
     """Crops of the sources (N, 1, h, w) in [-1, 1] and their cached features, per level (N, T*c_l, h_l, w_l)."""
@@ -76,11 +134,13 @@ class CachedBatch:
 class FeatureCache:
     """A complete, verified cache of one split (open with `FeatureCache.open_or_build`)."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, meta: FeatureCacheKey) -> None:
         self.folder = folder
         self.meta = meta
-        self.levels = [np.load(folder / f"level{i}.npy", mmap_mode="r") for i in range(len(meta["level_shapes"]))]
-        self.luma = np.load(folder / "luma.npy", mmap_mode="r")
+        pairs = len(meta.data)
+        self.levels = [_open_array(folder / f"level{i}.npy", (pairs, *shape), meta.dtype)
+                       for i, shape in enumerate(meta.level_shapes)]
+        self.luma = _open_array(folder / "luma.npy", (pairs, 2, *meta.image_size), "uint8")
         self.height, self.width = self.luma.shape[-2:]
         self.grid = self.height // self.levels[0].shape[-2]  # pixels per cell of the coarsest level
 
@@ -89,7 +149,7 @@ class FeatureCache:
 
     @property
     def names(self) -> list[tuple[str, str]]:
-        return [(e["task"], e["name"]) for e in self.meta["data"]]
+        return [(e.task, e.name) for e in self.meta.data]
 
     # ---- opening and building ------------------------------------------------------------------------------
     @classmethod
@@ -114,18 +174,15 @@ class FeatureCache:
         if not (folder / MANIFEST).is_file():
             raise InputError(f"{folder}: not a feature cache (no {MANIFEST}) and not empty; give an empty or new "
                              "folder")
-        meta = read_json(folder / MANIFEST)
-        if meta.get("cache_version") != CACHE_VERSION:
-            raise InputError(f"{folder}: feature cache version {meta.get('cache_version')} (this is "
-                             f"{CACHE_VERSION}); build a new one in another folder")
+        meta = FeatureCacheKey.read(folder / MANIFEST)
         for name, value in key.items():
-            if meta.get(name) != value:
+            if getattr(meta, name) != value:
                 shown = (lambda v: str(v)[:12]) if name == "unet_sha256" else str
-                raise InputError(f"{folder}: stale feature cache: built for {name} {shown(meta.get(name))}, this "
-                                 f"model has {shown(value)}; give another --feature-cache folder (or delete this "
-                                 "one yourself)")
-        if meta.get("data_sha256") != _manifest_digest(entries):
-            cached = {(e["task"], e["name"]): e for e in meta.get("data", [])}
+                raise InputError(f"{folder}: stale feature cache: built for {name} {shown(getattr(meta, name))}, "
+                                 f"this model has {shown(value)}; give another --feature-cache folder (or delete "
+                                 "this one yourself)")
+        if meta.data_sha256 != _manifest_digest(entries):
+            cached = {(e.task, e.name): msgspec.to_builtins(e) for e in meta.data}
             changed = [f"{e['task']}/{e['name']}" for e in entries if cached.get((e["task"], e["name"])) != e]
             detail = f"{len(changed)} pairs differ, e.g. {changed[0]}" if changed else \
                 f"it holds {len(cached)} pairs, the data has {len(entries)}"
@@ -166,18 +223,18 @@ class FeatureCache:
                         array[k, 1] = fo[0].numpy()
                     if progress:
                         progress()
-            meta = {"cache_version": CACHE_VERSION, **key, "model": model.cfg.name, "dtype": "float16",
-                    "image_size": [height, width], "level_shapes": [list(a.shape[1:]) for a in arrays],
-                    "bytes": int(sum(a.nbytes for a in arrays)), "data_sha256": _manifest_digest(entries),
-                    "data": entries}
+            meta = FeatureCacheKey.convert({
+                **key, "model": model.cfg.name, "dtype": "float16", "image_size": [height, width],
+                "level_shapes": [list(a.shape[1:]) for a in arrays], "bytes": int(sum(a.nbytes for a in arrays)),
+                "data_sha256": _manifest_digest(entries), "data": entries}, str(folder / MANIFEST))
             for array in arrays:
                 array.flush()
             del arrays
-            write_json_atomic(work / MANIFEST, meta)
+            meta.write(work / MANIFEST)
             if folder.is_dir():
                 folder.rmdir()  # empty: checked by the caller
             os.replace(work, folder)
-        log.info("feature cache %s: %d pairs built (%.1f GB)", folder, len(pairs), meta["bytes"] / 1e9)
+        log.info("feature cache %s: %d pairs built (%.1f GB)", folder, len(pairs), meta.bytes / 1e9)
         return cls(folder, meta)
 
     # ---- reading ----------------------------------------------------------------------------------------------

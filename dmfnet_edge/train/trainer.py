@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import torch
 from torch import nn
@@ -244,10 +245,11 @@ def train(task: Stage1Task | Stage2Task, bank: PairBank | FeatureCache, settings
     best: dict[str, Any] | None = None
     if resume and (out / "last.json").exists():
         state = load_state(out, module, opt, rng, gen, ema.values if ema else None)
-        step, earlier = int(state["step"]), float(state.get("train_seconds", 0.0))
-        segments = state.get("segments", [])
-        history, val_history, best = state.get("history", []), state.get("validation", []), state.get("best")
-        if ema and not state.get("ema_saved"):
+        step, earlier = state.step, state.train_seconds
+        segments = [msgspec.to_builtins(s) for s in state.segments]
+        history, val_history = list(state.history), list(state.validation)
+        best = msgspec.to_builtins(state.best)
+        if ema and not state.ema_saved:
             ema.reset(module)
         log.info("resumed from step %d", step)
     record = {"settings": asdict(settings), "stage": task.kind, **(info or {})}

@@ -23,7 +23,7 @@ from dmfnet_edge.build.precision import (
     tensor_precision,
 )
 from dmfnet_edge.cli.main import export_main
-from dmfnet_edge.contract import read_manifest
+from dmfnet_edge.contract import OnnxManifest, read_manifest
 from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.runtime.engine_manifest import (
     BuildTarget,
@@ -56,15 +56,23 @@ def test_engine_key_names_flavour_version_targets_profile_hash_and_recipe():
     assert len(keys) == 6
 
 
+SETTINGS = {"builder_optimization_level": 3, "strongly_typed": True, "workspace_mib": 2048, "build_seconds": 1.0,
+            "profile": {"min": [1, 1, 256, 256], "opt": [1, 1, 256, 256], "max": [1, 1, 256, 256]}}
+LAYERS = {"layers": 120, "layers_by_output": {"fp16": 120}, "convolutions": {"fp16": 40},
+          "convolution_precisions": {"/c/Conv": "fp16"}}
+
+
 def _engine(tmp_path, target):
     plan = b"serialized plan"
-    onnx_manifest = {"onnx_sha256": "cd" * 32, "precision": "fp16", "model": "edge", "weights_sha256": "ef" * 32,
-                     "inputs": {"mri": [1, 1, 256, 256], "other": [1, 1, 256, 256]}, "output": "fused"}
-    manifest = build_engine_manifest("m.engine", plan, tmp_path / "m.onnx", onnx_manifest, target, {"opt": 3},
-                                     {"convolutions": {"fp16": 40}}, [])
+    onnx_manifest = OnnxManifest.convert({
+        "onnx_file": "m.onnx", "onnx_sha256": "cd" * 32, "precision": "fp16", "model": "edge",
+        "weights_sha256": "ef" * 32, "inputs": {"mri": [1, 1, 256, 256], "other": [1, 1, 256, 256]},
+        "output": "fused", "package_version": "0.1.0"}, "test")
+    manifest = build_engine_manifest("m.engine", plan, tmp_path / "m.onnx", onnx_manifest, target, SETTINGS,
+                                     LAYERS, [])
     path = tmp_path / "m.engine"
     path.write_bytes(plan)
-    engine_manifest_path(path).write_text(json.dumps(manifest))
+    manifest.write(engine_manifest_path(path))
     return path
 
 
@@ -102,7 +110,8 @@ def test_old_engine_manifests_are_refused_with_a_rebuild_hint(tmp_path):
     meta = json.loads(engine_manifest_path(engine).read_text())
     meta["manifest_version"] = 1
     engine_manifest_path(engine).write_text(json.dumps(meta))
-    with pytest.raises(ModelFileError, match="not a dmfnet-edge-engine manifest version 2"):
+    with pytest.raises(ModelFileError, match="an engine manifest of manifest_version 1; this release reads "
+                                             "manifest_version 2; rebuild the engine"):
         read_engine_manifest(engine)
 
 
@@ -207,7 +216,7 @@ def test_tensorrt_only_graph_carries_plugin_nodes(tmp_path, capsys):
     attrs = {a.name: a.s.decode() for a in plugins[0].attribute}
     assert attrs == {"plugin_namespace": "dmfnet", "plugin_version": "1"} and len(plugins[0].input) == 6
     manifest = read_manifest(path)
-    assert manifest["onnxruntime_runnable"] is False and len(manifest["tensorrt_plugins"]) == 5
+    assert manifest.onnxruntime_runnable is False and len(manifest.plugins) == 5
     from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
 
     with pytest.raises(ModelFileError, match="TensorRT plugin nodes"):
@@ -273,12 +282,12 @@ class FakeContext:
         return True
 
 
-def test_runner_buffers_addresses_graph_and_contract():
+def test_runner_buffers_addresses_graph_and_contract(tmp_path):
     shape = (2, 1, 96, 96)
     memory = FakeMemory()
     context = FakeContext(memory, shape)
     tensors = [IOTensor(n, n != "fused", np.dtype(np.float32), shape) for n in ("mri", "other", "fused")]
-    runner = TensorRTRunner(tensors, context, memory, {"model": "edge", "precision": "fp16", "engine_file": "x"})
+    runner = TensorRTRunner(tensors, context, memory, read_engine_manifest(_engine(tmp_path, RTX_AOT)))
     assert set(context.addresses) == {"mri", "other", "fused"} and len(set(context.addresses.values())) == 3
     assert runner.graph == "graph" and context.streams == [7]  # the warm-up ran; capture only records
     rng = np.random.default_rng(0)
@@ -290,11 +299,12 @@ def test_runner_buffers_addresses_graph_and_contract():
         runner.fuse(np.zeros((1, 1, 112, 96), np.float32), np.zeros((1, 1, 112, 96), np.float32))
 
 
-def test_runner_shared_by_threads_matches_serial_use():
+def test_runner_shared_by_threads_matches_serial_use(tmp_path):
     shape = (1, 1, 64, 64)
     memory = FakeMemory()
     tensors = [IOTensor(n, n != "fused", np.dtype(np.float32), shape) for n in ("mri", "other", "fused")]
-    runner = TensorRTRunner(tensors, FakeContext(memory, shape), memory, {"model": "edge", "engine_file": "x"})
+    manifest = read_engine_manifest(_engine(tmp_path, RTX_AOT))
+    runner = TensorRTRunner(tensors, FakeContext(memory, shape), memory, manifest)
     rng = np.random.default_rng(3)
     pairs = [tuple(rng.random(shape, dtype=np.float32) for _ in range(2)) for _ in range(8)]
     serial = [runner.fuse(*p) for p in pairs]
@@ -318,3 +328,82 @@ def test_real_engine_build_and_run(tmp_path):
     mri = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
     out = TensorRTRunner.load(engine).fuse(mri, mri)
     assert np.abs(out - TorchRunner(build_model("tiny")).fuse(mri, mri)).max() < 1e-3
+
+
+def test_an_engine_profile_must_fit_the_pixel_budget(monkeypatch):
+    """A static profile's whole batch, a dynamic profile's largest image: checked before TensorRT plans memory."""
+    from dmfnet_edge.build.trt_builder import check_pixel_budget
+    from dmfnet_edge.errors import InputError
+
+    def profile(low, high):
+        return {"min": low, "opt": high, "max": high}
+
+    check_pixel_budget(profile([1, 1, 1024, 1024], [1, 1, 1024, 1024]), None)  # exactly the default budget
+    check_pixel_budget(profile([1, 1, 256, 256], [16, 1, 512, 512]), "1x256x256:8x256x256:16x512x512")  # cut
+    with pytest.raises(InputError, match=r"the graph's static input 1x1000000x1000000: 1,000,000,000,000 pixels per "
+                                         "call exceed the pixel budget of 1,048,576"):
+        check_pixel_budget(profile([1, 1, 10**6, 10**6], [1, 1, 10**6, 10**6]), None)
+    with pytest.raises(InputError, match="--shapes 4x512x512: 1,048,576 pixels per call"):
+        monkeypatch.setenv("DMFNET_MAX_PIXELS", "1000000")
+        check_pixel_budget(profile([4, 1, 512, 512], [4, 1, 512, 512]), "4x512x512")
+    with pytest.raises(InputError, match="--shapes 1x64x64:1x64x64:1x1024x1024: 1,048,576 pixels per image"):
+        check_pixel_budget(profile([1, 1, 64, 64], [1, 1, 1024, 1024]), "1x64x64:1x64x64:1x1024x1024")
+
+
+def test_a_signal_during_a_native_call_waits_for_it_and_then_takes_its_course():
+    """TensorRT swallows what a handler raises inside its callbacks: inside the block a signal is only recorded
+    (and the progress monitor then answers 'stop'); it is raised under the earlier handler once the block ends."""
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    from dmfnet_edge.build.cancel import progress_monitor, signals_deferred
+
+    class Monitor:
+        def __init__(self) -> None:
+            pass
+
+    fake_trt = SimpleNamespace(IProgressMonitor=Monitor)
+    calls = []
+
+    def terminate(signum, frame):  # as the CLI's handler does
+        calls.append(signum)
+        raise KeyboardInterrupt
+
+    before, sigint = signal.signal(signal.SIGTERM, terminate), signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt), signals_deferred() as pending:
+            monitor = progress_monitor(fake_trt, pending)
+            assert monitor.step_complete("build", 0) is True
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert pending.received == [signal.SIGTERM] and not calls  # recorded, not acted on yet
+            assert monitor.step_complete("build", 1) is False  # the build is cancelled
+        assert calls == [signal.SIGTERM]  # then delivered to the handler installed before
+        with signals_deferred():
+            pass
+        assert calls == [signal.SIGTERM] and signal.getsignal(signal.SIGINT) is sigint  # both put back
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert progress_monitor(SimpleNamespace(), pending) is None  # a TensorRT without progress monitors
+
+
+def test_a_graph_with_its_data_beside_it_builds(tmp_path, tensorrt_rtx):
+    """External data inside the graph's folder is what the checked loader lets through, and TensorRT's parser
+    finds it from the checked bytes and the graph's real path (the build reads the graph through a link)."""
+    import hashlib
+
+    assert export_main(["onnx", "--model", "tiny", "-o", str(tmp_path), "--size", "64"]) == 0
+    source = tmp_path / "dmfnet-tiny-fp32.onnx"
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    onnx.save_model(onnx.load(str(source)), str(folder / "g.onnx"), save_as_external_data=True,
+                    location="g.onnx.data", size_threshold=1024)
+    meta = json.loads(source.with_name(source.name + ".json").read_text())
+    meta.update(onnx_file="g.onnx", onnx_sha256=hashlib.sha256((folder / "g.onnx").read_bytes()).hexdigest())
+    (folder / "g.onnx.json").write_text(json.dumps(meta))
+    (tmp_path / "g.onnx").symlink_to(folder / "g.onnx")
+    (tmp_path / "g.onnx.json").symlink_to(folder / "g.onnx.json")
+    assert export_main(["build", "--onnx", str(tmp_path / "g.onnx"), "--out", str(tmp_path / "engines"),
+                        "--toolchain", "tensorrt-rtx", "--compute-capability", "sm86"]) == 0
+    engine = next((tmp_path / "engines").glob("*.engine"))
+    assert read_engine_manifest(engine).layer_precisions.convolutions == {"fp32": 111}

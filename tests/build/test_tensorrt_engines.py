@@ -14,9 +14,10 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import msgspec
 import onnx
 import pytest
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, onnx_manifest
 
 from dmfnet_edge.build import trt_builder
 from dmfnet_edge.build.precision import expected_convolutions
@@ -62,13 +63,14 @@ def _no_gpu(toolchain: Toolchain) -> None:
 
 def test_flavour_refusals_name_the_fix(tmp_path):
     rtx, trt = _fake("tensorrt-rtx", "1.7.1.116"), _fake("tensorrt", "11.4.0")
-    plugin_graph = {"precision": "fp32", "tensorrt_plugins": [{"op": "DmfnetPixelAttentionFuse"}]}
+    plugin_graph = onnx_manifest(tensorrt_plugins=[{"op": "DmfnetPixelAttentionFuse", "name": "p", "namespace": "dmfnet",
+                                                    "version": "1"}])
     with pytest.raises(InputError, match="no plugin layers; build it with --toolchain tensorrt"):
         rtx.check_graph("m.onnx", plugin_graph)
     trt.check_graph("m.onnx", plugin_graph)
     for graph in (rtx, trt):
         with pytest.raises(InputError, match="--target tensorrt"):
-            graph.check_graph("m.onnx", {"precision": "int8-onnxruntime"})
+            graph.check_graph("m.onnx", onnx_manifest(precision="int8-onnxruntime"))
     with pytest.raises(InputError, match="timing cache is deprecated in tensorrt-rtx 1.7.1.116 and has no effect"):
         rtx.check_timing_cache(tmp_path / "tc.bin", False)
     with pytest.raises(InputError, match="timing cache is deprecated"):
@@ -101,8 +103,8 @@ def test_an_engine_that_cannot_be_deserialised_is_an_error_not_a_crash():
 
 
 def test_shape_profiles():
-    dynamic = {"inputs": {"mri": ["N", 1, "H", "W"], "other": ["N", 1, "H", "W"]}}
-    static = {"inputs": {"mri": [2, 1, 128, 128], "other": [2, 1, 128, 128]}}
+    dynamic = onnx_manifest()
+    static = onnx_manifest(inputs={"mri": [2, 1, 128, 128], "other": [2, 1, 128, 128]})
     assert shape_profile(dynamic, None) == {"min": [1, 1, 256, 256], "opt": [1, 1, 256, 256], "max": [1, 1, 256, 256]}
     assert shape_profile(dynamic, "1x64x64:1x256x256:4x512x512")["max"] == [4, 1, 512, 512]
     assert shape_profile(static, None)["opt"] == [2, 1, 128, 128] == shape_profile(static, "2x128x128")["min"]
@@ -123,12 +125,12 @@ def _sha(path: Path) -> str:
 def _check_engine(onnx_path: Path, out: Path, options: BuildOptions = RTX) -> dict:
     """Build, then check: manifest beside the engine, hashes, and every convolution as its graph prescribes."""
     manifest = build_engine(onnx_path, out, options)
-    engine = out / manifest["engine_file"]
+    engine = out / manifest.engine_file
     assert engine_manifest_path(engine).is_file() and read_engine_manifest(engine) == manifest
-    assert manifest["engine_bytes"] == engine.stat().st_size > 0 and manifest["toolchain"]["flavour"] == "tensorrt-rtx"
+    assert manifest.engine_bytes == engine.stat().st_size > 0 and manifest.toolchain.flavour == "tensorrt-rtx"
     expected = expected_convolutions(onnx.load(str(onnx_path)).graph)
-    fallbacks = set(manifest["layer_precisions"]["int8_fallbacks_fp32"])
-    found = manifest["layer_precisions"]["convolution_precisions"]
+    fallbacks = set(manifest.layer_precisions.int8_fallbacks_fp32)
+    found = manifest.layer_precisions.convolution_precisions
     assert found == {n: "fp32" if n in fallbacks else p for n, p in expected.items()}
     return manifest
 
@@ -153,24 +155,24 @@ def tiny_graphs(tmp_path_factory, tensorrt_rtx):
 @pytest.mark.parametrize("recipe", ["fp32", "fp16", "int8-tensorrt"])
 def test_tiny_engines_build_with_the_precisions_of_their_graph(tiny_graphs, recipe, tmp_path):
     manifest = _check_engine(tiny_graphs[recipe], tmp_path / "a")
-    convs = manifest["layer_precisions"]["convolutions"]
+    convs = manifest.layer_precisions.convolutions
     if recipe == "int8-tensorrt":
         assert convs["int8"] > 0
-        kept = {n: p for n, p in manifest["layer_precisions"]["convolution_precisions"].items()
+        kept = {n: p for n, p in manifest.layer_precisions.convolution_precisions.items()
                 if layer_group(n) == "fusion/head"}
         assert kept and set(kept.values()) == {"fp32"}
     else:
         assert set(convs) == {recipe}
-    assert manifest["compute_capabilities"] == list(RTX_PORTABLE_TARGETS) and manifest["device"] is None
+    assert manifest.compute_capabilities == list(RTX_PORTABLE_TARGETS) and manifest.device is None
     again = build_engine(tiny_graphs[recipe], tmp_path / "b", RTX)
-    assert _sha(tmp_path / "b" / again["engine_file"]) == again["engine_sha256"]
+    assert _sha(tmp_path / "b" / again.engine_file) == again.engine_sha256
     if recipe == "int8-tensorrt":
         # TensorRT for RTX 1.7 numbers some internal INT8 tensors in a varying order (seen: two names swapped and
         # the generated kernel source reordered), so Q/DQ rebuilds differ in bytes: same size, same layers
-        assert again["engine_bytes"] == manifest["engine_bytes"]
-        assert again["layer_precisions"] == manifest["layer_precisions"]
+        assert again.engine_bytes == manifest.engine_bytes
+        assert again.layer_precisions == manifest.layer_precisions
     else:
-        assert again["engine_sha256"] == manifest["engine_sha256"]  # FP32 and FP16 rebuilds are byte-identical
+        assert again.engine_sha256 == manifest.engine_sha256  # FP32 and FP16 rebuilds are byte-identical
     assert build_engine(tiny_graphs[recipe], tmp_path / "a", RTX) == manifest  # cache hit: the same manifest
 
 
@@ -183,7 +185,7 @@ def test_dynamic_profile_and_explicit_targets(tiny_graphs, tmp_path, capsys):
     engine = next(tmp_path.glob("*.engine"))
     assert ".sm86-sm120.rtx1.7.1.116.1x256x128-2x256x256-4x256x512." in engine.name
     manifest = read_engine_manifest(engine)
-    assert manifest["build"]["profile"] == {"min": [1, 1, 256, 128], "opt": [2, 1, 256, 256], "max": [4, 1, 256, 512]}
+    assert msgspec.to_builtins(manifest.build.profile) == {"min": [1, 1, 256, 128], "opt": [2, 1, 256, 256], "max": [4, 1, 256, 512]}
 
 
 def test_a_range_of_heights_is_refused_before_tensorrt_rtx_tries(tiny_graphs, tmp_path, capfd):
@@ -198,7 +200,8 @@ def test_a_range_of_heights_is_refused_before_tensorrt_rtx_tries(tiny_graphs, tm
 
 
 def test_a_failed_precision_check_writes_nothing(tiny_graphs, tmp_path, capsys):
-    """A graph whose manifest claims fp16 while its convolutions are fp32: refused before anything is written."""
+    """A graph whose manifest claims fp16 while its convolutions are fp32: a mislabelled input, refused (exit 2)
+    before TensorRT builds anything."""
     lying = tmp_path / "lying.onnx"
     shutil.copy(tiny_graphs["fp32"], lying)
     meta = json.loads(manifest_path(tiny_graphs["fp32"]).read_text())
@@ -206,7 +209,7 @@ def test_a_failed_precision_check_writes_nothing(tiny_graphs, tmp_path, capsys):
     out = tmp_path / "engines"
     code = export_main(["build", "--onnx", str(lying), "--out", str(out), "--toolchain", "tensorrt-rtx"])
     err = capsys.readouterr().err
-    assert code == 1 and "asked to be fp16 but no convolution runs in fp16" in err
+    assert code == 2 and "says fp16, but the graph is fp32" in err and err.count("\n") == 1
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -270,13 +273,13 @@ def edge_graphs(tmp_path_factory, tensorrt_rtx, shared_data):
 @pytest.mark.parametrize("recipe", ["fp32", "fp16", "int8-tensorrt"])
 def test_edge_engines(edge_graphs, recipe, tmp_path):
     manifest = _check_engine(edge_graphs[recipe], tmp_path)
-    precisions = manifest["layer_precisions"]["convolution_precisions"]
+    precisions = manifest.layer_precisions.convolution_precisions
     if recipe == "int8-tensorrt":
         kept = set(json.loads(manifest_path(edge_graphs[recipe]).read_text())["recipe"]["mixed_precision"]["kept_fp32"])
         assert {p for n, p in precisions.items() if layer_group(n) in kept} == {"fp32"}
         # every Q/DQ convolution runs in INT8 but where TensorRT keeps one unfused in FP32 because INT8 does not pay:
         # only the channel attention's 1x1 convolutions on the pooled 1x1 vector, and each is listed
-        fallbacks = manifest["layer_precisions"]["int8_fallbacks_fp32"]
+        fallbacks = manifest.layer_precisions.int8_fallbacks_fp32
         assert all("/channel/channel." in name and precisions[name] == "fp32" for name in fallbacks), fallbacks
         assert sum(p == "int8" for p in precisions.values()) >= 0.5 * len(precisions)
     else:
@@ -287,7 +290,7 @@ def test_edge_engines(edge_graphs, recipe, tmp_path):
 def test_edge_fp32_static_rebuilds_byte_identically_and_a_dynamic_profile_builds(tmp_path):
     fp32 = WEIGHTS / "dmfnet-edge-fp32.onnx"
     first = build_engine(fp32, tmp_path / "a", RTX)
-    assert build_engine(fp32, tmp_path / "b", RTX)["engine_sha256"] == first["engine_sha256"]
+    assert build_engine(fp32, tmp_path / "b", RTX).engine_sha256 == first.engine_sha256
     options = BuildOptions(toolchain="tensorrt-rtx", shapes="1x256x128:1x256x256:2x256x512", workspace_mib=4096)
     dynamic = _check_engine(fp32, tmp_path / "c", options)
-    assert dynamic["build"]["profile"]["max"] == [2, 1, 256, 512] and dynamic["engine_sha256"] != first["engine_sha256"]
+    assert dynamic["build"]["profile"]["max"] == [2, 1, 256, 512] and dynamic.engine_sha256 != first.engine_sha256

@@ -50,8 +50,8 @@ def exported(tmp_path_factory):
 
 def test_graph_follows_the_contract(exported):
     manifest = read_manifest(exported["static"])
-    assert manifest["inputs"] == {"mri": [1, 1, 64, 64], "other": [1, 1, 64, 64]} and manifest["output"] == "fused"
-    assert manifest["opset"] >= 18 and manifest["parity_max_abs_vs_torch"] <= 1e-4
+    assert manifest.inputs == {"mri": [1, 1, 64, 64], "other": [1, 1, 64, 64]} and manifest.output == "fused"
+    assert manifest.opset >= 18 and manifest.parity_max_abs_vs_torch <= 1e-4
     graph = onnx.load(str(exported["dynamic"]))
     ops = {n.op_type for n in graph.graph.node}
     assert "Einsum" not in ops and {"MatMul", "Softmax", "LayerNormalization"} <= ops
@@ -78,7 +78,7 @@ def test_static_graph_pads_smaller_images_and_refuses_larger(exported, rng):
 
 
 def test_static_batch_is_filled_and_trimmed(tmp_path, rng):
-    export_onnx(build_model("tiny"), tmp_path / "b2.onnx", IOContract(2, 64, 64), {})
+    export_onnx(build_model("tiny"), tmp_path / "b2.onnx", IOContract(2, 64, 64))
     runner, reference = OnnxRuntimeRunner(tmp_path / "b2.onnx"), TorchRunner(build_model("tiny"))
     mri, other = (rng.random((3, 1, 64, 64), dtype=np.float32) for _ in range(2))
     assert np.abs(runner.fuse(mri, other) - reference.fuse(mri, other)).max() <= 1e-4
@@ -103,17 +103,29 @@ def test_export_rejects_bad_sizes(tmp_path, capsys):
 def test_calibration_set_is_hashed_deterministic_and_disjoint(pairs, tmp_path):
     a = select_calibration_set(pairs, 2, None)
     assert a == select_calibration_set(pairs, 2, None)
-    assert a["per_modality"] == {"MRI-CT": 2, "MRI-PET": 2}
+    assert a.per_modality == {"MRI-CT": 2, "MRI-PET": 2}
     with pytest.raises(InputError, match="also appear"):
         select_calibration_set(pairs, 2, pairs)
-    (tmp_path / "cal.json").write_text(json.dumps(a))
+    a.write(tmp_path / "cal.json")
     meta, chosen = load_calibration(tmp_path / "cal.json")
     batches = list(network_batches(chosen))
     assert len(batches) == 4 and batches[0]["mri"].shape == (1, 1, 64, 64)
-    a["pairs"][0]["mri_sha256"] = "0" * 64
-    (tmp_path / "bad.json").write_text(json.dumps(a))
-    with pytest.raises(ModelFileError, match="SHA-256"):
+    edited = json.loads(a.encode())
+    edited["pairs"][0]["mri_sha256"] = "0" * 64  # the list edited without its set hash
+    (tmp_path / "bad.json").write_text(json.dumps(edited))
+    with pytest.raises(ModelFileError, match="set_sha256 does not match"):
         load_calibration(tmp_path / "bad.json")
+    edited = json.loads(a.encode())
+    edited["pairs"][0]["mri"] = "../" + edited["pairs"][0]["mri"]  # a path that leaves the set's folder
+    (tmp_path / "out.json").write_text(json.dumps(edited))
+    with pytest.raises(ModelFileError, match=r"in the form its JSON Schema gives .* - at `\$.pairs\[0\].mri`"):
+        load_calibration(tmp_path / "out.json")
+    copy = tmp_path / "copy"
+    shutil.copytree(pairs, copy)
+    image = copy / a.pairs[0].other
+    image.write_bytes(image.read_bytes() + b"\0")  # an image changed after the set was selected
+    with pytest.raises(ModelFileError, match="does not match the calibration manifest's SHA-256"):
+        load_calibration(tmp_path / "cal.json", copy)
 
 
 @pytest.fixture(scope="module")
@@ -133,15 +145,15 @@ def test_int8_recipes(exported, calibration, tmp_path, target, marker_op):
                         "--calibration", str(calibration), "--method", "max", "-o", str(out)]) == 0
     assert (source.stat().st_mtime_ns, source.read_bytes()) == before  # the input graph is not even rewritten
     manifest = read_manifest(out)
-    assert manifest["precision"] == f"int8-{target}" and manifest["calibration"]["per_modality"]["MRI-CT"] == 2
-    assert manifest["ops"].get(marker_op, 0) > 0
-    plan = manifest["recipe"]["mixed_precision"]  # the default sensitivity search ran and is on record
-    assert plan["mode"] == "auto" and plan["probes"] == 4 and "ups.0" in plan["sensitivity_psnr_db"]
-    assert plan["probe_psnr_db"] >= 46.0 or plan["quantized_groups"] == 0
+    assert manifest.precision == f"int8-{target}" and manifest.calibration.per_modality["MRI-CT"] == 2
+    assert manifest.ops.get(marker_op, 0) > 0
+    plan = manifest.recipe.mixed_precision  # the default sensitivity search ran and is on record
+    assert plan.mode == "auto" and plan.probes == 4 and "ups.0" in plan.sensitivity_psnr_db
+    assert plan.probe_psnr_db >= 46.0 or plan.quantized_groups == 0
     if target == "onnxruntime":  # 7-bit weights: no uint8 x int8 pair-sum saturation on CPUs without VNNI
         graph = onnx.load(str(out))
         assert 32 < largest_int8_weight(graph) <= SATURATION_SAFE_WEIGHT
-        thin = manifest["recipe"]["fp32_thin_convolutions"]  # slower in INT8 on ONNX Runtime's CPU kernels
+        thin = manifest.recipe.fp32_thin_convolutions  # slower in INT8 on ONNX Runtime's CPU kernels
         assert any(name.startswith("/init_conv/") for name in thin) and any("/pixel/" in name for name in thin)
         assert {n.op_type for n in graph.graph.node if n.name in thin} == {"Conv"}
     rng = np.random.default_rng(0)
@@ -187,7 +199,7 @@ def test_onnxruntime_int8_after_a_tensorrt_recipe_in_the_same_process(exported, 
                         "-o", str(tmp_path / "trt.onnx")]) == 0
     assert export_main(["quantize", *common, "--target", "onnxruntime", "--method", method,
                         "-o", str(tmp_path / "ort.onnx")]) == 0
-    assert read_manifest(tmp_path / "ort.onnx")["ops"].get("QLinearConv", 0) > 0
+    assert read_manifest(tmp_path / "ort.onnx").ops.get("QLinearConv", 0) > 0
 
 
 @needs_modelopt
@@ -204,14 +216,14 @@ def test_fp16_recipe_keeps_normalisation_in_fp32(exported, tmp_path, capfd):
     assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     norms = [n for n in graph.graph.node if n.op_type == "LayerNormalization"]
     assert norms and all(init_types.get(n.input[1], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for n in norms)
-    assert read_manifest(out)["precision"] == "fp16"
+    assert read_manifest(out).precision == "fp16"
 
 
 def test_int8_layer_groups_can_be_named_or_all_quantized(exported, calibration, tmp_path, capsys):
     common = ["quantize", "--onnx", str(exported["dynamic"]), "--precision", "int8", "--calibration",
               str(calibration), "--method", "max"]
     assert export_main([*common, "--keep-fp32", "none", "-o", str(tmp_path / "all.onnx")]) == 0
-    assert read_manifest(tmp_path / "all.onnx")["recipe"]["mixed_precision"]["kept_fp32"] == []
+    assert read_manifest(tmp_path / "all.onnx").recipe.mixed_precision.kept_fp32 == []
     assert export_main([*common, "--keep-fp32", "ups.0,fusion/head", "-o", str(tmp_path / "two.onnx")]) == 0
     graph = onnx.load(str(tmp_path / "two.onnx"))
     assert all(n.op_type == "Conv" for n in graph.graph.node if n.name.startswith(("/ups.0/", "/fusion/head/"))
@@ -247,7 +259,7 @@ def test_paper_size_model_exports_and_passes_the_fp32_gate(pairs, tmp_path):
     """The published sizes (seeded random weights: no public checkpoint), dynamic, verified like the edge model."""
     assert export_main(["onnx", "--model", "paper", "-o", str(tmp_path), "--dynamic"]) == 0
     graph = tmp_path / "dmfnet-paper-fp32-dynamic.onnx"
-    assert read_manifest(graph)["parity_max_abs_vs_torch"] <= 1e-4
+    assert read_manifest(graph).parity_max_abs_vs_torch <= 1e-4
     assert export_main(["verify", "--onnx", str(graph), "--model", "paper", "--pairs", str(pairs),
                         "--report", str(tmp_path / "report")]) == 0
     report = json.loads((tmp_path / "report" / "dmfnet-paper-fp32-dynamic.verify.json").read_text())
@@ -290,13 +302,19 @@ sys.exit(rc)
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("inputs", ["mri", "other"], "'inputs' must be an object of input name -> shape"),
-    ("inputs", {"mri": "N,1,H,W", "other": ["N", 1, "H", "W"]}, "input 'mri' has shape 'N,1,H,W'"),
-    ("inputs", {"mri": [1, 256], "other": ["N", 1, "H", "W"]}, r"input 'mri' has shape \[1, 256\]"),
-    ("model_config", [1], "'model_config' must be an object"),
-    ("recipe", "int8", "'recipe' must be an object or null"),
-    ("onnxruntime_runnable", "no", "'onnxruntime_runnable' must be true or false"),
-    ("onnx_sha256", 12, "'onnx_sha256' must be a SHA-256 in hex"),
+    ("inputs", ["mri", "other"], r"Expected `object`, got `array` - at `\$.inputs`"),
+    ("inputs", {"mri": "N,1,H,W", "other": ["N", 1, "H", "W"]}, r"Expected `array`, got `str` - at `\$.inputs"),
+    ("inputs", {"mri": [1, 256], "other": ["N", 1, "H", "W"]}, r"Expected `array` of length >= 4 - at `\$.inputs"),
+    ("inputs", {"mri": [1, 2, 64, 64], "other": [1, 2, 64, 64]}, r"input 'mri' has shape \[1, 2, 64, 64\]"),
+    ("inputs", {"other": [1, 1, 64, 64], "mri": [1, 1, 64, 64]}, "do not follow the contract"),
+    ("model_config", [1], r"Expected `object \| null`, got `array` - at `\$.model_config`"),
+    ("recipe", "int8", r"Expected `object \| null`, got `str` - at `\$.recipe`"),
+    ("onnxruntime_runnable", "no", r"Expected `bool \| null`, got `str` - at `\$.onnxruntime_runnable`"),
+    ("onnx_sha256", 12, r"Expected `str`, got `int` - at `\$.onnx_sha256`"),
+    ("onnx_sha256", "ab" * 31, r"Expected `str` matching regex .* - at `\$.onnx_sha256`"),
+    ("surprise", 1, "Object contains unknown field `surprise`"),
+    ("manifest_version", 2, "an ONNX manifest of manifest_version 2; this release reads manifest_version 1"),
+    ("format", "dmfnet-edge-engine", "not an ONNX manifest"),
 ])
 def test_manifests_of_the_wrong_structure_are_one_clear_error(tmp_path, field, value, message):
     """Valid JSON with the wrong structure (these were tracebacks or silently accepted)."""
@@ -314,3 +332,82 @@ def test_manifests_of_the_wrong_structure_are_one_clear_error(tmp_path, field, v
     (tmp_path / "g.onnx.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match=message):
         read_manifest(graph, verify=field != "onnx_sha256")
+
+
+def _with_manifest(path, data, source, **fields):
+    """`data` at `path` beside a manifest copied from `source`, its hash and file name made to match."""
+    import hashlib
+
+    path.write_bytes(data)
+    meta = json.loads(source.with_name(source.name + ".json").read_text())
+    meta.update({"onnx_file": path.name, "onnx_sha256": hashlib.sha256(data).hexdigest(), **fields})
+    path.with_name(path.name + ".json").write_text(json.dumps(meta))
+    return path
+
+
+def test_the_onnx_loader_takes_external_data_beside_the_graph_only(exported, tmp_path):
+    """Data files named relative to the graph's folder are read (through a link to the graph too); the same
+    graph with its data elsewhere, or with data too short for what it declares, is one ModelFileError."""
+    from dmfnet_edge.runtime.onnx_file import open_graph, open_with_manifest
+
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    onnx.save_model(onnx.load(str(exported["static"])), str(folder / "g.onnx"), save_as_external_data=True,
+                    location="g.onnx.data", size_threshold=1024)
+    graph, manifest = open_with_manifest(_with_manifest(folder / "g.onnx", (folder / "g.onnx").read_bytes(),
+                                                        exported["static"]))
+    assert graph.external == (folder / "g.onnx.data",) and graph.precision() == manifest.precision == "fp32"
+    (tmp_path / "link.onnx").symlink_to(folder / "g.onnx")
+    assert open_graph(tmp_path / "link.onnx").external == (folder / "g.onnx.data",)  # beside the real file
+    shutil.copy(folder / "g.onnx", tmp_path / "alone.onnx")  # its data file stays behind
+    with pytest.raises(ModelFileError, match="keeps its data in 'g.onnx.data', which cannot be opened"):
+        open_graph(tmp_path / "alone.onnx")
+    data = folder / "g.onnx.data"
+    data.write_bytes(data.read_bytes()[:-4])
+    with pytest.raises(ModelFileError, match="but the file has .*; the graph and its data files do not belong"):
+        open_graph(folder / "g.onnx")
+
+
+@pytest.mark.parametrize("opset, refused", [(16, True), (18, False), (21, False), (22, True)])
+def test_the_onnx_loader_takes_the_opsets_the_toolchains_read(exported, tmp_path, opset, refused):
+    from dmfnet_edge.runtime.onnx_file import open_graph
+
+    model = onnx.load(str(exported["static"]))
+    next(o for o in model.opset_import if o.domain == "").version = opset
+    path = _with_manifest(tmp_path / "g.onnx", model.SerializeToString(), exported["static"])
+    if refused:
+        with pytest.raises(ModelFileError, match=f"declares ONNX opset {opset}; the toolchains here read opsets 17"):
+            open_graph(path)
+    else:
+        assert open_graph(path).opset == opset
+
+
+def test_a_manifest_must_describe_its_graph(exported, tmp_path):
+    """Shapes and precision as the graph itself has them: the shipped INT8 graph is int8-onnxruntime by its
+    operators, the FP32 export fp32; a manifest that says otherwise is refused (exit 2, not an engine check)."""
+    from dmfnet_edge.runtime import shipped_onnx
+    from dmfnet_edge.runtime.onnx_file import open_graph, open_with_manifest
+
+    assert open_graph(shipped_onnx("edge", "int8")).precision() == "int8-onnxruntime"
+    static = exported["static"]
+    graph, _ = open_with_manifest(static)
+    with pytest.raises(ModelFileError, match=r"input 'mri' is \[1, 1, 64, 64\] in the graph but \[1, 1, 128, 128\]"):
+        graph.check_manifest({"mri": [1, 1, 128, 128], "other": [1, 1, 128, 128]}, "fused", "fp32")
+    with pytest.raises(ModelFileError, match=r"input 'mri' is \[1, 1, 64, 64\] in the graph but \['N', 1, 'H', 'W'\]"):
+        graph.check_manifest({"mri": ["N", 1, "H", "W"], "other": ["N", 1, "H", "W"]}, "fused", "fp32")
+    with pytest.raises(ModelFileError, match="says fp16, but the graph is fp32"):
+        graph.check_manifest({"mri": [1, 1, 64, 64], "other": [1, 1, 64, 64]}, "fused", "fp16")
+    mislabelled = _with_manifest(tmp_path / "g.onnx", static.read_bytes(), static, precision="int8-tensorrt")
+    assert export_main(["quantize", "--onnx", str(mislabelled), "--precision", "fp16", "-o",
+                        str(tmp_path / "q.onnx")]) == 2
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_static_export_must_fit_the_pixel_budget(tmp_path, capsys, monkeypatch):
+    """Refused before the model is traced at that size; a larger budget lets the same export through."""
+    assert export_main(["onnx", "--model", "tiny", "-o", str(tmp_path), "--size", "512", "--batch", "8"]) == 2
+    assert "2,097,152 pixels per call exceed the pixel budget of 1,048,576" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setenv("DMFNET_MAX_PIXELS", "64")
+    assert export_main(["onnx", "--model", "tiny", "-o", str(tmp_path), "--size", "64"]) == 2
+    assert export_main(["onnx", "--model", "tiny", "-o", str(tmp_path), "--dynamic"]) == 0  # no fixed size

@@ -13,6 +13,7 @@ from dmfnet_edge._optional import available
 from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.contract import read_manifest
 from dmfnet_edge.errors import InputError
+from dmfnet_edge.export.calibration import CalibrationManifest
 from dmfnet_edge.export.recipes import load_recipe, recipes_in
 from dmfnet_edge.io.images import write_image
 from tests.conftest import REPO, smooth_image
@@ -38,11 +39,11 @@ def test_every_shipped_recipe_is_valid_and_named_after_its_file():
 def test_the_cpu_int8_recipe_is_the_recipe_of_the_shipped_int8_graph():
     recipe = load_recipe(TARGETS / "cpu-int8.yaml").graph
     shipped = read_manifest(REPO / "dmfnet_edge" / "weights" / "dmfnet-edge-int8-onnxruntime.onnx")
-    calibration = json.loads((REPO / recipe.calibration).read_text())
-    assert shipped["precision"] == recipe.gate
-    assert shipped["calibration"]["set_sha256"] == calibration["set_sha256"]
-    plan = shipped["recipe"]["mixed_precision"]
-    assert plan["mode"] == recipe.keep_fp32 and plan["target_probe_psnr_db"] == recipe.target_psnr_db
+    calibration = CalibrationManifest.read(REPO / recipe.calibration)
+    assert shipped.precision == recipe.gate
+    assert shipped.calibration.set_sha256 == calibration.set_sha256
+    plan = shipped.recipe.mixed_precision
+    assert plan.mode == recipe.keep_fp32 and plan.target_probe_psnr_db == recipe.target_psnr_db
 
 
 def _write(folder: Path, name: str, text: str) -> Path:
@@ -53,9 +54,9 @@ def _write(folder: Path, name: str, text: str) -> Path:
 
 
 @pytest.mark.parametrize("body, message", [
-    ("description: x\ngraph: {precision: fp32}\n", "missing key 'name'"),
-    ("name: r\ndescription: x\ngraph: {precision: fp8}\n", "'fp8' is not one of fp32, fp16, int8"),
-    ("name: r\ndescription: x\ngraph: {precision: fp32}\ncolour: red\n", "unknown key 'colour'"),
+    ("description: x\ngraph: {precision: fp32}\n", "Object missing required field `name`"),
+    ("name: r\ndescription: x\ngraph: {precision: fp8}\n", r"Invalid enum value 'fp8' - at `\$.graph.precision`"),
+    ("name: r\ndescription: x\ngraph: {precision: fp32}\ncolour: red\n", "Object contains unknown field `colour`"),
     ("name: other\ndescription: x\ngraph: {precision: fp32}\n", "differs from the file name"),
     ("name: r\ndescription: x\ngraph: {precision: int8, quantization: onnxruntime, file: a.onnx}\n",
      "missing key 'calibration'"),
@@ -67,9 +68,16 @@ def _write(folder: Path, name: str, text: str) -> Path:
     ("name: r\ndescription: x\ngraph: {precision: fp32}\nengine: {toolchain: tensorrt, compute_capabilities: "
      "[sm87]}\n", "builds for the GPU it runs on"),
     ("name: r\ndescription: x\ngraph: {precision: fp32}\ngate: {pairs: val, per_modality: 0}\n",
-     "per_modality: a positive number"),
-    ("name: r\ndescription: x\ngraph: [precision, fp32]\n", "expected a mapping"),
-    ("name: r\ndescription: x\ngraph: {precision: fp32\n", "not a readable YAML recipe"),
+     r"Expected `int` >= 1 - at `\$.gate.per_modality`"),
+    ("name: r\ndescription: x\ngraph: [precision, fp32]\n", r"Expected `object`, got `array` - at `\$.graph`"),
+    ("name: r\ndescription: x\ngraph: {precision: fp32\n", "not a readable YAML file"),
+    ("name: r\ndescription: &d x\ngraph: {precision: fp32}\n", "YAML anchors and aliases are not allowed"),
+    ("name: r\ndescription: x\ngraph: {precision: fp32}\nengine: {toolchain: tensorrt-rtx, compute_capabilities: "
+     "[smXY]}\n", "engine.compute_capabilities: 'smxy' is not a compute capability"),
+    ("- a\n- b\n", "Expected `object`, got `array`"),
+    ("name: r\ndescription: x\ngraph: {precision: fp32}\n" + "#" * 70_000 + "\n", "more than a recipe can be"),
+    ("name: r\ndescription: x\ngraph: {precision: fp32}\ngate: {pairs: " + "[" * 40 + "]" * 40 + "}\n",
+     "nested more than 8 levels deep"),
 ])
 def test_the_schema_names_the_file_and_the_key(tmp_path, body, message):
     path = _write(tmp_path, "r", body)
@@ -111,13 +119,13 @@ def test_a_recipe_makes_its_graph_runs_its_gate_and_lists(tmp_path, tiny_graph, 
     assert f"a-fp32: graph {graph} (fp32)" in printed and "tiny.onnx [fp32]: PASS" in printed
     assert json.loads((out / "a-fp32" / "tiny.verify.json").read_text())["passed"]
     int8 = out / "b-int8" / "tiny-int8.onnx"
-    assert read_manifest(int8)["precision"] == "int8-onnxruntime"
+    assert read_manifest(int8).precision == "int8-onnxruntime"
     assert "gate: not run (the recipe names no gate pairs)" in printed
     # quantize --recipe writes the same graph as the recipe command: one definition of the target
     again = tmp_path / "again.onnx"
     assert export_main(["quantize", "--onnx", str(graph), "--recipe", str(recipes / "b-int8.yaml"), "-o",
                         str(again)]) == 0
-    assert read_manifest(again)["onnx_sha256"] == read_manifest(int8)["onnx_sha256"]
+    assert read_manifest(again).onnx_sha256 == read_manifest(int8).onnx_sha256
 
 
 @pytest.mark.skipif(available("tensorrt"), reason="full TensorRT is installed here: the engine would be built")

@@ -18,7 +18,7 @@ from tests.conftest import smooth_image
 @pytest.fixture(scope="module")
 def runners(tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    export_onnx(build_model("tiny"), path, IOContract.dynamic(), {})
+    export_onnx(build_model("tiny"), path, IOContract.dynamic())
     return {"onnxruntime": OnnxRuntimeRunner(path, threads=1), "torch": TorchRunner(build_model("tiny")),
             "path": path}
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dmfnet_edge.artifacts import WeightsSidecar
 from dmfnet_edge.cli.main import main
 from dmfnet_edge.io.images import write_image
 from tests.conftest import smooth_image
@@ -37,8 +38,8 @@ def test_stage1_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, train_
     a = load_file(str(tmp_path / "straight" / "unet.safetensors"))
     b = load_file(str(tmp_path / "split" / "unet.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    meta = json.loads((tmp_path / "straight" / "unet.json").read_text())
-    assert meta["kind"] == "unet" and meta["training"]["settings"]["steps"] == 4
+    meta = WeightsSidecar.read(tmp_path / "straight" / "unet.json")
+    assert meta.kind == "unet" and meta.training["settings"]["steps"] == 4
 
 
 def test_stage2_trains_only_the_fusion_network_and_reports(tmp_path, train_dir, capsys):
@@ -65,7 +66,7 @@ def test_stage2_trains_only_the_fusion_network_and_reports(tmp_path, train_dir, 
     from dmfnet_edge.models.checkpoint import load_model
 
     loaded, meta = load_model(tmp_path / "s2" / "dmfnet")
-    assert meta["kind"] == "dmfnet" and loaded.cfg.name == "tiny"
+    assert meta.kind == "dmfnet" and loaded.cfg.name == "tiny"
 
 
 def test_training_refuses_the_val_split(tmp_path, capsys):
@@ -91,7 +92,9 @@ def test_the_ablation_figure_draws_every_run_against_pixel_max(tmp_path):
                                                                              "MRI-PET": 0.2},
                        "baseline_loss": {"max": {"MRI-CT": 0.31, "MRI-PET": 0.15}}} for s in (100, 200, 300)]
         (tmp_path / label).mkdir()
-        (tmp_path / label / "last.json").write_text(json.dumps({"validation": validation}))
+        (tmp_path / label / "last.json").write_text(json.dumps({
+            "step": 300, "stage": "dmfnet", "optimizer": {"param_groups": []}, "numpy_rng": {}, "settings": {},
+            "validation": validation}))
         runs[label] = tmp_path / label
     out = plot_ablation(runs, tmp_path / "ablation.png", "title")
     picture = read_image(out)

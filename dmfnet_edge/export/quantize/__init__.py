@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from dmfnet_edge._optional import require
-from dmfnet_edge.artifacts import write_json_atomic
-from dmfnet_edge.contract import IOContract, contract_of, manifest_path, read_manifest
+from dmfnet_edge.contract import IOContract, OnnxManifest, manifest_path, read_manifest
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.export.calibration import calibration_inputs
 from dmfnet_edge.export.onnx_export import build_manifest, op_inventory
@@ -47,12 +46,12 @@ def recipe_name(precision: str, target: str) -> str:
 def quantize_onnx(src: Path, dst: Path, precision: str, target: str, method: str = "entropy",
                   batches: list[dict[str, np.ndarray]] | None = None, calibration: dict[str, Any] | None = None,
                   high_precision: str = "fp32", keep_fp32: str | list[str] = KEEP_FP32_AUTO,
-                  target_db: float = TARGET_PROBE_PSNR_DB) -> dict[str, Any]:
+                  target_db: float = TARGET_PROBE_PSNR_DB) -> OnnxManifest:
     """Write the `precision`/`target` recipe of the FP32 graph `src` to `dst` with its manifest."""
     onnx = require("onnx", purpose="quantization")
     parent = read_manifest(src)
-    if parent["precision"] != "fp32":
-        raise InputError(f"{src}: is already {parent['precision']}; quantize the fp32 export")
+    if parent.precision != "fp32":
+        raise InputError(f"{src}: is already {parent.precision}; quantize the fp32 export")
     name = recipe_name(precision, target)
     if precision == "int8":
         flavour = int8_onnxruntime if target == "onnxruntime" else int8_tensorrt
@@ -67,23 +66,22 @@ def quantize_onnx(src: Path, dst: Path, precision: str, target: str, method: str
                   int8_tensorrt.quantize_int8_tensorrt(src, dst, batches, method, high_precision, keep_fp32,
                                                        target_db))
     else:
-        recipe = convert_fp16(src, dst, batches[0] if batches else _synthetic_pair(contract_of(parent)))
-    contract: IOContract = contract_of(parent)
-    info = {k: parent[k] for k in ("model", "model_config", "weights_sha256", "opset") if k in parent}
-    info.update({"recipe": recipe, "calibration": calibration, "parent_onnx_sha256": parent["onnx_sha256"],
-                 "ops": op_inventory(onnx.load(str(dst)))})
-    manifest = build_manifest(dst, contract, name, info)
-    write_json_atomic(manifest_path(dst), manifest)
+        recipe = convert_fp16(src, dst, batches[0] if batches else _synthetic_pair(parent.contract))
+    info = {"model": parent.model, "model_config": parent.model_config, "weights_sha256": parent.weights_sha256,
+            "opset": parent.opset, "recipe": recipe, "calibration": calibration,
+            "parent_onnx_sha256": parent.onnx_sha256, "ops": op_inventory(onnx.load(str(dst)))}
+    manifest = build_manifest(dst, parent.contract, name, {k: v for k, v in info.items() if v is not None})
+    manifest.write(manifest_path(dst))
     return manifest
 
 
-def quantize_step(step: GraphStep, src: Path, dst: Path, calibration_root: Path | None = None) -> dict[str, Any]:
+def quantize_step(step: GraphStep, src: Path, dst: Path, calibration_root: Path | None = None) -> OnnxManifest:
     """Write the graph a recipe's graph step describes (fp16 or int8) from the FP32 graph `src` to `dst`: what
     `dmfnet-export quantize` and the recipe runner both do. `calibration_root` relocates the calibration images."""
     if step.precision == "fp32":
         raise InputError("an fp32 recipe has nothing to quantize (its graph is the FP32 export)")
     batches, calibration = (None, None)
-    if step.calibration is not None:
-        batches, calibration = calibration_inputs(step.calibration, calibration_root)
-    return quantize_onnx(src, dst, step.precision, step.quantization or "onnxruntime", step.method, batches,
-                         calibration, step.high_precision, resolve_keep_fp32(step.keep_fp32), step.target_psnr_db)
+    if step.calibration_file is not None:
+        batches, calibration = calibration_inputs(step.calibration_file, calibration_root)
+    return quantize_onnx(src, dst, step.precision, step.quantization or "onnxruntime", step.int8_method, batches,
+                         calibration, step.unquantized, resolve_keep_fp32(step.keep), step.psnr_target)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dmfnet_edge._optional import require
-from dmfnet_edge.contract import layer_group, read_manifest
+from dmfnet_edge.contract import MixedPrecisionPlan, layer_group, read_manifest
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.evaluation.verify import psnr_db
 from dmfnet_edge.files import atomic_write_bytes
@@ -84,27 +84,27 @@ def resolve_keep_fp32(value: str | list[str]) -> str | list[str]:
     if isinstance(value, list) or value in (KEEP_FP32_AUTO, KEEP_FP32_NONE):
         return value
     if value.endswith(".onnx"):
-        plan = read_manifest(Path(value)).get("recipe", {}).get("mixed_precision")
-        if not plan:
+        recipe = read_manifest(Path(value)).recipe
+        if recipe is None or recipe.mixed_precision is None:
             raise InputError(f"keep-fp32 {value}: its manifest records no mixed-precision plan")
-        return list(plan["kept_fp32"]) or KEEP_FP32_NONE
+        return list(recipe.mixed_precision.kept_fp32) or KEEP_FP32_NONE
     return [g for g in value.split(",") if g]
 
 
-def plot_mixed_precision(plan: dict[str, Any], path: Path, title: str = "INT8 sensitivity") -> None:
+def plot_mixed_precision(plan: MixedPrecisionPlan, path: Path, title: str = "INT8 sensitivity") -> None:
     """Bar chart of a mixed-precision plan: probe PSNR with only each layer group quantized, kept groups marked."""
     matplotlib = require("matplotlib", extra="dev", purpose="the sensitivity plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sensitivity = plan.get("sensitivity_psnr_db")
-    if not sensitivity:
+    sensitivity = plan.sensitivity_psnr_db
+    if not sensitivity or plan.target_probe_psnr_db is None:
         raise InputError("the sensitivity plot needs --keep-fp32 auto (no search was run)")
     groups = sorted(sensitivity, key=lambda g: sensitivity[g])
-    kept = set(plan["kept_fp32"])
+    kept = set(plan.kept_fp32)
     fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(groups) + 1.4))
     ax.barh(groups, [sensitivity[g] for g in groups], color=["#c0392b" if g in kept else "#5d8aa8" for g in groups])
-    target = plan["target_probe_psnr_db"]
+    target = plan.target_probe_psnr_db
     ax.axvline(target, color="k", ls="--", lw=0.8, label=f"target {target:g} dB")
     ax.invert_yaxis()
     ax.set_xlabel("probe PSNR vs FP32 with only this group in INT8 (dB; higher = less sensitive)")
@@ -113,8 +113,9 @@ def plot_mixed_precision(plan: dict[str, Any], path: Path, title: str = "INT8 se
     ax.legend(handles=[*ax.get_legend_handles_labels()[0],
                        plt.Rectangle((0, 0), 1, 1, color="#c0392b", label="kept in FP32"),
                        plt.Rectangle((0, 0), 1, 1, color="#5d8aa8", label="INT8")], fontsize=7, loc="lower right")
-    ax.set_title(f"{title}: all-INT8 {plan['all_int8_probe_psnr_db']:.1f} dB -> mixed {plan['probe_psnr_db']:.1f} dB "
-                 f"({len(kept)} of {len(groups)} groups in FP32)", fontsize=9)
+    before, after = plan.all_int8_probe_psnr_db or 0.0, plan.probe_psnr_db or 0.0
+    ax.set_title(f"{title}: all-INT8 {before:.1f} dB -> mixed {after:.1f} dB ({len(kept)} of {len(groups)} groups "
+                 "in FP32)", fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
