@@ -16,23 +16,40 @@ from __future__ import annotations
 import ctypes
 import io
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dmfnet_edge._optional import require
-from dmfnet_edge._quiet import captured
-from dmfnet_edge.artifacts import sha256_file, write_json_atomic
-from dmfnet_edge.runtime.engine_manifest import (BuildTarget, build_engine_manifest, engine_file_name,
-                                               engine_manifest_path, profile_key, read_engine_manifest)
-from dmfnet_edge.build.precision import (LayerRecord, check_precision, expected_convolutions, int8_fallbacks,
-                                         precision_summary, records_from_inspector, records_from_layer_dump)
-from dmfnet_edge.runtime.toolchain import Toolchain, load_toolchain, refuse_unbuildable
-from dmfnet_edge.errors import InputError, ModelFileError
-from dmfnet_edge.contract import INPUT_NAMES, contract_of, read_manifest
+from dmfnet_edge._quiet import THIRD_PARTY, captured
+from dmfnet_edge.artifacts import sha256_file
+from dmfnet_edge.build.cancel import PendingSignals, progress_monitor, signals_deferred
+from dmfnet_edge.build.precision import (
+    LayerRecord,
+    check_precision,
+    expected_convolutions,
+    int8_fallbacks,
+    precision_summary,
+    records_from_inspector,
+    records_from_layer_dump,
+)
+from dmfnet_edge.contract import INPUT_NAMES, OnnxManifest, contract_of
+from dmfnet_edge.errors import EnvironmentProblem, InputError, ModelFileError
 from dmfnet_edge.files import atomic_write_bytes
+from dmfnet_edge.limits import max_pixels
 from dmfnet_edge.preprocess.tensor import MIN_NETWORK_SIDE, SIZE_MULTIPLE
+from dmfnet_edge.runtime.engine_manifest import (
+    BuildTarget,
+    EngineManifest,
+    build_engine_manifest,
+    engine_file_name,
+    engine_manifest_path,
+    profile_key,
+    read_engine_manifest,
+)
+from dmfnet_edge.runtime.onnx_file import OnnxGraph, open_with_manifest
+from dmfnet_edge.runtime.toolchain import Toolchain, load_toolchain, refuse_unbuildable
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +76,7 @@ def _parse_shape(text: str) -> list[int]:
     return [n, 1, h, w]
 
 
-def shape_profile(manifest: dict[str, Any], shapes: str | None) -> dict[str, list[int]]:
+def shape_profile(manifest: OnnxManifest, shapes: str | None) -> dict[str, list[int]]:
     """min/opt/max input shapes: a static graph's own shape, else --shapes, else 1x256x256."""
     contract = contract_of(manifest)
     if contract.static_batch and contract.static_size:
@@ -76,6 +93,27 @@ def shape_profile(manifest: dict[str, Any], shapes: str | None) -> dict[str, lis
     return {"min": low, "opt": opt, "max": high}
 
 
+def check_pixel_budget(shapes: dict[str, list[int]], given: str | None) -> None:
+    """The largest call the engine takes must fit the pixel budget (limits.py) before TensorRT plans memory for
+    it: a static profile's whole batch (every call holds it), one image of a dynamic profile's MAX (the runtime
+    cuts batches to the budget)."""
+    n, _, h, w = shapes["max"]
+    static = shapes["min"] == shapes["max"]
+    pixels, budget = (n if static else 1) * h * w, max_pixels()
+    if pixels > budget:
+        what = f"--shapes {given}" if given else f"the graph's static input {n}x{h}x{w}"
+        raise InputError(f"{what}: {pixels:,} pixels per {'call' if static else 'image'} exceed the pixel budget of "
+                         f"{budget:,}; export or build for a smaller size, or raise DMFNET_MAX_PIXELS")
+
+
+def refuse_non_folder(option: str, folder: Path) -> None:
+    """An output folder must be a folder or nothing yet, checked before the work: a file there, or a symbolic
+    link that leads nowhere (dangling or looping), is an existing output, never replaced."""
+    if os.path.lexists(folder) and not folder.is_dir():
+        kind = "a symbolic link that leads nowhere (dangling or looping)" if folder.is_symlink() else "not a folder"
+        raise InputError(f"{option} {folder}: is {kind}; give an output folder (new or existing)")
+
+
 def _capturing_logger(trt: Any) -> Any:
     """A TensorRT logger that keeps the log (for the layer dump and error messages) and forwards it to logging."""
 
@@ -88,8 +126,8 @@ def _capturing_logger(trt: Any) -> Any:
             self.messages.append((severity, msg))
             if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
                 log.info("TensorRT: %s", msg)  # also in the one-line error the failure raises
-            elif severity == trt.ILogger.Severity.WARNING:
-                log.warning("TensorRT: %s", msg)
+            elif severity == trt.ILogger.Severity.WARNING:  # shown when the command succeeds (cli/main.py)
+                log.warning("TensorRT: %s", msg, extra=THIRD_PARTY)
             elif severity == trt.ILogger.Severity.INFO:
                 log.debug("TensorRT: %s", msg)
 
@@ -103,12 +141,13 @@ def _capturing_logger(trt: Any) -> Any:
     return CapturingLogger()
 
 
-def _network(tc: Toolchain, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
+def _network(tc: Toolchain, builder: Any, logger: Any, graph: OnnxGraph) -> tuple[Any, Any]:
     network = builder.create_network(tc.network_flags())
     parser = tc.trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes(), str(onnx_path)):
+    # the checked bytes, and the real path that the checked external data files lie beside
+    if not parser.parse(graph.data, str(graph.real_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ModelFileError(f"{onnx_path}: {tc.describe()} cannot parse the graph: {errors}")
+        raise ModelFileError(f"{graph.path}: {tc.describe()} cannot parse the graph: {errors}")
     return network, parser
 
 
@@ -126,13 +165,25 @@ def _timing_cache(tc: Toolchain, config: Any, options: BuildOptions) -> Any:
     return cache
 
 
-def _build_plan(tc: Toolchain, onnx_path: Path, profile_shapes: dict[str, list[int]], targets: list[str],
+def _build_plan(tc: Toolchain, graph: OnnxGraph, profile_shapes: dict[str, list[int]], targets: list[str],
                 options: BuildOptions) -> tuple[bytes, Any, Any, float]:
+    with signals_deferred() as pending:  # TensorRT swallows what a signal handler raises inside its callbacks
+        plan, logger, cache, seconds = _build_plan_deferred(tc, graph, profile_shapes, targets, options, pending)
+    if plan is None:  # cancelled, and the signal's handler did not stop the command
+        raise EnvironmentProblem(f"{graph.path}: the build was cancelled by a signal; nothing was written")
+    return plan, logger, cache, seconds
+
+
+def _build_plan_deferred(tc: Toolchain, graph: OnnxGraph, profile_shapes: dict[str, list[int]], targets: list[str],
+                         options: BuildOptions, pending: PendingSignals) -> tuple[bytes | None, Any, Any, float]:
     trt = tc.trt
     logger = _capturing_logger(trt)
     builder = trt.Builder(logger)
-    network, _parser = _network(tc, builder, logger, onnx_path)
+    network, _parser = _network(tc, builder, logger, graph)
     config = builder.create_builder_config()
+    monitor = progress_monitor(trt, pending)
+    if monitor is not None:
+        config.progress_monitor = monitor  # cancels the build once SIGTERM or Ctrl-C came
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     config.builder_optimization_level = options.opt_level
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
@@ -151,9 +202,11 @@ def _build_plan(tc: Toolchain, onnx_path: Path, profile_shapes: dict[str, list[i
     if printed:  # kept for the one-line error, so the CLI still prints one line
         logger.messages.append((None, printed))
         log.info("TensorRT (stderr): %s", printed)
+    if plan is None and pending:
+        return None, logger, cache, seconds  # cancelled: the signal is raised once the native call is left
     if plan is None:
         errors = logger.errors() or "no log"
-        raise ModelFileError(f"{onnx_path}: {tc.describe()} failed to build an engine: {errors}"
+        raise ModelFileError(f"{graph.path}: {tc.describe()} failed to build an engine: {errors}"
                              f"{_failure_hint(errors, profile_shapes, options)}")
     return bytes(plan), logger, cache, seconds
 
@@ -178,13 +231,13 @@ def _layer_records(tc: Toolchain, plan: bytes, logger: Any) -> list[LayerRecord]
     return records_from_inspector(inspector.get_engine_information(tc.trt.LayerInformationFormat.JSON))
 
 
-def _plugins(tc: Toolchain, manifest: dict[str, Any], libraries: list[Path]) -> list[dict[str, str]]:
+def _plugins(tc: Toolchain, manifest: OnnxManifest, libraries: list[Path]) -> list[dict[str, str]]:
     if libraries and not tc.flavour.plugins:
         raise InputError(f"--plugin-lib: {tc.describe()} has no plugin layers")
     for library in libraries:
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
     records = [{"library": str(p), "sha256": sha256_file(p)} for p in libraries]
-    if manifest.get("tensorrt_plugins"):
+    if manifest.plugins:
         from dmfnet_edge.build import qdp_plugin
 
         qdp_plugin.register()
@@ -192,11 +245,11 @@ def _plugins(tc: Toolchain, manifest: dict[str, Any], libraries: list[Path]) -> 
     return records
 
 
-def _write(engine_path: Path, plan: bytes, engine_manifest: dict[str, Any]) -> None:
+def _write(engine_path: Path, plan: bytes, engine_manifest: EngineManifest) -> None:
     """Manifest first, then the engine: a crash in between leaves a manifest without an engine, which readers
     reject as 'engine file not found', never an engine without its manifest."""
     sidecar = engine_manifest_path(engine_path)
-    write_json_atomic(sidecar, engine_manifest)
+    engine_manifest.write(sidecar)
     try:
         atomic_write_bytes(engine_path, plan)
     except BaseException:
@@ -204,11 +257,12 @@ def _write(engine_path: Path, plan: bytes, engine_manifest: dict[str, Any]) -> N
         raise
 
 
-def build_engine(onnx_path: Path, out_dir: Path, options: BuildOptions | None = None) -> dict[str, Any]:
+def build_engine(onnx_path: Path, out_dir: Path, options: BuildOptions | None = None) -> EngineManifest:
     """Build (or reuse from `out_dir`) the engine for `onnx_path`; returns its manifest."""
     options = options or BuildOptions()
-    manifest = read_manifest(onnx_path)
+    graph, manifest = open_with_manifest(onnx_path)
     refuse_unbuildable(onnx_path.name, manifest)
+    refuse_non_folder("--out", out_dir)
     tc = load_toolchain(options.toolchain)
     tc.check_graph(onnx_path.name, manifest)
     tc.check_timing_cache(options.timing_cache, options.lock_timing_cache)
@@ -216,16 +270,17 @@ def build_engine(onnx_path: Path, out_dir: Path, options: BuildOptions | None = 
     target = BuildTarget(tc.name, tc.version, tuple(targets), device)
     shapes = shape_profile(manifest, options.shapes)
     tc.check_profile(shapes, options.shapes)
-    engine_path = out_dir / engine_file_name(onnx_path.stem, target, manifest["onnx_sha256"], manifest["precision"],
+    check_pixel_budget(shapes, options.shapes)
+    engine_path = out_dir / engine_file_name(onnx_path.stem, target, manifest.onnx_sha256, manifest.precision,
                                              profile_key(shapes))
     if engine_path.is_file() and engine_manifest_path(engine_path).is_file():
         log.info("engine cache hit: %s", engine_path.name)
         return read_engine_manifest(engine_path)
     plugins = _plugins(tc, manifest, options.plugin_libraries)
-    expected = expected_convolutions(require("onnx", extra="onnx", purpose="engine checks").load(str(onnx_path)).graph)
-    plan, logger, cache, seconds = _build_plan(tc, onnx_path, shapes, targets, options)
+    expected = expected_convolutions(graph.model.graph)
+    plan, logger, cache, seconds = _build_plan(tc, graph, shapes, targets, options)
     summary = precision_summary(_layer_records(tc, plan, logger))
-    check_precision(manifest["precision"], summary, expected)
+    check_precision(manifest.precision, summary, expected)
     summary["int8_fallbacks_fp32"] = int8_fallbacks(summary, expected)
     settings = {"builder_optimization_level": options.opt_level, "strongly_typed": True, "profile": shapes,
                 "workspace_mib": options.workspace_mib, "build_seconds": round(seconds, 2)}

@@ -21,6 +21,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dmfnet_edge.evaluation.verify import verify_runner, write_report
+    from dmfnet_edge.runtime.onnx_file import open_with_manifest
     from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
     from dmfnet_edge.runtime.torch_backend import TorchRunner
     from dmfnet_edge.targets import check_same_weights, gate_pairs
@@ -28,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     pairs = gate_pairs(args.pairs, args.per_modality)
     model, meta = reference_model(args.model)
     reference = TorchRunner(model, meta)
+    for path in args.onnx:  # checked (bounded, external data in its folder, as labelled) before ONNX Runtime opens it
+        open_with_manifest(path)
     candidates = [OnnxRuntimeRunner(path, threads=args.threads) for path in args.onnx]
     for runner in candidates:
         check_same_weights(runner, meta, args.model)

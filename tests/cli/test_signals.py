@@ -49,3 +49,38 @@ def test_a_signal_mid_fuse_dir_keeps_the_pairs_already_fused(tmp_path, sig, code
         assert read_image(png).shape == (256, 256)  # each one complete
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary files left behind
     assert snapshot(pairs, skip=()) == before
+
+
+_BUILD_SIGNALLED = """
+import os, signal, sys, threading
+from dmfnet_edge.build import trt_builder
+from dmfnet_edge.cli.main import export_main
+
+real = trt_builder.captured  # entered right around TensorRT's build_serialized_network
+
+
+def signalled(*args, **kwargs):
+    threading.Timer(float(sys.argv[1]), os.kill, (os.getpid(), int(sys.argv[2]))).start()
+    return real(*args, **kwargs)
+
+
+trt_builder.captured = signalled
+sys.exit(export_main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_a_signal_mid_build_stops_it_and_writes_no_engine(tmp_path, tensorrt_rtx, sig, code, word):
+    """The signal arrives while TensorRT builds in native code (its callbacks swallowed the handler's exception:
+    the command went on, wrote the engine and exited 0). Now the build is cancelled and the command stops as
+    every other does."""
+    from dmfnet_edge.runtime import shipped_onnx
+
+    out = tmp_path / "engines"
+    graph = shipped_onnx("edge", "fp32")  # about 2 s to build, most of it in one native step
+    argv = ["build", "--onnx", str(graph), "--out", str(out), "--toolchain", "tensorrt-rtx"]
+    done = subprocess.run([sys.executable, "-c", _BUILD_SIGNALLED, "0.3", str(int(sig)), *argv], capture_output=True,
+                          text=True, timeout=300, preexec_fn=_default_sigint)
+    assert done.returncode == code, done.stderr
+    assert done.stderr.strip().splitlines() == [f"dmfnet-export: {word}; no partial outputs were kept"]
+    assert not out.exists() or not list(out.iterdir())  # no engine, no manifest, no temporary file
