@@ -286,7 +286,8 @@ def run_case_process(case: Case, folder: Path, model: Path, timeout: float = 300
     return Outcome(done.returncode, done.stderr, left, before, snapshot(folder), seconds)
 
 
-HOSTILE_MODULES = ("hostile_series", "hostile_serving")  # tests/hostile_<surface>.py, each with a CASES list
+# tests/hostile_<surface>.py, each with a CASES list
+HOSTILE_MODULES = ("hostile_series", "hostile_export", "hostile_serving")
 
 
 def catalogue() -> list[Case]:
