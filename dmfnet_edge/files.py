@@ -6,6 +6,8 @@
   which is not safe while other threads create files.
 * `atomic_write_bytes`: a temporary file in the target folder, renamed into place; nothing is left on failure.
   A target that is a device, FIFO, socket or folder is refused, never replaced.
+* `write_together` / `publish_staged`: a result of several files is staged whole, then renamed into place with
+  Ctrl-C and SIGTERM held, its completeness marker last (the one output rule for multi-file results).
 * `staged_folder`: a hidden folder beside a target folder to build it in; whatever the block leaves of it
   (an error, Ctrl-C, SIGTERM) is removed, so an interrupted build leaves nothing. The block moves it into place
   under its own rule for what it may replace.
@@ -89,6 +91,12 @@ def stage_file(path: Path, data: bytes) -> Path:
     return Path(tmp)
 
 
+def staging_path(path: Path) -> Path:
+    """A new, empty hidden file beside `path` for a tool that writes its own output by name (the caller renames
+    it into place with `publish_staged` or removes it)."""
+    return stage_file(path, b"")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
     tmp = stage_file(path, data)
@@ -98,6 +106,57 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise EnvironmentProblem(f"{path}: writing failed ({exc.strerror}); nothing was written") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (blocked, not lost) for a few renames, then delivered: a result of several
+    files is never cut between two of its renames by Ctrl-C. Only the main thread receives them, so only it
+    needs to block them."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def publish_staged(staged: list[tuple[Path, Path]]) -> None:
+    """Rename staged files (temporary, final) into place as one result, in order, with Ctrl-C and SIGTERM held
+    until the last: list the completeness marker (a manifest, a report's JSON) last. Every staged file still
+    there afterwards (a rename failed) is removed."""
+    try:
+        with signals_held():
+            for tmp, final in staged:
+                try:
+                    os.replace(tmp, final)
+                except OSError as exc:
+                    raise EnvironmentProblem(f"{final}: writing failed ({exc.strerror}); the result is incomplete, "
+                                             "write it again") from None
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def write_together(files: list[tuple[Path, bytes]]) -> None:
+    """The one output rule for a result of several files (a report and its picture, a graph and its manifest):
+    every file is staged beside its target first, so a full disk or an interrupt while writing changes nothing;
+    then all are renamed into place, the last one listed (the completeness marker) last."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files:
+            staged.append((stage_file(path, data), path))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    publish_staged(staged)
 
 
 Companion = Callable[[list[Path]], tuple[Path, bytes]]  # output paths -> (sidecar path, its bytes)

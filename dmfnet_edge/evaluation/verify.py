@@ -135,12 +135,15 @@ def verify_runner(candidate: Runner, precision: str, reference: Runner, pairs: l
 
 
 def write_report(report: dict[str, Any], worst: PairResult, out_dir: Path, stem: str) -> tuple[Path, Path]:
-    from dmfnet_edge.artifacts import write_json_atomic
-    from dmfnet_edge.io.images import write_image
+    """The gate's report (JSON) and its worst pair's heat-map (PNG), written together: both or neither, the JSON
+    last."""
+    from dmfnet_edge.files import write_together
+    from dmfnet_edge.io.images import encode_image
     from dmfnet_edge.postprocess.pictures import heatmap_picture
+    from dmfnet_edge.records import json_bytes
 
     json_path, png_path = out_dir / f"{stem}.verify.json", out_dir / f"{stem}.worst.png"
-    write_json_atomic(json_path, report)
-    write_image(png_path, heatmap_picture(worst.ref.pixels, worst.test.pixels, worst.diff,
-                                          f"{report['precision']} {report['worst_pair']}"))
+    picture = heatmap_picture(worst.ref.pixels, worst.test.pixels, worst.diff,
+                              f"{report['precision']} {report['worst_pair']}")
+    write_together([(png_path, encode_image(picture, ".png")), (json_path, json_bytes(report))])
     return json_path, png_path

@@ -24,7 +24,7 @@ from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import WeightsSidecar, sha256_file
 from dmfnet_edge.contract import INPUT_NAMES, OPSET, OUTPUT_NAME, IOContract, OnnxManifest, manifest_path
 from dmfnet_edge.errors import InputError
-from dmfnet_edge.files import atomic_write_bytes
+from dmfnet_edge.files import publish_staged, stage_file
 
 log = logging.getLogger(__name__)
 FORBIDDEN_OPS = ("Einsum", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike")
@@ -163,9 +163,12 @@ def parity_error(model: Any, onnx_bytes: bytes, contract: IOContract, seed: int 
     return float(np.max(np.abs(out - ref)))
 
 
-def build_manifest(path: Path, contract: IOContract, precision: str, info: dict[str, Any]) -> OnnxManifest:
-    """The manifest of the graph just written to `path` (checked as every reader checks it)."""
-    return OnnxManifest.convert({"onnx_file": path.name, "onnx_sha256": sha256_file(path), "precision": precision,
+def build_manifest(path: Path, contract: IOContract, precision: str, info: dict[str, Any],
+                   name: str | None = None) -> OnnxManifest:
+    """The manifest of the graph written to `path` (staged: it will be `name` beside its manifest), checked as
+    every reader checks it."""
+    return OnnxManifest.convert({"onnx_file": name or path.name, "onnx_sha256": sha256_file(path),
+                                 "precision": precision,
                                  "inputs": {name: contract.shape for name in INPUT_NAMES}, "output": OUTPUT_NAME,
                                  "package_version": __version__, **info}, f"the manifest of {path}")
 
@@ -185,14 +188,18 @@ def export_onnx(model: Any, out_path: Path, contract: IOContract, meta: WeightsS
     error = None if plugins else parity_error(model, data, contract)
     if error is not None and error > FP32_PARITY_TOLERANCE:
         raise RuntimeError(f"ONNX Runtime differs from PyTorch by {error:.3g} (> {FP32_PARITY_TOLERANCE})")
-    atomic_write_bytes(out_path, data)
+    work = stage_file(out_path, data)
     info = {"model": model.cfg.name, "model_config": model.cfg.to_dict(), "weights_sha256":
             meta.weights_sha256 if meta else None, "opset": opset, "parity_max_abs_vs_torch": error,
             "ops": op_inventory(graph), "simplified": simplify and not plugins,
             "tensorrt_plugins": plugins, "onnxruntime_runnable": not plugins,
             "tools": {"torch": str(torch.__version__), "onnx": onnx.__version__, **_tool_versions()}}
-    manifest = build_manifest(out_path, contract, "fp32", info)
-    manifest.write(manifest_path(out_path))
+    try:
+        manifest = build_manifest(work, contract, "fp32", info, out_path.name)
+        sidecar = manifest_path(out_path)
+        publish_staged([(work, out_path), (stage_file(sidecar, manifest.encode()), sidecar)])
+    finally:
+        work.unlink(missing_ok=True)
     log.info("exported %s (parity %s)", out_path, error)
     return manifest
 

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from dmfnet_edge import __version__
-from dmfnet_edge.artifacts import write_json_atomic
-from dmfnet_edge.files import atomic_write_bytes
+from dmfnet_edge.files import write_together
 from dmfnet_edge.io.images import encode_image, read_image
 from dmfnet_edge.io.pairs import ImagePair
 from dmfnet_edge.metrics.evaluate import pair_metrics, summarise
 from dmfnet_edge.metrics.fusion import CONVENTIONS
 from dmfnet_edge.metrics.table import markdown_table
 from dmfnet_edge.postprocess.pictures import overview_picture
+from dmfnet_edge.records import json_bytes
 
 
 def overview_sample(pairs: list[ImagePair], count: int) -> list[ImagePair]:
@@ -68,9 +68,8 @@ def write_fuse_report(out: Path, pairs: list[ImagePair], written: dict[str, Path
         summary["metrics"] = summarise(per_task)
         summary["conventions"] = CONVENTIONS
     report = {"summary": summary, "outputs": {k: str(v) for k, v in written.items()}, "seconds": seconds}
-    write_json_atomic(out / "report.json", report)
-    atomic_write_bytes(out / "overview.png", encode_image(overview_picture(rows), ".png"))
-    atomic_write_bytes(out / "report.md", _markdown(summary).encode())
+    write_together([(out / "overview.png", encode_image(overview_picture(rows), ".png")),
+                    (out / "report.md", _markdown(summary).encode()), (out / "report.json", json_bytes(report))])
     return report
 
 

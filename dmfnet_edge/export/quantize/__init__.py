@@ -26,6 +26,7 @@ from dmfnet_edge.export.quantize import int8_onnxruntime, int8_tensorrt
 from dmfnet_edge.export.quantize.fp16 import convert_fp16
 from dmfnet_edge.export.quantize.mixed_precision import KEEP_FP32_AUTO, TARGET_PROBE_PSNR_DB, resolve_keep_fp32
 from dmfnet_edge.export.recipes import GraphStep
+from dmfnet_edge.files import publish_staged, stage_file, staging_path
 
 
 def _synthetic_pair(contract: IOContract) -> dict[str, np.ndarray]:
@@ -53,6 +54,22 @@ def quantize_onnx(src: Path, dst: Path, precision: str, target: str, method: str
     if parent.precision != "fp32":
         raise InputError(f"{src}: is already {parent.precision}; quantize the fp32 export")
     name = recipe_name(precision, target)
+    work = staging_path(dst)
+    try:
+        manifest = _quantize(onnx, parent, src, work, dst.name, name, precision, target, method, batches,
+                             calibration, high_precision, keep_fp32, target_db)
+        publish_staged([(work, dst), (stage_file(manifest_path(dst), manifest.encode()), manifest_path(dst))])
+    finally:
+        work.unlink(missing_ok=True)
+    return manifest
+
+
+def _quantize(onnx: Any, parent: OnnxManifest, src: Path, work: Path, name_on_disk: str, name: str, precision: str,
+              target: str, method: str, batches: list[dict[str, np.ndarray]] | None,
+              calibration: dict[str, Any] | None, high_precision: str, keep_fp32: str | list[str],
+              target_db: float) -> OnnxManifest:
+    """The recipe written to the staging file `work`, and the manifest the graph will have as `name_on_disk`."""
+    dst = work
     if precision == "int8":
         flavour = int8_onnxruntime if target == "onnxruntime" else int8_tensorrt
         if method not in flavour.METHODS:
@@ -70,9 +87,8 @@ def quantize_onnx(src: Path, dst: Path, precision: str, target: str, method: str
     info = {"model": parent.model, "model_config": parent.model_config, "weights_sha256": parent.weights_sha256,
             "opset": parent.opset, "recipe": recipe, "calibration": calibration,
             "parent_onnx_sha256": parent.onnx_sha256, "ops": op_inventory(onnx.load(str(dst)))}
-    manifest = build_manifest(dst, parent.contract, name, {k: v for k, v in info.items() if v is not None})
-    manifest.write(manifest_path(dst))
-    return manifest
+    return build_manifest(dst, parent.contract, name, {k: v for k, v in info.items() if v is not None},
+                          name_on_disk)
 
 
 def quantize_step(step: GraphStep, src: Path, dst: Path, calibration_root: Path | None = None) -> OnnxManifest:
