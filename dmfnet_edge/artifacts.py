@@ -41,10 +41,13 @@ def resolve_weights(spec: str | os.PathLike[str]) -> tuple[Path, Path]:
                                  "PATH/NAME of NAME.safetensors + NAME.json")
     tensors, sidecar = base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
     for path in (tensors, sidecar):
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise ModelFileError(f"{path}: missing; a model is NAME.safetensors + NAME.json "
                                  f"(or a shipped name: {', '.join(SHIPPED)})")
-    return tensors, sidecar
+    if not tensors.is_file():  # hashed before use: a FIFO would block, /dev/zero never end
+        raise ModelFileError(f"{tensors}: is not a regular file (a folder, pipe, device or socket); give the weights "
+                             "file")
+    return tensors, sidecar  # the sidecar is checked by the bounded reader
 
 
 class WeightsSidecar(Record, kw_only=True):

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from dmfnet_edge.runtime.onnx_file import open_with_manifest
 
     step = graph_step(args)
-    inputs = {"--onnx": args.onnx, **{f"--{k.replace('_', '-')}": v for k, v in step.inputs().items()}}
+    inputs = {"--onnx": args.onnx,
+              **{f"--{k.replace('_', '-')}": v for k, v in step.inputs(args.calibration_root).items()}}
     refuse_overlap("-o", args.out, inputs)
     refuse_overlap("-o", args.out.with_name(args.out.name + ".json"), inputs)
     for output in (args.out, args.out.with_name(args.out.name + ".json")):

@@ -111,9 +111,17 @@ class GraphStep(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, o
     def unquantized(self) -> str:
         return self.high_precision or "fp32"
 
-    def inputs(self) -> dict[str, Path]:
-        """Files this step reads besides the FP32 graph: the calibration manifest, a graph whose plan it reuses."""
-        found = {"calibration": self.calibration_file} if self.calibration is not None else {}
+    def inputs(self, calibration_root: Path | None = None) -> dict[str, Path]:
+        """Files and folders this step reads besides the FP32 graph: the calibration manifest and the folder of
+        the images it names, a graph whose plan it reuses."""
+        found: dict[str, Path] = {}
+        if self.calibration_file is not None:
+            from dmfnet_edge.export.calibration import CalibrationManifest
+            from dmfnet_edge.export.calibration import calibration_root as images
+
+            found["calibration"] = self.calibration_file
+            meta = CalibrationManifest.read(self.calibration_file)
+            found["calibration images"] = images(meta, self.calibration_file, calibration_root)
         if isinstance(self.keep_fp32, str) and self.keep_fp32.endswith(".onnx"):
             found["keep_fp32"] = Path(self.keep_fp32)
         return found
@@ -200,11 +208,11 @@ class Recipe:
     def gate(self) -> GateData | None:
         return self.file.gate
 
-    def inputs(self) -> dict[str, Path]:
+    def inputs(self, calibration_root: Path | None = None) -> dict[str, Path]:
         """Every file or folder the recipe reads, by what it is: the recipe itself, its calibration manifest and
         any graph whose plan it reuses, and the gate's validation pairs. No output may be or hold one of them."""
         found = {f"recipe {self.name}": self.source}
-        found.update({f"{self.name}: {k}": v for k, v in self.graph.inputs().items()})
+        found.update({f"{self.name}: {k}": v for k, v in self.graph.inputs(calibration_root).items()})
         if self.gate is not None:
             found[f"{self.name}: gate pairs"] = self.gate.folder
         return found

@@ -29,6 +29,7 @@ RECORD_TYPES: dict[str, str] = {
     "dmfnet-edge-provenance": "dmfnet_edge.io.provenance:Provenance",
     "dmfnet-edge-feature-cache": "dmfnet_edge.train.feature_cache:FeatureCacheKey",
     "dmfnet-edge-training-state": "dmfnet_edge.train.state:TrainingState",
+    "dmfnet-edge-triton-repository": "dmfnet_edge.serving.triton_repo:RepositoryRecord",
 }
 
 

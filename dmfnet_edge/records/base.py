@@ -24,7 +24,7 @@ import msgspec
 
 from dmfnet_edge.errors import RecordError, one_line
 from dmfnet_edge.files import atomic_write_bytes
-from dmfnet_edge.records.reader import DEFAULT_LIMIT, MAX_DEPTH, check_json_depth, parse_yaml, read_bounded
+from dmfnet_edge.records.reader import DEFAULT_LIMIT, MAX_DEPTH, article, check_json_depth, parse_yaml, read_bounded
 
 R = TypeVar("R", bound="Record")
 SHA256 = msgspec.Meta(pattern="^[0-9a-f]{64}$", description="SHA-256 in lowercase hex")
@@ -85,9 +85,9 @@ class Record(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
         version_field = cls.ALWAYS[1] if len(cls.ALWAYS) > 1 else None
         version, supported = found.get(version_field), _default(cls, version_field) if version_field else None
         if expected is not None and isinstance(fmt, str) and fmt != expected:
-            text = f"{source}: not {_a(cls.KIND)} (its format is {fmt!r:.60}, expected {expected!r})"
+            text = f"{source}: not {article(cls.KIND)} (its format is {fmt!r:.60}, expected {expected!r})"
         elif supported is not None and isinstance(version, int) and version != supported:
-            text = (f"{source}: {_a(cls.KIND)} of {version_field} {version}; this release reads {version_field} "
+            text = (f"{source}: {article(cls.KIND)} of {version_field} {version}; this release reads {version_field} "
                     f"{supported}")
         else:
             text = f"{source}: not a valid {cls.KIND}: {one_line(_readable(str(exc)), 200)}"
@@ -135,10 +135,6 @@ def _plain(value: Any) -> Any:
 def _readable(message: str) -> str:
     """msgspec's message with a long regular expression replaced by a pointer to the schema."""
     return re.sub(r"matching regex '.{24,}?' - at", "in the form its JSON Schema gives (docs/schemas) - at", message)
-
-
-def _a(noun: str) -> str:
-    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def _default(cls: type[Record], name: str) -> Any:

@@ -44,19 +44,24 @@ def read_bounded(path: str | os.PathLike[str], limit: int, what: str = "record")
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
-            raise RecordError(f"{path}: is a folder, not a {what} file")
+            raise RecordError(f"{path}: is a folder, not {article(what)} file")
         if not stat.S_ISREG(info.st_mode):
-            raise RecordError(f"{path}: is not a regular file (a pipe, device or socket); give a {what} file")
+            raise RecordError(f"{path}: is not a regular file (a pipe, device or socket); give {article(what)} file")
         if info.st_size > limit:
-            raise RecordError(f"{path}: {info.st_size:,} bytes is more than a {what} can be ({limit:,} bytes)")
+            raise RecordError(f"{path}: {info.st_size:,} bytes is more than {article(what)} can be ({limit:,} bytes)")
         data = _read_at_most(fd, limit + 1)
     except OSError as exc:
         raise RecordError(f"{path}: cannot read the {what} ({exc.strerror})") from None
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise RecordError(f"{path}: grew past {limit:,} bytes while being read; not a {what}")
+        raise RecordError(f"{path}: grew past {limit:,} bytes while being read; not {article(what)}")
     return data
+
+
+def article(noun: str) -> str:
+    """'a recipe', 'an ONNX manifest'."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def _read_at_most(fd: int, count: int) -> bytes:

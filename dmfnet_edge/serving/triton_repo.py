@@ -25,17 +25,38 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
-from dmfnet_edge.artifacts import sha256_file, write_json_atomic
+from msgspec import Meta
+
+from dmfnet_edge.artifacts import sha256_file
 from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, manifest_path, read_manifest
 from dmfnet_edge.errors import EnvironmentProblem, InputError
 from dmfnet_edge.files import FOLDER_MODE, staged_folder
+from dmfnet_edge.records import SHA256, Record
 from dmfnet_edge.runtime.triton_client import REPOSITORY_RECORD, check_model_name
 from dmfnet_edge.serving.model_files import check_engine_file, check_onnx_file
 
 REPOSITORY_FORMAT = "dmfnet-edge-triton-repository"
 KINDS = ("cpu", "gpu")
+
+
+class RepositoryRecord(Record, kw_only=True):
+    """REPO/repository.json: what a repository serves (model name, platform), packed from which file (path and
+    SHA-256 of the copy) with that file's manifest, and whether its config passed Triton's own schema."""
+
+    KIND: ClassVar[str] = "Triton repository record"
+    ALWAYS: ClassVar[tuple[str, ...]] = ("format", "version")
+    FIX: ClassVar[str] = "pack the repository again with 'dmfnet-export triton'"
+
+    format: Literal["dmfnet-edge-triton-repository"] = REPOSITORY_FORMAT
+    version: Literal[1] = 1
+    model: Annotated[str, Meta(min_length=1, max_length=64)]
+    platform: Literal["onnxruntime_onnx", "tensorrt_plan"]
+    source: str
+    source_sha256: Annotated[str, SHA256]
+    source_manifest: dict[str, Any]  # the packed file's ONNX or engine manifest, as read (docs/schemas)
+    config_checked_against_triton_schema: bool
 
 
 @dataclass(frozen=True)
@@ -155,10 +176,9 @@ def write_repository(model: ServedModel, options: ServingOptions, out: Path, val
         except OSError as exc:  # a full disk: the staged folder goes, nothing is left
             raise EnvironmentProblem(f"{out}: writing the repository failed ({exc.strerror}); nothing was "
                                      "written") from None
-        write_json_atomic(work / REPOSITORY_RECORD, {
-            "format": REPOSITORY_FORMAT, "model": options.name, "platform": model.platform,
-            "source": str(model.path), "source_sha256": sha256_file(version / filename),
-            "source_manifest": model.manifest, "config_checked_against_triton_schema": checked})
+        RepositoryRecord(model=options.name, platform=model.platform, source=str(model.path),
+                         source_sha256=sha256_file(version / filename), source_manifest=model.manifest,
+                         config_checked_against_triton_schema=checked).write(work / REPOSITORY_RECORD)
         for folder in (work / options.name, version):
             os.chmod(folder, FOLDER_MODE)
         if out.is_dir():

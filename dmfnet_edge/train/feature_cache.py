@@ -171,7 +171,7 @@ class FeatureCache:
 
     @classmethod
     def _open_checked(cls, folder: Path, key: dict[str, Any], entries: list[dict[str, str]]) -> FeatureCache:
-        if not (folder / MANIFEST).is_file():
+        if not os.path.lexists(folder / MANIFEST):
             raise InputError(f"{folder}: not a feature cache (no {MANIFEST}) and not empty; give an empty or new "
                              "folder")
         meta = FeatureCacheKey.read(folder / MANIFEST)
