@@ -110,21 +110,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 @contextmanager
 def signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM held back (blocked, not lost) for a few renames, then delivered: a result of several
-    files is never cut between two of its renames by Ctrl-C. Only the main thread receives them, so only it
-    needs to block them."""
+    """SIGINT and SIGTERM held back (recorded, not lost) for a few renames, then raised again under the handlers
+    that were there before: a result of several files is never cut between two of its renames by Ctrl-C. Python
+    runs signal handlers in the main thread only, so elsewhere there is nothing to hold."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 def publish_staged(staged: list[tuple[Path, Path]]) -> None:
