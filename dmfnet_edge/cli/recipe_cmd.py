@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"recipe {next(n for n in names if names.count(n) > 1)} is given twice")
     for recipe in recipes:  # what the installed toolchains cannot target is refused, listed or not
         if recipe.engine is not None:
-            check_named_targets(recipe.engine.toolchain, recipe.engine.compute_capabilities,
+            check_named_targets(recipe.engine.toolchain, recipe.engine.targets,
                                 f"{recipe.source}: engine.compute_capabilities")
     if args.list:
         for recipe in recipes:

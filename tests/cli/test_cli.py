@@ -373,3 +373,21 @@ def test_a_line_break_in_any_message_stays_on_one_line(capsys):
 
     assert run_cli(["probe"], "dmfnet-export", [("probe", "probe", lambda p: None, fails)]) == 3
     assert capsys.readouterr().err == "dmfnet-export: error: TensorRT said: line two  line three\n"
+
+
+def test_recipe_list_checks_targets_in_any_spelling(tmp_path, capsys):
+    """The compute capabilities a recipe names are checked against what TensorRT for RTX can target, after
+    they are read in the one spelling (8.6 is sm86); a target it has not is refused before anything is listed."""
+    from conftest import REPO
+
+    from dmfnet_edge.cli.main import export_main
+
+    text = (REPO / "export" / "workstation-rtx-fp16.yaml").read_text()
+    recipe = tmp_path / "workstation-rtx-fp16.yaml"
+    recipe.write_text(text.replace("[sm80, sm86, sm89, sm120]", '["8.6", sm89]'))
+    assert export_main(["recipe", "--list", str(recipe)]) == 0
+    assert "tensorrt-rtx engine for sm86,sm89" in capsys.readouterr().out
+    recipe.write_text(text.replace("[sm80, sm86, sm89, sm120]", "[sm86, sm100]"))
+    assert export_main(["recipe", "--list", str(recipe)]) == 2
+    out, err = capsys.readouterr()
+    assert not out and "engine.compute_capabilities sm100: tensorrt-rtx targets sm75, sm80" in err
