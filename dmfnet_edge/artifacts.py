@@ -82,4 +82,5 @@ def load_sidecar(tensors: Path, sidecar: Path, verify: bool = True) -> WeightsSi
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_bytes(path, json_bytes(data))
+    """A report of measurements (not a record): NaN and Infinity are written as Python's json writes them."""
+    atomic_write_bytes(path, json_bytes(data, strict=False))

@@ -16,6 +16,7 @@ tensor-size helpers below it (the import contract in pyproject.toml keeps it tha
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -193,8 +194,11 @@ class OnnxManifest(Record, kw_only=True):
 
 def read_manifest(onnx_path: Path, verify: bool = True) -> OnnxManifest:
     """Read and check the sidecar of an .onnx file: format, version, structure, contract and SHA-256."""
-    if not onnx_path.is_file():
+    if not os.path.lexists(onnx_path):
         raise ModelFileError(f"{onnx_path}: ONNX file not found")
+    if not onnx_path.is_file():  # hashed below: a FIFO would block, /dev/zero never end
+        raise ModelFileError(f"{onnx_path}: is not a regular file (a folder, pipe, device or socket); give the "
+                             "exported .onnx graph")
     sidecar = manifest_path(onnx_path)
     if not sidecar.exists():
         raise ModelFileError(f"{sidecar}: manifest missing; export with 'dmfnet-export onnx' to get one")

@@ -18,23 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from dmfnet_edge.artifacts import WeightsSidecar
-from dmfnet_edge.contract import read_manifest
+from dmfnet_edge.contract import OnnxManifest, read_manifest
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.export.recipes import EngineStep, Recipe
+from dmfnet_edge.runtime.engine_manifest import EngineManifest
 
 
 @dataclass
 class RecipeResult:
     recipe: Recipe
     graph: Path
-    graph_manifest: dict[str, Any]
-    engine: dict[str, Any] | None = None  # the engine manifest, when one was built
+    graph_manifest: OnnxManifest
+    engine: EngineManifest | None = None  # the engine manifest, when one was built
     engine_skipped: str | None = None  # why no engine was built here, and how to build it on the target
     gate: dict[str, Any] | None = None  # the verify report
     gate_files: tuple[Path, Path] | None = None
 
 
-def make_graph(recipe: Recipe, fp32: Path, out: Path) -> tuple[Path, dict[str, Any]]:
+def make_graph(recipe: Recipe, fp32: Path, out: Path) -> tuple[Path, OnnxManifest]:
     """The recipe's graph from the FP32 graph `fp32`: `fp32` itself, or a new graph in `out`."""
     from dmfnet_edge.export.quantize import quantize_step
 
@@ -75,7 +76,7 @@ def engine_unbuildable(step: EngineStep) -> str | None:
     return None
 
 
-def make_engine(recipe: Recipe, graph: Path, engines: Path) -> dict[str, Any]:
+def make_engine(recipe: Recipe, graph: Path, engines: Path) -> EngineManifest:
     from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
 
     assert recipe.engine is not None

@@ -145,5 +145,5 @@ def write_report(report: dict[str, Any], worst: PairResult, out_dir: Path, stem:
     json_path, png_path = out_dir / f"{stem}.verify.json", out_dir / f"{stem}.worst.png"
     picture = heatmap_picture(worst.ref.pixels, worst.test.pixels, worst.diff,
                               f"{report['precision']} {report['worst_pair']}")
-    write_together([(png_path, encode_image(picture, ".png")), (json_path, json_bytes(report))])
+    write_together([(png_path, encode_image(picture, ".png")), (json_path, json_bytes(report, strict=False))])
     return json_path, png_path

@@ -69,7 +69,8 @@ def write_fuse_report(out: Path, pairs: list[ImagePair], written: dict[str, Path
         summary["conventions"] = CONVENTIONS
     report = {"summary": summary, "outputs": {k: str(v) for k, v in written.items()}, "seconds": seconds}
     write_together([(out / "overview.png", encode_image(overview_picture(rows), ".png")),
-                    (out / "report.md", _markdown(summary).encode()), (out / "report.json", json_bytes(report))])
+                    (out / "report.md", _markdown(summary).encode()),
+                    (out / "report.json", json_bytes(report, strict=False))])
     return report
 
 

@@ -117,9 +117,11 @@ class Record(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
         return schema
 
 
-def json_bytes(data: Any) -> bytes:
-    """JSON as every record of the project is written: sorted keys, indented, one final newline."""
-    return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+def json_bytes(data: Any, strict: bool = True) -> bytes:
+    """JSON as every record of the project is written: sorted keys, indented, one final newline. Records are
+    strict JSON (no NaN or Infinity, which other languages' parsers refuse); reports of measurements pass
+    `strict=False`, where an infinite PSNR of identical images is a result (written `Infinity`)."""
+    return (json.dumps(data, indent=2, sort_keys=True, allow_nan=not strict) + "\n").encode()
 
 
 def _plain(value: Any) -> Any:

@@ -85,6 +85,9 @@ class ServedModel:
 
 
 def served_onnx(path: Path) -> ServedModel:
+    from dmfnet_edge.runtime.onnx_file import open_with_manifest
+
+    open_with_manifest(path)  # bounded, external data kept to its folder, opset, and as its manifest labels it
     meta = read_manifest(path)
     return ServedModel(path, "onnxruntime_onnx", meta.to_builtins(), meta.contract.shape, None)
 
