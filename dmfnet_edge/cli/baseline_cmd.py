@@ -31,4 +31,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [("baseline", "fuse pairs with a classic baseline (average, max, laplacian)", configure, run)]
+COMMANDS = {"baseline": (configure, run)}

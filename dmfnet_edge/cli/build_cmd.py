@@ -63,4 +63,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [("build", "build a TensorRT engine (strongly typed, static profile, cached, checked)", configure, run)]
+COMMANDS = {"build": (configure, run)}

@@ -28,4 +28,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [("calibrate", "select a hashed INT8 calibration set from a training split", configure, run)]
+COMMANDS = {"calibrate": (configure, run)}

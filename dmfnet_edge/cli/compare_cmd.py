@@ -107,4 +107,4 @@ def _figure(pairs: list[ImagePair], methods: dict[str, Any], args: argparse.Name
     return overview_picture(rows)
 
 
-COMMANDS = [("compare", "the model against the classic baselines: images, tables, figure", configure, run)]
+COMMANDS = {"compare": (configure, run)}

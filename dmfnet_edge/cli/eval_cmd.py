@@ -31,4 +31,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [("eval", "fusion metrics of fused images against their sources", configure, run)]
+COMMANDS = {"eval": (configure, run)}

@@ -86,7 +86,4 @@ def run_fuse_dir(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [
-    ("fuse", "fuse one MRI image with its CT/PET/SPECT partner", configure_fuse, run_fuse),
-    ("fuse-dir", "fuse every pair of a dataset folder", configure_fuse_dir, run_fuse_dir),
-]
+COMMANDS = {"fuse": (configure_fuse, run_fuse), "fuse-dir": (configure_fuse_dir, run_fuse_dir)}

@@ -47,4 +47,4 @@ def _training_summary(meta: WeightsSidecar) -> object:
     return {k: training[k] for k in keys if k in training}
 
 
-COMMANDS = [("info", "describe a model: parameters, FLOPs, weights and config", configure, run)]
+COMMANDS = {"info": (configure, run)}

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dmfnet_edge import __version__
 from dmfnet_edge._optional import missing_package_message
 from dmfnet_edge._quiet import HeldWarnings
-from dmfnet_edge.cli.registry import TOOLS, Command, commands
+from dmfnet_edge.cli.registry import TOOLS, Command, load
 from dmfnet_edge.errors import DmfnetError, one_line
 
 LINE_LIMIT = 4000  # characters of one error line: flattened, not cut short where a message is merely long
@@ -58,13 +58,21 @@ def _epilog(prog: str, name: str) -> str | None:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines) if lines else None
 
 
-def build_parser(prog: str = "dmfnet", only: list[Command] | None = None) -> argparse.ArgumentParser:
-    """The tool's parser with all its registered commands (or `only` these)."""
+def build_parser(prog: str = "dmfnet", only: list[Command] | None = None,
+                 command: str | None = None) -> argparse.ArgumentParser:
+    """The tool's parser: every registered command (or `only` these). With `command`, only that command's
+    module is imported and configured; the others are listed with their help (what `--help` needs) and are
+    never imported, so one command's failing import cannot break another's, and a run imports one module."""
     parser = _Parser(prog=prog, description=TOOLS[prog].description, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, help_text, configure, run in only or commands(prog):
+    if only is not None:
+        chosen = only
+    else:
+        chosen = [load(e) if command in (None, e.name) else Command(e.name, e.help, _unconfigured, _unconfigured)
+                  for e in TOOLS[prog].entries]
+    for name, help_text, configure, run in chosen:
         cmd = sub.add_parser(name, help=help_text, description=help_text, epilog=_epilog(prog, name),
                              formatter_class=_HelpFormatter)
         cmd.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
@@ -72,6 +80,15 @@ def build_parser(prog: str = "dmfnet", only: list[Command] | None = None) -> arg
         configure(cmd)
         cmd.set_defaults(run=run)
     return parser
+
+
+def _unconfigured(*args: object) -> None:
+    """The options of a command that is not the one being run (never parsed)."""
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command a command line names: its first word that is not an option (None: --help or --version)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 class Terminated(KeyboardInterrupt):
@@ -116,7 +133,8 @@ def _guard_standard_streams() -> None:
 
 def run_cli(argv: Sequence[str] | None, prog: str, only: list[Command] | None = None) -> int:
     _guard_standard_streams()
-    args = build_parser(prog, only).parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(prog, only, _command_in(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     held = [] if args.verbose else [HeldWarnings(h) for h in logging.getLogger().handlers]
@@ -169,6 +187,8 @@ def _run(args: argparse.Namespace, prog: str, held: list[HeldWarnings]) -> int:
         sys.stderr.close()
         return 0
     except ModuleNotFoundError as exc:  # an optional package a code path imports directly
+        if (exc.name or "").split(".")[0] == "dmfnet_edge":
+            raise  # an internal module that does not exist is a bug: it keeps its traceback
         _say(held, f"{prog}: error: {missing_package_message(exc.name or str(exc))}")
         return 3
     except OSError as exc:  # the operating system refused: a full disk, a name too long, no permission

@@ -72,4 +72,4 @@ def _check_budget(args: argparse.Namespace) -> None:
                          "DMFNET_MAX_PIXELS")
 
 
-COMMANDS = [("onnx", "export a model to one ONNX graph (fp32) with its manifest", configure, run)]
+COMMANDS = {"onnx": (configure, run)}

@@ -58,4 +58,4 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-COMMANDS = [("profile", "latency percentiles, stage breakdown and a budget gate for any backend", configure, run)]
+COMMANDS = {"profile": (configure, run)}

@@ -107,4 +107,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [("quantize", "write an fp16 or int8 precision recipe into the ONNX graph", configure, run)]
+COMMANDS = {"quantize": (configure, run)}

@@ -88,5 +88,4 @@ def _make(args: argparse.Namespace, recipes: list) -> int:
     return 0 if ok else 1
 
 
-COMMANDS = [("recipe", "make a deployment target from its recipe (export/NAME.yaml): graph, engine, gate", configure,
-             run)]
+COMMANDS = {"recipe": (configure, run)}

@@ -71,4 +71,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [("serve", "serve the model from a Triton Inference Server endpoint (PyTriton, CPU)", configure, run)]
+COMMANDS = {"serve": (configure, run)}

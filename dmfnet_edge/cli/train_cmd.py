@@ -216,4 +216,4 @@ def _hardware(torch, device, threads: int | None) -> str:
     return f"{platform.processor() or platform.machine()}, {threads or torch.get_num_threads()} threads"
 
 
-COMMANDS = [("train", "train stage 1 (diffusion UNet) or stage 2 (fusion network)", configure, run)]
+COMMANDS = {"train": (configure, run)}

@@ -54,4 +54,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [("triton", "a Triton Inference Server model repository for a graph or engine", configure, run)]
+COMMANDS = {"triton": (configure, run)}

@@ -58,4 +58,4 @@ def print_verdict(name: str, report: dict, json_path: Path, png_path: Path) -> N
     print(f"  report: {json_path}  worst pair: {png_path}")
 
 
-COMMANDS = [("verify", "accuracy gates of exported graphs against the PyTorch reference", configure, run)]
+COMMANDS = {"verify": (configure, run)}

@@ -115,5 +115,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [("fuse-volume", "fuse co-registered MRI and CT/PET/SPECT volumes (DICOM series or NIfTI)",
-             configure, run)]
+COMMANDS = {"fuse-volume": (configure, run)}

@@ -1,6 +1,8 @@
 """The `dmfnet` command line, run in-process: outputs, reports, one-line errors and exit codes."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,8 @@ import pytest
 from dmfnet_edge.cli.main import main
 from dmfnet_edge.io.images import read_image, write_image
 from tests.conftest import smooth_image
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -391,3 +395,71 @@ def test_recipe_list_checks_targets_in_any_spelling(tmp_path, capsys):
     assert export_main(["recipe", "--list", str(recipe)]) == 2
     out, err = capsys.readouterr()
     assert not out and "engine.compute_capabilities sm100: tensorrt-rtx targets sm75, sm80" in err
+
+
+# ---- the command registry: every entry loads, names are unique, one broken module breaks only itself ------------
+def test_every_registered_command_has_its_module_entry_and_examples():
+    from dmfnet_edge.cli.examples import EXAMPLES
+    from dmfnet_edge.cli.registry import TOOLS, load
+
+    for tool, spec in TOOLS.items():
+        for entry in spec.entries:
+            command = load(entry)
+            assert command.configure is not None and command.run.__module__ == f"dmfnet_edge.cli.{entry.module}", \
+                f"{tool} {entry.name}: its module did not load"
+            assert EXAMPLES[tool].get(entry.name), f"{tool} {entry.name}: no --help examples"
+    modules = {e.module for spec in TOOLS.values() for e in spec.entries}
+    for module in modules:  # every command a module defines is registered
+        from importlib import import_module
+
+        defined = set(import_module(f"dmfnet_edge.cli.{module}").COMMANDS)
+        assert defined <= {e.name for spec in TOOLS.values() for e in spec.entries}, module
+
+
+def test_a_repeated_command_name_is_refused(monkeypatch):
+    from dmfnet_edge.cli import registry
+
+    doubled = registry.Tool("t", (registry.Entry("x", "a", ""), registry.Entry("x", "b", "")))
+    monkeypatch.setitem(registry.TOOLS, "dmfnet", doubled)
+    with pytest.raises(ValueError, match="registered twice: \\['x'\\]"):
+        registry.check_registry()
+
+
+def test_a_broken_command_module_breaks_only_that_command(monkeypatch, capsys):
+    """An internal import error (a misspelt dmfnet_edge module) is a bug: its command shows the traceback; --help
+    and the other commands are unaffected (the registry imports only the command being run)."""
+    from dmfnet_edge.cli import registry
+
+    broken = registry.Entry("broken", "no_such_cmd", "a command whose module does not exist")
+    tool = registry.TOOLS["dmfnet"]
+    monkeypatch.setitem(registry.TOOLS, "dmfnet", tool._replace(entries=(*tool.entries, broken)))
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0 and "broken" in capsys.readouterr().out
+    assert main(["info", "--model", "tiny", "--size", "64"]) == 0
+    with pytest.raises(ModuleNotFoundError, match="dmfnet_edge.cli.no_such_cmd"):
+        main(["broken"])
+
+
+def test_a_missing_internal_module_keeps_its_traceback(monkeypatch):
+    """Only third-party packages become 'install the extra' (exit 3); a misspelt internal import is re-raised."""
+    from dmfnet_edge.cli.main import run_cli
+
+    def run(args):
+        import dmfnet_edge.no_such_module  # noqa: F401
+
+    with pytest.raises(ModuleNotFoundError):
+        run_cli(["probe"], "dmfnet", [("probe", "probe", lambda p: None, run)])
+
+    def optional(args):
+        import no_such_third_party_package  # noqa: F401
+
+    assert run_cli(["probe"], "dmfnet", [("probe", "probe", lambda p: None, optional)]) == 3
+
+
+def test_running_a_command_imports_only_its_module():
+    code = ("import sys; from dmfnet_edge.cli.main import main\n"
+            "try:\n    main(['eval', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('dmfnet_edge.cli.') and m.endswith('_cmd')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.stdout.strip().splitlines()[-1] == "['dmfnet_edge.cli.eval_cmd']", done.stdout + done.stderr
