@@ -302,7 +302,7 @@ def run_case_process(case: Case, folder: Path, model: Path, timeout: float = 300
 
 
 # tests/hostile_<surface>.py, each with a CASES list
-HOSTILE_MODULES = ("hostile_series", "hostile_export", "hostile_serving", "hostile_records")
+HOSTILE_MODULES = ("hostile_series", "hostile_export", "hostile_serving", "hostile_records", "hostile_plugins")
 
 
 def catalogue() -> list[Case]:

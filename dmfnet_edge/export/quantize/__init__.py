@@ -44,6 +44,15 @@ def recipe_name(precision: str, target: str) -> str:
     raise InputError(f"--precision {precision}: choose fp16 or int8")
 
 
+def refuse_plugin_graph(src: Path, parent: OnnxManifest) -> None:
+    """The recipes run the graph (Model Optimizer's AutoCast and calibration, ONNX Runtime probes), which no ONNX
+    runtime can do with TensorRT plugin nodes (AutoCast died with a NameError inside Model Optimizer)."""
+    if parent.plugins:
+        raise InputError(f"{src}: has {len(parent.plugins)} TensorRT plugin nodes (exported with --trt-plugins), "
+                         "which the precision recipes cannot run; quantize the export made without --trt-plugins "
+                         "(a plugin graph builds FP32 engines)")
+
+
 def quantize_onnx(src: Path, dst: Path, precision: str, target: str, method: str = "entropy",
                   batches: list[dict[str, np.ndarray]] | None = None, calibration: dict[str, Any] | None = None,
                   high_precision: str = "fp32", keep_fp32: str | list[str] = KEEP_FP32_AUTO,
@@ -53,6 +62,7 @@ def quantize_onnx(src: Path, dst: Path, precision: str, target: str, method: str
     parent = read_manifest(src)
     if parent.precision != "fp32":
         raise InputError(f"{src}: is already {parent.precision}; quantize the fp32 export")
+    refuse_plugin_graph(src, parent)
     name = recipe_name(precision, target)
     work = staging_path(dst)
     try:
