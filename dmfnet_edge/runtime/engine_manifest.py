@@ -124,7 +124,9 @@ class LayerPrecisions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
 
 
 class PluginUsed(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
-    """A plugin library loaded for the build (path and hash), or the plugin embedded in the engine."""
+    """A plugin library loaded for the build (its file, found again by name beside the engine when it is loaded,
+    and its hash), or the plugin embedded in the engine: its kernel's PTX (hash, ISA version, target) and the nvcc
+    that compiled it (a driver older than that PTX ISA cannot load the engine)."""
 
     library: str | None = None
     sha256: Sha256 | None = None
@@ -132,6 +134,10 @@ class PluginUsed(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, 
     op: str | None = None
     kernel: str | None = None
     ptx_sha256: Sha256 | None = None
+    ptx_isa: Annotated[str, Meta(pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$")] | None = None  # e.g. "9.0" (.version)
+    ptx_target: Annotated[str, Meta(pattern=r"^sm_[0-9]{2,3}[a-z]?$")] | None = None  # e.g. "sm_80" (.target)
+    nvcc_version: Annotated[str, Meta(pattern=r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}$")] | None = None
+    nvcc_pinned: bool | None = None  # False: compiled by another nvcc than the pinned one (DMFNET_UNPINNED_NVCC=1)
 
 
 class EngineManifest(Record, kw_only=True):

@@ -115,19 +115,3 @@ cudaError_t pixel_attention_fuse(const float* x, const float* y, const float* a_
 }
 
 }  // namespace dmfnet
-
-// Entry point for TensorRT's quickly deployable plugin AOT path: TensorRT passes the input pointers, then the
-// extra int32 arguments, then the output pointer. Grid (ceil(C*H*W / 256), N), block 256.
-extern "C" __global__ void dmfnet_pixel_attention_fuse_aot(const float* x, const float* y, const float* a_s,
-                                                           const float* a_c, const float* pixel_w,
-                                                           const float* pixel_b, int c, int h, int w, int per_item,
-                                                           float* out) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= per_item) return;
-  const int hw = h * w;
-  const int ch = i / hw;
-  const int p = i % hw;
-  const size_t item = (size_t)blockIdx.y * per_item;
-  out[item + i] = dmfnet::fused_at(x + item, y + item, a_s + (size_t)blockIdx.y * hw,
-                                   a_c[(size_t)blockIdx.y * c + ch], h, w, ch, p / w, p % w, pixel_w, pixel_b[ch]);
-}

@@ -17,6 +17,7 @@
 #endif
 
 #include <math.h>
+#include <stddef.h>
 
 namespace dmfnet {
 

@@ -34,15 +34,94 @@ def test_cmake_builds_the_cuda_kernels_without_a_gpu(build_dir):
     assert (build_dir / "libdmfnet_kernels.so").is_file()
 
 
-def test_plugin_ptx_has_the_aot_entry_point():
-    if shutil.which("nvcc") is None:
-        pytest.skip("nvcc is not installed")
-    from dmfnet_edge.build.qdp_plugin import KERNEL_NAME, compile_ptx, plugin_record
+@pytest.fixture
+def plugin_compiler(monkeypatch):
+    """The pinned nvcc where its wheels are installed, else (told so) the nvcc on PATH."""
+    from dmfnet_edge.build import qdp_plugin
 
-    ptx = compile_ptx()
-    assert f".visible .entry {KERNEL_NAME}(".encode() in ptx
-    assert ptx.count(b".param") >= 11  # 6 inputs, 4 int32 extras, 1 output
-    assert plugin_record()["op"] == "dmfnet::DmfnetPixelAttentionFuse"
+    if qdp_plugin.pinned_nvcc() is None:
+        if shutil.which("nvcc") is None:
+            pytest.skip("needs nvcc: pip install 'dmfnet-edge[trt-plugins]'")
+        monkeypatch.setenv(qdp_plugin.UNPINNED, "1")
+    return qdp_plugin
+
+
+def test_plugin_ptx_has_the_aot_entry_point(plugin_compiler):
+    entries = plugin_compiler.ptx_entries(plugin_compiler.compile_ptx())
+    assert list(entries) == [plugin_compiler.KERNEL_NAME]  # the plugin's own source: its entry and nothing else
+    assert entries[plugin_compiler.KERNEL_NAME] == ["u64"] * 6 + ["u32"] * 4 + ["u64"]  # inputs, c h w per_item, out
+
+
+def test_the_plugin_record_names_ptx_isa_target_and_compiler(plugin_compiler):
+    from dmfnet_edge.runtime.engine_manifest import PluginUsed
+
+    record = PluginUsed(**plugin_compiler.plugin_record())  # the manifest's typed record takes every field
+    assert record.op == "dmfnet::DmfnetPixelAttentionFuse" and record.ptx_target == "sm_80"
+    if record.nvcc_pinned:
+        assert (record.ptx_isa, record.nvcc_version) == (plugin_compiler.PTX_ISA_PIN, plugin_compiler.NVCC_PIN)
+    else:
+        assert record.nvcc_version and record.ptx_isa
+
+
+def _fake_nvcc(folder: Path, version: str, entry: str) -> Path:
+    """An nvcc on PATH that says it is `version` and writes a PTX module with one entry named `entry`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    nvcc = folder / "nvcc"
+    release = version.rsplit(".", 1)[0]
+    nvcc.write_text(f"""#!/bin/sh
+if [ "$1" = "--version" ]; then echo "Cuda compilation tools, release {release}, V{version}"; exit 0; fi
+while [ $# -gt 0 ]; do [ "$1" = "-o" ] && out="$2"; shift; done
+printf '.version 9.5\\n.target sm_80\\n.address_size 64\\n' > "$out"
+printf '.visible .entry {entry}(\\n\\t.param .u64 p0\\n)\\n{{ret;}}\\n' >> "$out"
+""")
+    nvcc.chmod(0o755)
+    return nvcc
+
+
+@pytest.fixture
+def without_pinned_wheels(monkeypatch):
+    from dmfnet_edge.build import qdp_plugin
+
+    monkeypatch.setattr(qdp_plugin, "_wheel_version", lambda name: None)
+    monkeypatch.delenv(qdp_plugin.UNPINNED, raising=False)
+    return qdp_plugin
+
+
+def test_an_unpinned_nvcc_is_refused_in_one_line_unless_asked_for(without_pinned_wheels, monkeypatch, tmp_path):
+    from dmfnet_edge.errors import EnvironmentProblem
+
+    qdp_plugin = without_pinned_wheels
+    nvcc = _fake_nvcc(tmp_path / "bin", "13.5.37", qdp_plugin.KERNEL_NAME)
+    monkeypatch.setenv("PATH", str(nvcc.parent))
+    with pytest.raises(EnvironmentProblem) as refused:
+        qdp_plugin.compile_ptx()
+    message = str(refused.value)
+    assert "\n" not in message and "nvcc 13.5.37 on PATH" in message and "dmfnet-edge[trt-plugins]" in message
+    assert f"{qdp_plugin.UNPINNED}=1" in message
+    monkeypatch.setenv(qdp_plugin.UNPINNED, "1")
+    assert qdp_plugin.find_nvcc() == qdp_plugin.Nvcc(nvcc, "13.5.37", False)
+    record = qdp_plugin.plugin_record()
+    assert (record["ptx_isa"], record["nvcc_version"], record["nvcc_pinned"]) == ("9.5", "13.5.37", False)
+
+
+def test_the_pinned_nvcc_needs_its_nvvm_at_the_pin_too(monkeypatch):
+    """cicc (nvidia-nvvm) writes the PTX: nvcc 13.0.88 driving a newer cicc writes a newer PTX ISA."""
+    from dmfnet_edge.build import qdp_plugin
+
+    versions = {"nvidia-cuda-nvcc": qdp_plugin.NVCC_PIN, "nvidia-nvvm": "13.5.37"}
+    monkeypatch.setattr(qdp_plugin, "_wheel_version", versions.get)
+    assert qdp_plugin.pinned_nvcc() is None
+
+
+def test_the_plugin_entry_is_found_by_its_exact_name(without_pinned_wheels, monkeypatch, tmp_path):
+    """A PTX whose only entry merely starts with the kernel's name is not the plugin's kernel (TensorRT looks the
+    entry up by its exact name)."""
+    qdp_plugin = without_pinned_wheels
+    nvcc = _fake_nvcc(tmp_path / "bin", "13.0.88", qdp_plugin.KERNEL_NAME + "_v2")
+    monkeypatch.setenv("PATH", str(nvcc.parent))
+    monkeypatch.setenv(qdp_plugin.UNPINNED, "1")
+    with pytest.raises(RuntimeError, match="is not an entry of the compiled PTX"):
+        qdp_plugin.compile_ptx()
 
 
 def _ptr(a: np.ndarray):
