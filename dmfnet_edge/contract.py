@@ -25,6 +25,7 @@ from msgspec import Meta, Struct
 
 from dmfnet_edge.artifacts import sha256_file
 from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.precisions import GraphPrecision
 from dmfnet_edge.preprocess.tensor import MIN_NETWORK_SIDE as MIN_SIDE
 from dmfnet_edge.preprocess.tensor import SIZE_MULTIPLE
 from dmfnet_edge.records import SHA256, Record
@@ -35,7 +36,6 @@ OPSET = 18
 DEFAULT_SIZE = 256
 MANIFEST_FORMAT = "dmfnet-edge-onnx"
 MANIFEST_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8-tensorrt", "int8-onnxruntime")
 Dim = int | str
 
 PLUGIN_OP = "DmfnetPixelAttentionFuse"
@@ -153,7 +153,7 @@ class OnnxManifest(Record, kw_only=True):
     manifest_version: Literal[1] = MANIFEST_VERSION
     onnx_file: Annotated[str, Meta(min_length=1, max_length=255)]
     onnx_sha256: Sha256
-    precision: Literal["fp32", "fp16", "int8-tensorrt", "int8-onnxruntime"]
+    precision: GraphPrecision
     inputs: dict[str, InputShape]
     output: str
     package_version: str

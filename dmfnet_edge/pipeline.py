@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from dmfnet_edge.preprocess.tensor import pad_to_multiple, to_network
 from dmfnet_edge.runtime.base import Runner
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")  # the caller's key of a pair (its name, a slice index)
 MIN_SIDE = 16
 
 
@@ -89,11 +91,10 @@ def fuse_pixels(runner: Runner, mri: np.ndarray, other: np.ndarray, label: str =
     return run_batch(runner, [prepare_pair(mri, other, label)])[0]
 
 
-def batched(items: Iterable[tuple[object, PreparedPair]], size: int
-            ) -> Iterator[list[tuple[object, PreparedPair]]]:
+def batched(items: Iterable[tuple[K, PreparedPair]], size: int) -> Iterator[list[tuple[K, PreparedPair]]]:
     """Group consecutive prepared pairs of equal padded shape into batches of at most `size`, and of at most the
     pixel budget per call (limits.pairs_per_call), so memory is bounded whatever `size` is."""
-    group: list[tuple[object, PreparedPair]] = []
+    group: list[tuple[K, PreparedPair]] = []
     for key, pair in items:
         if group and (len(group) == pairs_per_call(*group[0][1].mri.shape, size)
                       or group[0][1].mri.shape != pair.mri.shape):
@@ -108,3 +109,13 @@ def timed_batch(runner: Runner, batch: list[PreparedPair]) -> tuple[list[FusedIm
     start = time.perf_counter()
     out = run_batch(runner, batch)
     return out, time.perf_counter() - start
+
+
+def fuse_pairs(runner: Runner, items: Iterable[tuple[K, PreparedPair]], batch: int
+               ) -> Iterator[tuple[list[K], list[FusedImage], float]]:
+    """The one batching loop: prepared pairs (each with its caller's key) fused `batch` at a time, in equal-shape
+    groups within the pixel budget (`batched`); yields each group's keys, fused images and seconds, in order.
+    `fuse-dir` and the volume pipeline fuse through it."""
+    for group in batched(items, batch):
+        fused, seconds = timed_batch(runner, [pair for _, pair in group])
+        yield [key for key, _ in group], fused, seconds

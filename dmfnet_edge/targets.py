@@ -104,8 +104,9 @@ def check_same_weights(runner: Any, meta: WeightsSidecar, model: str) -> None:
 def run_gate(graph: Path, model: str, pairs: list, report_dir: Path, progress: Callable[[], None] | None = None
              ) -> tuple[dict[str, Any], tuple[Path, Path]]:
     """The graph's accuracy gate against the PyTorch reference `model` on `pairs` (`gate_pairs`)."""
-    from dmfnet_edge.evaluation.verify import verify_runner, write_report
+    from dmfnet_edge.evaluation.verify import verify_runner
     from dmfnet_edge.models.checkpoint import load_or_build
+    from dmfnet_edge.reporting.gate import write_report
     from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
     from dmfnet_edge.runtime.torch_backend import TorchRunner
 

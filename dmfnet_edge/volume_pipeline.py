@@ -1,5 +1,5 @@
 """Fusing co-registered volumes slice by slice, batched through any Runner (the provenance record beside the
-output: postprocess/provenance.py).
+output: reporting/provenance.py).
 
 Before any work the two volumes must agree on slice count, in-plane size, spacing and orientation (or the other
 volume is resampled onto the MRI grid with SimpleITK on request). Intensities are mapped to 8-bit per modality
@@ -19,10 +19,8 @@ import numpy as np
 from dmfnet_edge._optional import require
 from dmfnet_edge.errors import InputError, PairingError
 from dmfnet_edge.io.volumes import Volume
-from dmfnet_edge.limits import pairs_per_call
-from dmfnet_edge.pipeline import prepare_pair, run_batch
+from dmfnet_edge.pipeline import fuse_pairs, prepare_pair
 from dmfnet_edge.preprocess.intensity import DEFAULT_COLORMAPS, DEFAULT_SPECS, display_uint8, pseudo_colour, to_uint8
-from dmfnet_edge.preprocess.tensor import padded_size
 from dmfnet_edge.runtime.base import Runner
 
 MODALITY_TAGS = {"CT": "CT", "PT": "PET", "NM": "SPECT", "MR": "MRI", "PET": "PET", "SPECT": "SPECT"}
@@ -162,13 +160,11 @@ def fuse_slices(runner: Runner, mri8: np.ndarray, other8: np.ndarray, batch: int
     """Fuse 8-bit slice stacks, `batch` slices per Runner call (fewer where that would exceed the pixel budget);
     returns (S, H, W[, 3]) uint8."""
     out: list[np.ndarray] = []
-    batch = pairs_per_call(*padded_size(*mri8.shape[1:3]), batch)
-    for start in range(0, mri8.shape[0], batch):
-        prepared = [prepare_pair(mri8[i], other8[i], f"slice {i}")
-                    for i in range(start, min(start + batch, mri8.shape[0]))]
-        out += [f.pixels for f in run_batch(runner, prepared)]
+    prepared = ((i, prepare_pair(mri8[i], other8[i], f"slice {i}")) for i in range(mri8.shape[0]))
+    for keys, fused, _ in fuse_pairs(runner, prepared, batch):
+        out += [f.pixels for f in fused]
         if progress:
-            progress(len(prepared))
+            progress(len(keys))
     return np.stack(out)
 
 

@@ -97,7 +97,7 @@ def test_fuse_dir_full_disk_at_the_report_text_leaves_no_part_of_the_report(tmp_
 def test_verify_report_full_disk_at_the_picture_leaves_no_json(tmp_path, monkeypatch):
     import numpy as np
 
-    from dmfnet_edge.evaluation import verify
+    from dmfnet_edge.reporting import gate as verify
 
     class Side:
         pixels = np.zeros((64, 64), np.uint8)

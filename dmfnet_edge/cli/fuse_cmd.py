@@ -15,7 +15,7 @@ from dmfnet_edge.io.images import IMAGE_SUFFIXES, read_image, write_image
 from dmfnet_edge.io.loader import load_image
 from dmfnet_edge.io.output_guard import refuse_overlap
 from dmfnet_edge.io.pairs import find_pairs
-from dmfnet_edge.pipeline import batched, fuse_pixels, prepare_pair, timed_batch
+from dmfnet_edge.pipeline import fuse_pairs, fuse_pixels, prepare_pair
 
 
 def configure_fuse(p: argparse.ArgumentParser) -> None:
@@ -57,7 +57,7 @@ def configure_fuse_dir(p: argparse.ArgumentParser) -> None:
 
 
 def run_fuse_dir(args: argparse.Namespace) -> int:
-    from dmfnet_edge.postprocess.report import fuse_summary_lines, write_fuse_report
+    from dmfnet_edge.reporting.report import fuse_summary_lines, write_fuse_report
 
     refuse_overlap("--out", args.out, {"--pairs": args.pairs})
     pairs = find_pairs(args.pairs)
@@ -71,14 +71,13 @@ def run_fuse_dir(args: argparse.Namespace) -> int:
             yield pair, prepare_pair(read_image(pair.mri), read_image(pair.other), f"{pair.task}/{pair.name}")
 
     with bar(len(pairs), f"fusing on {runner.backend}", "pair") as progress:
-        for group in batched(prepared(), args.batch):
-            fused, elapsed = timed_batch(runner, [p for _, p in group])
-            for (pair, _), image in zip(group, fused):
+        for done, fused, elapsed in fuse_pairs(runner, prepared(), args.batch):
+            for pair, image in zip(done, fused):
                 key = f"{pair.task}/{pair.name}"
                 written[key] = write_image(args.out / pair.task / f"{pair.name}.png", image.pixels)
                 kept.add()
-                seconds[key] = elapsed / len(group)
-            progress.update(len(group))
+                seconds[key] = elapsed / len(done)
+            progress.update(len(done))
     with bar(len(pairs), "metrics and report" if args.metrics else "report", "pair") as progress:
         report = write_fuse_report(args.out, pairs, written, seconds, runner.describe(), args.metrics,
                                    progress=lambda: progress.update(1))

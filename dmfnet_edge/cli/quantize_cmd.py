@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from dmfnet_edge.errors import InputError
+from dmfnet_edge.precisions import DEFAULT_FLAVOUR, FLAVOURS, METHODS, QUANTIZED_NUMERICS
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -14,12 +15,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", type=Path, metavar="export/NAME.yaml",
                    help="take precision, flavour, method, calibration and FP32 plan from a deployment recipe "
                         "(options given here override it)")
-    p.add_argument("--precision", choices=["fp16", "int8"], help="the recipe to write (required without --recipe)")
-    p.add_argument("--target", choices=["tensorrt", "onnxruntime"],
+    p.add_argument("--precision", choices=QUANTIZED_NUMERICS, help="the recipe to write (required without --recipe)")
+    p.add_argument("--target", choices=FLAVOURS,
                    help="int8 flavour: explicit Q/DQ for TensorRT, or ONNX Runtime's fast CPU graph (default)")
     p.add_argument("--calibration", type=Path, help="calibration manifest (int8)")
     p.add_argument("--calibration-root", type=Path, help="where the manifest's images are (default: its source)")
-    p.add_argument("--method", choices=["entropy", "max", "percentile"],
+    p.add_argument("--method", choices=METHODS,
                    help="int8 calibration (default entropy; tensorrt: entropy or max)")
     p.add_argument("--high-precision", choices=["fp32", "fp16"],
                    help="int8 tensorrt: type of the layers left unquantized (default fp32)")
@@ -56,7 +57,7 @@ def graph_step(args: argparse.Namespace):
     if given["precision"] == "int8":
         if "calibration" not in given:
             raise InputError("INT8 needs a calibration set: pass --calibration calibration/<set>.json")
-        given.setdefault("quantization", "onnxruntime")
+        given.setdefault("quantization", DEFAULT_FLAVOUR)
         keep = given.get("keep_fp32")
         if isinstance(keep, str) and keep not in ("auto", "none") and not keep.endswith(".onnx"):
             given["keep_fp32"] = [group for group in keep.split(",") if group]  # --keep-fp32 A,B

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.cli.types import POSITIVE
-from dmfnet_edge.cli.verify_cmd import print_verdict
 from dmfnet_edge.errors import InputError
+from dmfnet_edge.reporting.gate import verdict_lines
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -83,7 +83,7 @@ def _make(args: argparse.Namespace, recipes: list) -> int:
         with bar(len(chosen), f"gate {recipe.name}", "pair") as progress:
             report, (json_path, png_path) = targets.run_gate(graph, args.model, chosen, folder,
                                                              lambda: progress.update(1))
-        print_verdict(graph.name, report, json_path, png_path)
+        print("\n".join(verdict_lines(graph.name, report, json_path, png_path)))
         ok &= report["passed"]
     return 0 if ok else 1
 

@@ -20,7 +20,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dmfnet_edge.evaluation.verify import verify_runner, write_report
+    from dmfnet_edge.evaluation.verify import verify_runner
+    from dmfnet_edge.reporting.gate import verdict_lines, write_report
     from dmfnet_edge.runtime.onnx_file import open_with_manifest
     from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
     from dmfnet_edge.runtime.torch_backend import TorchRunner
@@ -40,22 +41,9 @@ def run(args: argparse.Namespace) -> int:
             report, worst = verify_runner(runner, runner.precision, reference, pairs, lambda: progress.update(1),
                                           cache)
         json_path, png_path = write_report(report, worst, args.report, runner.path.stem)
-        print_verdict(runner.path.name, report, json_path, png_path)
+        print("\n".join(verdict_lines(runner.path.name, report, json_path, png_path)))
         ok &= report["passed"]
     return 0 if ok else 1
-
-
-def print_verdict(name: str, report: dict, json_path: Path, png_path: Path) -> None:
-    """A gate's verdict, one line per modality, the failed gates and where the report is (verify and recipe)."""
-    print(f"{name} [{report['precision']}]: {'PASS' if report['passed'] else 'FAIL'}")
-    for task, s in report["tasks"].items():
-        rel = s["metrics_rel_diff"]
-        print(f"  {task:<10} n={s['pairs']:<3} max|d|={s['max_abs']:.2e} p99={s['p99_abs']:.2e} "
-              f"PSNR={s['psnr_db']:.2f} dB (worst {s['psnr_worst_pair_db']:.2f}) "
-              f"dQabf={100 * rel['Qabf']:.2f}% dVIF={100 * rel['VIF']:.2f}% dSSIM={100 * rel['SSIM']:.2f}%")
-    for failure in report["failures"]:
-        print(f"  gate failed: {failure}")
-    print(f"  report: {json_path}  worst pair: {png_path}")
 
 
 COMMANDS = {"verify": (configure, run)}

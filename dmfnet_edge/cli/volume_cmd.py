@@ -15,7 +15,7 @@ from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.output_guard import check_replaceable, refuse_overlap
 from dmfnet_edge.io.volume_writers import write_dicom_series, write_nifti
 from dmfnet_edge.io.volumes import read_volume
-from dmfnet_edge.postprocess.provenance import provenance
+from dmfnet_edge.reporting.provenance import provenance
 from dmfnet_edge.volume_pipeline import (
     IntensitySettings,
     check_frames,

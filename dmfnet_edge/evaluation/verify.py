@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,23 +24,11 @@ from dmfnet_edge.io.pairs import ImagePair
 from dmfnet_edge.metrics.evaluate import pair_metrics
 from dmfnet_edge.metrics.fusion import METRIC_NAMES
 from dmfnet_edge.pipeline import FusedImage, finish, prepare_pair
+from dmfnet_edge.precisions import REGISTRY, Gate
+from dmfnet_edge.reporting.gate import check_gate
 from dmfnet_edge.runtime.base import Runner
 
-
-@dataclass(frozen=True)
-class Gate:
-    max_abs: float | None = None
-    min_psnr_db: float | None = None
-    metric_rel_tol: float | None = None
-    gated_metrics: tuple[str, ...] = ("Qabf", "VIF", "SSIM")
-
-
-GATES: dict[str, Gate] = {
-    "fp32": Gate(max_abs=1e-4),
-    "fp16": Gate(min_psnr_db=45.0),
-    "int8-tensorrt": Gate(min_psnr_db=35.0, metric_rel_tol=0.02),
-    "int8-onnxruntime": Gate(min_psnr_db=35.0, metric_rel_tol=0.02),
-}
+GATES: dict[str, Gate] = {p.name: p.gate for p in REGISTRY}  # the gate of every graph precision
 
 
 def psnr_db(mse: float) -> float:
@@ -100,21 +87,6 @@ def summarise_task(results: list[PairResult]) -> dict[str, Any]:
             "metrics_reference": ref, "metrics_candidate": test, "metrics_rel_diff": rel}
 
 
-def check_gate(task: str, summary: dict[str, Any], gate: Gate) -> list[str]:
-    """Human-readable failures of one modality against `gate` (empty when it passes)."""
-    failures = []
-    if gate.max_abs is not None and summary["max_abs"] > gate.max_abs:
-        failures.append(f"{task}: max abs error {summary['max_abs']:.2e} > {gate.max_abs:.0e}")
-    if gate.min_psnr_db is not None and summary["psnr_db"] < gate.min_psnr_db:
-        failures.append(f"{task}: fused PSNR {summary['psnr_db']:.2f} dB < {gate.min_psnr_db} dB")
-    if gate.metric_rel_tol is not None:
-        for m in gate.gated_metrics:
-            if summary["metrics_rel_diff"][m] > gate.metric_rel_tol:
-                failures.append(f"{task}: {m} differs by {100 * summary['metrics_rel_diff'][m]:.2f} % "
-                                f"(> {100 * gate.metric_rel_tol:.0f} %)")
-    return failures
-
-
 def verify_runner(candidate: Runner, precision: str, reference: Runner, pairs: list[ImagePair],
                   progress=None, cache: ReferenceCache | None = None) -> tuple[dict[str, Any], PairResult]:
     """Run the gate for one candidate; returns the report and the worst pair (lowest PSNR). Pass the same `cache`
@@ -132,18 +104,3 @@ def verify_runner(candidate: Runner, precision: str, reference: Runner, pairs: l
               "failures": failures, "worst_pair": f"{worst.task}/{worst.name}", "candidate": candidate.describe(),
               "reference": reference.describe()}
     return report, worst
-
-
-def write_report(report: dict[str, Any], worst: PairResult, out_dir: Path, stem: str) -> tuple[Path, Path]:
-    """The gate's report (JSON) and its worst pair's heat-map (PNG), written together: both or neither, the JSON
-    last."""
-    from dmfnet_edge.files import write_together
-    from dmfnet_edge.io.images import encode_image
-    from dmfnet_edge.postprocess.pictures import heatmap_picture
-    from dmfnet_edge.records import json_bytes
-
-    json_path, png_path = out_dir / f"{stem}.verify.json", out_dir / f"{stem}.worst.png"
-    picture = heatmap_picture(worst.ref.pixels, worst.test.pixels, worst.diff,
-                              f"{report['precision']} {report['worst_pair']}")
-    write_together([(png_path, encode_image(picture, ".png")), (json_path, json_bytes(report, strict=False))])
-    return json_path, png_path

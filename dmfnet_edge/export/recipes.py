@@ -23,6 +23,8 @@ Schema (checked, with the file and key named in the error, before anything runs;
       toolchain: tensorrt | tensorrt-rtx
       compute_capabilities: [sm86, sm89]      # tensorrt-rtx only (tensorrt builds for the GPU it runs on)
       shapes: 1x256x256                       # NxHxW or MIN:OPT:MAX
+      allowed_int8_fallbacks: [fusion/attention.4]   # Q/DQ convolutions (ONNX node or layer group names, or
+                                              # a count) TensorRT may run in FP32 besides the kept-FP32 groups
     gate:                              # optional: the accuracy gate's data
       pairs: ../shared/data/harvard/val
       per_modality: 4                         # null: every pair
@@ -39,11 +41,9 @@ from typing import Annotated, ClassVar, Literal
 from msgspec import Meta, Struct
 
 from dmfnet_edge.errors import InputError
+from dmfnet_edge.precisions import FLAVOURS, METHODS, NUMERICS, Precision, graph_precision
 from dmfnet_edge.records import Record
 
-PRECISIONS = ("fp32", "fp16", "int8")
-QUANTIZATIONS = ("onnxruntime", "tensorrt")
-METHODS = ("entropy", "max", "percentile")
 ENGINE_TOOLCHAINS = ("tensorrt", "tensorrt-rtx")
 MAX_RECIPE_BYTES = 64 * 1024
 INT8_ONLY = ("quantization", "method", "calibration", "keep_fp32", "target_psnr_db", "high_precision")
@@ -55,9 +55,9 @@ LayerGroup = Annotated[str, Meta(min_length=1, max_length=256)]
 class GraphStep(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
     """The graph of a target: its precision and, for INT8, how it is quantized and calibrated."""
 
-    precision: Literal["fp32", "fp16", "int8"]
-    quantization: Literal["onnxruntime", "tensorrt"] | None = None
-    method: Literal["entropy", "max", "percentile"] | None = None
+    precision: Literal[NUMERICS]
+    quantization: Literal[FLAVOURS] | None = None
+    method: Literal[METHODS] | None = None
     calibration: Text | None = None
     keep_fp32: Text | list[LayerGroup] | None = None
     target_psnr_db: Annotated[float, Meta(ge=20, le=99)] | None = None
@@ -79,17 +79,23 @@ class GraphStep(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, o
             for key in ("quantization", "calibration"):
                 if getattr(self, key) is None:
                     raise ValueError(f"missing key {key!r} (an int8 graph needs it)")
-            if self.quantization == "tensorrt" and self.method == "percentile":
-                raise ValueError("method: tensorrt INT8 calibrates with entropy or max")
+            methods = self.entry.methods
+            if self.method is not None and self.method not in methods:
+                raise ValueError(f"method: {self.quantization} INT8 calibrates with {' or '.join(methods)}")
             keep = self.keep_fp32
             if isinstance(keep, str) and keep not in ("auto", "none") and not keep.endswith(".onnx"):
                 raise ValueError(f"keep_fp32: auto, none, a list of layer groups or an INT8 graph (.onnx) whose "
                                  f"plan to reuse; got {keep!r:.60}")
 
     @property
+    def entry(self) -> Precision:
+        """The graph's entry in the precision registry."""
+        return graph_precision(self.precision, self.quantization)
+
+    @property
     def gate(self) -> str:
         """The precision name of the graph (and of its gate in `evaluation.verify.GATES`)."""
-        return f"int8-{self.quantization}" if self.precision == "int8" else self.precision
+        return self.entry.name
 
     @property
     def calibration_file(self) -> Path | None:
@@ -128,12 +134,16 @@ class GraphStep(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, o
 
 
 class EngineStep(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
-    """The TensorRT engine of a target: the toolchain, its compute capabilities (TensorRT for RTX) and shapes."""
+    """The TensorRT engine of a target: the toolchain, its compute capabilities (TensorRT for RTX), shapes, and
+    the INT8 convolutions it may run unfused in FP32 beyond the graph's kept-FP32 layer groups (by name, or a
+    count; the build refuses any other fallback)."""
 
     toolchain: Literal["tensorrt", "tensorrt-rtx"]
     compute_capabilities: Annotated[list[Annotated[str, Meta(max_length=16)]], Meta(min_length=1, max_length=32)] \
         | None = None
     shapes: Text | None = None
+    allowed_int8_fallbacks: Annotated[int, Meta(ge=0, le=100_000)] \
+        | Annotated[list[LayerGroup], Meta(max_length=10_000)] | None = None
 
     def __post_init__(self) -> None:
         if self.compute_capabilities is not None and self.toolchain != "tensorrt-rtx":
@@ -176,9 +186,10 @@ class RecipeFile(Record, kw_only=True):
     gate: GateData | None = None
 
     def __post_init__(self) -> None:
-        if self.engine is not None and self.graph.gate == "int8-onnxruntime":
-            raise ValueError("engine: no TensorRT flavour builds the ONNX Runtime INT8 graph (graph.quantization "
-                             "tensorrt makes the one TensorRT parses)")
+        if self.engine is not None and self.engine.toolchain not in self.graph.entry.toolchains:
+            raise ValueError(f"engine: no {self.engine.toolchain} engine builds from the {self.graph.gate} graph"
+                             + (" (graph.quantization tensorrt makes the one TensorRT parses)"
+                                if self.graph.precision == "int8" else ""))
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The record written beside a fused volume (NAME.provenance.json), as a type: what every reader of it (the
-`--overwrite` check, a console tracing an output back) may rely on. `postprocess/provenance.py` fills it in."""
+`--overwrite` check, a console tracing an output back) may rely on. `reporting/provenance.py` fills it in."""
 
 from __future__ import annotations
 

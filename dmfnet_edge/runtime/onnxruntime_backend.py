@@ -19,6 +19,7 @@ import numpy as np
 from dmfnet_edge._optional import require
 from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, read_manifest
 from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.precisions import PRECISIONS
 from dmfnet_edge.runtime.base import check_network_inputs, run_with_contract
 
 SIMULATE_QDQ = ("session.disable_quant_qdq", "1")
@@ -38,7 +39,7 @@ class OnnxRuntimeRunner:
         self.contract = self.manifest.contract
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.simulate_qdq = self.manifest.precision == "int8-tensorrt"
+        self.simulate_qdq = PRECISIONS[self.manifest.precision].onnxruntime == "simulated"
         if self.simulate_qdq:
             options.add_session_config_entry(*SIMULATE_QDQ)
         if threads:

@@ -160,7 +160,7 @@ def test_outputs_get_the_permissions_of_the_umask(tmp_path, umask, mode):
 
 def test_fuse_dir_json_and_an_overview_of_every_modality(capsys, pairs_dir, tmp_path, tiny_model_base):
     from dmfnet_edge.io.pairs import find_pairs
-    from dmfnet_edge.postprocess.report import overview_sample
+    from dmfnet_edge.reporting.report import overview_sample
 
     code, stdout, _ = run(capsys, "fuse-dir", "--pairs", str(pairs_dir), "--out", str(tmp_path / "out"), "--model",
                           str(tiny_model_base), "--json")
@@ -240,7 +240,7 @@ def test_an_optional_package_missing_deep_in_a_command_is_one_line(capsys, monke
     def needs_safetensors(args):
         raise ModuleNotFoundError("No module named 'safetensors'", name="safetensors")
 
-    monkeypatch.setattr(info_cmd, "COMMANDS", [("info", "describe a model", info_cmd.configure, needs_safetensors)])
+    monkeypatch.setattr(info_cmd, "COMMANDS", {"info": (info_cmd.configure, needs_safetensors)})
     code = main(["info"])
     err = capsys.readouterr().err
     assert code == 3 and err == ("dmfnet: error: this command needs the package 'safetensors'; install it with: "

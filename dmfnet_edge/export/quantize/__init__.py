@@ -12,6 +12,8 @@ chooses the recipe, checks its options and writes the graph's manifest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from dmfnet_edge.export.quantize.fp16 import convert_fp16
 from dmfnet_edge.export.quantize.mixed_precision import KEEP_FP32_AUTO, TARGET_PROBE_PSNR_DB, resolve_keep_fp32
 from dmfnet_edge.export.recipes import GraphStep
 from dmfnet_edge.files import publish_staged, stage_file, staging_path
+from dmfnet_edge.precisions import DEFAULT_FLAVOUR, QUANTIZED_NUMERICS, Precision, graph_precision
 
 
 def _synthetic_pair(contract: IOContract) -> dict[str, np.ndarray]:
@@ -36,12 +39,33 @@ def _synthetic_pair(contract: IOContract) -> dict[str, np.ndarray]:
     return {"mri": np.repeat(ramp, n, axis=0), "other": np.repeat(-ramp, n, axis=0)}
 
 
-def recipe_name(precision: str, target: str) -> str:
-    if precision == "fp16":
-        return "fp16"
-    if precision == "int8":
-        return f"int8-{target}"
-    raise InputError(f"--precision {precision}: choose fp16 or int8")
+@dataclass(frozen=True)
+class QuantizeJob:
+    """What a quantizer needs besides its source and destination."""
+
+    batches: list[dict[str, np.ndarray]] | None  # calibration inputs
+    sample: dict[str, np.ndarray]  # one real (or synthetic) input pair
+    method: str
+    high_precision: str
+    keep_fp32: str | list[str]
+    target_db: float
+
+
+# The quantizer module of every precision registry entry that has one (precisions.Precision.quantizer).
+QUANTIZERS: dict[str, Callable[[Path, Path, QuantizeJob], dict[str, Any]]] = {
+    "fp16": lambda src, dst, job: convert_fp16(src, dst, job.sample),
+    "int8_onnxruntime": lambda src, dst, job: int8_onnxruntime.quantize_int8_onnxruntime(
+        src, dst, job.batches, job.method, job.keep_fp32, job.target_db),
+    "int8_tensorrt": lambda src, dst, job: int8_tensorrt.quantize_int8_tensorrt(
+        src, dst, job.batches, job.method, job.high_precision, job.keep_fp32, job.target_db),
+}
+
+
+def recipe_precision(precision: str, target: str) -> Precision:
+    """The registry entry quantize writes for `--precision` / `--target`."""
+    if precision not in QUANTIZED_NUMERICS:
+        raise InputError(f"--precision {precision}: choose {' or '.join(QUANTIZED_NUMERICS)}")
+    return graph_precision(precision, target)
 
 
 def refuse_plugin_graph(src: Path, parent: OnnxManifest) -> None:
@@ -63,41 +87,35 @@ def quantize_onnx(src: Path, dst: Path, precision: str, target: str, method: str
     if parent.precision != "fp32":
         raise InputError(f"{src}: is already {parent.precision}; quantize the fp32 export")
     refuse_plugin_graph(src, parent)
-    name = recipe_name(precision, target)
+    entry = recipe_precision(precision, target)
+    if entry.numeric == "int8":
+        if method not in entry.methods:
+            raise InputError(f"--method {method}: {target} supports {', '.join(entry.methods)}")
+        if not batches:
+            raise InputError("INT8 needs a calibration set: pass --calibration calibration/<set>.json")
+        if not 20 <= target_db <= 99:
+            raise InputError(f"--target-psnr {target_db:g}: choose a value between 20 and 99 dB")
+    job = QuantizeJob(batches, batches[0] if batches else _synthetic_pair(parent.contract), method, high_precision,
+                      keep_fp32, target_db)
     work = staging_path(dst)
     try:
-        manifest = _quantize(onnx, parent, src, work, dst.name, name, precision, target, method, batches,
-                             calibration, high_precision, keep_fp32, target_db)
+        manifest = _quantize(onnx, parent, src, work, dst.name, entry, job, calibration)
         publish_staged([(work, dst), (stage_file(manifest_path(dst), manifest.encode()), manifest_path(dst))])
     finally:
         work.unlink(missing_ok=True)
     return manifest
 
 
-def _quantize(onnx: Any, parent: OnnxManifest, src: Path, work: Path, name_on_disk: str, name: str, precision: str,
-              target: str, method: str, batches: list[dict[str, np.ndarray]] | None,
-              calibration: dict[str, Any] | None, high_precision: str, keep_fp32: str | list[str],
-              target_db: float) -> OnnxManifest:
+def _quantize(onnx: Any, parent: OnnxManifest, src: Path, work: Path, name_on_disk: str, entry: Precision,
+              job: QuantizeJob, calibration: dict[str, Any] | None) -> OnnxManifest:
     """The recipe written to the staging file `work`, and the manifest the graph will have as `name_on_disk`."""
+    assert entry.quantizer is not None  # recipe_precision returns quantized entries only
+    recipe = QUANTIZERS[entry.quantizer](src, work, job)
     dst = work
-    if precision == "int8":
-        flavour = int8_onnxruntime if target == "onnxruntime" else int8_tensorrt
-        if method not in flavour.METHODS:
-            raise InputError(f"--method {method}: {target} supports {', '.join(flavour.METHODS)}")
-        if not batches:
-            raise InputError("INT8 needs a calibration set: pass --calibration calibration/<set>.json")
-        if not 20 <= target_db <= 99:
-            raise InputError(f"--target-psnr {target_db:g}: choose a value between 20 and 99 dB")
-        recipe = (int8_onnxruntime.quantize_int8_onnxruntime(src, dst, batches, method, keep_fp32, target_db)
-                  if target == "onnxruntime" else
-                  int8_tensorrt.quantize_int8_tensorrt(src, dst, batches, method, high_precision, keep_fp32,
-                                                       target_db))
-    else:
-        recipe = convert_fp16(src, dst, batches[0] if batches else _synthetic_pair(parent.contract))
     info = {"model": parent.model, "model_config": parent.model_config, "weights_sha256": parent.weights_sha256,
             "opset": parent.opset, "recipe": recipe, "calibration": calibration,
             "parent_onnx_sha256": parent.onnx_sha256, "ops": op_inventory(onnx.load(str(dst)))}
-    return build_manifest(dst, parent.contract, name, {k: v for k, v in info.items() if v is not None},
+    return build_manifest(dst, parent.contract, entry.name, {k: v for k, v in info.items() if v is not None},
                           name_on_disk)
 
 
@@ -109,5 +127,5 @@ def quantize_step(step: GraphStep, src: Path, dst: Path, calibration_root: Path 
     batches, calibration = (None, None)
     if step.calibration_file is not None:
         batches, calibration = calibration_inputs(step.calibration_file, calibration_root)
-    return quantize_onnx(src, dst, step.precision, step.quantization or "onnxruntime", step.int8_method, batches,
+    return quantize_onnx(src, dst, step.precision, step.quantization or DEFAULT_FLAVOUR, step.int8_method, batches,
                          calibration, step.unquantized, resolve_keep_fp32(step.keep), step.psnr_target)

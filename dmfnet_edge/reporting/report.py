@@ -15,8 +15,8 @@ from dmfnet_edge.io.pairs import ImagePair
 from dmfnet_edge.metrics.evaluate import pair_metrics, summarise
 from dmfnet_edge.metrics.fusion import CONVENTIONS
 from dmfnet_edge.metrics.table import markdown_table
-from dmfnet_edge.postprocess.pictures import overview_picture
 from dmfnet_edge.records import json_bytes
+from dmfnet_edge.reporting.pictures import overview_picture
 
 
 def overview_sample(pairs: list[ImagePair], count: int) -> list[ImagePair]:
