@@ -12,11 +12,12 @@ from pathlib import Path
 from dmfnet_edge._optional import available
 from dmfnet_edge.artifacts import SHIPPED, WEIGHTS_DIR
 from dmfnet_edge.errors import InputError
+from dmfnet_edge.precisions import RUNTIME_CHOICES
 from dmfnet_edge.runtime.base import Runner
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch", "gpu")
-ORT_PRECISIONS = ("fp32", "int8")
+ORT_PRECISIONS = tuple(RUNTIME_CHOICES)  # --precision of a shipped model on ONNX Runtime
 # The shipped INT8 graph (mixed precision) passes its accuracy gate but runs at about 0.9x the FP32 graph's speed on
 # CPU (docs/DEPLOYMENT.md, section 6), so FP32, the more accurate one, is the default.
 DEFAULT_ORT_PRECISION = "fp32"
@@ -24,10 +25,9 @@ DEFAULT_ORT_PRECISION = "fp32"
 
 def shipped_onnx(name: str, precision: str) -> Path:
     """The shipped graph for a shipped model: weights/dmfnet-<name>-<fp32|int8-onnxruntime>.onnx."""
-    if precision not in ORT_PRECISIONS:
+    if precision not in RUNTIME_CHOICES:
         raise InputError(f"--precision {precision}: the shipped ONNX graphs are {', '.join(ORT_PRECISIONS)}")
-    suffix = "fp32" if precision == "fp32" else "int8-onnxruntime"
-    return WEIGHTS_DIR / f"dmfnet-{name}-{suffix}.onnx"
+    return WEIGHTS_DIR / f"dmfnet-{name}-{RUNTIME_CHOICES[precision].name}.onnx"
 
 
 def pick_backend(requested: str, model: str) -> str:
@@ -47,7 +47,8 @@ def pick_backend(requested: str, model: str) -> str:
 
 def open_runner(backend: str = "auto", model: str = "edge", device: str = "cpu", threads: int | None = None,
                 precision: str | None = None) -> Runner:
-    """Create the Runner for `backend`; 'auto' picks and logs its choice."""
+    """Create the Runner for `backend`; 'auto' picks and logs its choice. `device`: the torch device, or for the
+    GPU backends (tensorrt, gpu) the GPU: cuda:N (cuda and the default cpu mean cuda:0)."""
     if backend not in BACKENDS:
         raise InputError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     chosen = pick_backend(backend, model)
@@ -56,8 +57,9 @@ def open_runner(backend: str = "auto", model: str = "edge", device: str = "cpu",
         if not model.endswith(".engine"):
             raise InputError(f"--model {model}: the tensorrt backend runs an engine built by 'dmfnet-export build'")
         from dmfnet_edge.runtime.tensorrt_backend import TensorRTRunner
+        from dmfnet_edge.runtime.toolchain import cuda_index
 
-        return TensorRTRunner.load(model)
+        return TensorRTRunner.load(model, device=cuda_index(device))
     if chosen == "onnxruntime":
         from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
 
@@ -73,8 +75,9 @@ def open_runner(backend: str = "auto", model: str = "edge", device: str = "cpu",
         raise InputError(f"--model {model}: an ONNX graph runs on --backend onnxruntime, not {chosen}")
     if chosen == "gpu":
         from dmfnet_edge.runtime.gpu_backend import GpuRunner
+        from dmfnet_edge.runtime.toolchain import cuda_index
 
-        return GpuRunner(model, device=device if device.startswith("cuda") else "cuda", precision=precision or "fp16")
+        return GpuRunner(model, device=f"cuda:{cuda_index(device)}", precision=precision or "fp16")
     if precision not in (None, "fp32"):
         raise InputError(f"--precision {precision}: the torch backend runs fp32 only")
     from dmfnet_edge.runtime.torch_backend import TorchRunner
