@@ -223,3 +223,65 @@ CASES: list[Case] = [
     Case("build --out a dangling symlink", lambda d, m: _build(d, _graph(d), _dangling(d)), 2,
          "symbolic link that leads nowhere", tool="dmfnet-export"),
 ]
+
+
+# ---- engines: declared INT8 fallbacks, weight stripping, inspect -------------------------------------------------
+INIT_CONV, CHANNEL_CONV = "/init_conv/Conv", "/fusion/attention.4/channel/channel.3/Conv"
+
+
+def _qdq_pair(tensor: str, scale: str, zero: str, axis: dict) -> tuple[list, str]:
+    from onnx import helper
+
+    q, dq = f"{tensor}.q", f"{tensor}.dq"
+    return [helper.make_node("QuantizeLinear", [tensor, scale, zero], [q], name=q, **axis),
+            helper.make_node("DequantizeLinear", [q, scale, zero], [dq], name=dq, **axis)], dq
+
+
+def qdq(*convolutions: str) -> ONNX_CHANGE:
+    """Explicit INT8 Q/DQ on the data (per tensor) and weights (per output channel, as Model Optimizer writes them)
+    of the named convolutions. TensorRT for RTX 1.7 runs /init_conv/Conv in INT8 and the 1x1 convolution on the
+    pooled channel vector, /fusion/attention.4/channel/channel.3/Conv, unfused in FP32."""
+    def change(model) -> None:
+        import numpy as np
+        from onnx import numpy_helper
+
+        weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        model.graph.initializer.extend([numpy_helper.from_array(np.array(0.05, np.float32), "qdq.scale"),
+                                        numpy_helper.from_array(np.array(0, np.int8), "qdq.zero")])
+        nodes = []
+        for node in model.graph.node:
+            if node.name in convolutions:
+                w = weights[node.input[1]]
+                scale = np.maximum(np.abs(w.reshape(len(w), -1)).max(axis=1) / 127, 1e-8).astype(np.float32)
+                names = (f"{node.name}.w.scale", f"{node.name}.w.zero")
+                model.graph.initializer.extend([numpy_helper.from_array(scale, names[0]),
+                                                numpy_helper.from_array(np.zeros(len(w), np.int8), names[1])])
+                data, node.input[0] = _qdq_pair(node.input[0], "qdq.scale", "qdq.zero", {})
+                weight, node.input[1] = _qdq_pair(node.input[1], *names, {"axis": 0})
+                nodes += data + weight
+            nodes.append(node)
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+
+    return change
+
+
+def _int8_graph(folder: Path) -> Path:
+    return _graph(folder, qdq(INIT_CONV, CHANNEL_CONV), precision="int8-tensorrt")
+
+
+def _no_gpu() -> contextlib.AbstractContextManager:
+    """No GPU visible to the process, as on a CPU-only build machine (and on a GPU machine hidden from it)."""
+    from unittest import mock
+
+    return mock.patch.dict(os.environ, {"CUDA_VISIBLE_DEVICES": ""})
+
+
+CASES += [
+    Case("INT8 convolution run in FP32 without a declaration (build)", lambda d, m: _build(d, _int8_graph(d)), 1,
+         "1 of them undeclared (declared: none); where FP32 is acceptable, declare them", tool="dmfnet-export"),
+    Case("build --allow-int8-fallbacks with two counts", lambda d, m: [
+        *_build(d, _graph(d)), "--allow-int8-fallbacks", "1,2"], 2, "at most one count", tool="dmfnet-export"),
+    Case("build --strip-weights without a GPU", lambda d, m: [*_build(d, _graph(d)), "--strip-weights"], 3,
+         "--strip-weights: no GPU is visible here", patch=_no_gpu, tool="dmfnet-export"),
+]

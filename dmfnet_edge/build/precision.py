@@ -11,16 +11,24 @@ Three sources describe the same layers (profiling verbosity DETAILED):
 Every Conv node of the graph must run as the graph prescribes. A convolution counts as INT8 when its input and
 its weights are Int8 (its output is usually Float: the dequantization is fused into it), as FP16 when its input
 is Half. Counting by a layer's first output, as one might with the 10.x inspector, misses every INT8 convolution.
+
+TensorRT may run a Q/DQ convolution unfused in FP32 (dequantize, then a float convolution: the same values, only
+slower). Such fallbacks pass only where they were declared: in a layer group the graph's quantization plan keeps
+in FP32, or named (node or layer group) or counted in the build's `FallbackAllowance`; the rest are refused by
+name, so an engine with 88 of its 89 INT8 convolutions in FP32 is never called INT8.
+
+TensorRT for RTX lists synchronisation pseudo-layers between its streams ('signal' and 'wait': no inputs, no
+outputs, no kernel) among the layers; they are counted apart from the layers that compute.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from dmfnet_edge.contract import layer_group
 from dmfnet_edge.errors import DmfnetError, ModelFileError
 from dmfnet_edge.records import parse_json
 
@@ -32,6 +40,7 @@ _ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
 _CONV_NODE = re.compile(r"^Conv(_\d+)?$")
 _DATATYPE = re.compile(r"Datatype: ([A-Za-z0-9]+)")
 _SECTIONS = ("Inputs: [", "Constants: [", "Outputs: [", "TacticName:")
+SYNCHRONISATION_TYPES = ("signal", "wait")  # TensorRT for RTX's cross-stream events, listed as layers
 
 
 class PrecisionMismatch(DmfnetError):
@@ -60,6 +69,10 @@ class LayerRecord:
         """The ONNX Conv nodes this layer computes (a convolution layer without metadata: its own name)."""
         nodes = tuple(n for n in self.onnx_nodes if _CONV_NODE.match(n.rsplit("/", 1)[-1]))
         return nodes or ((self.name,) if self.is_convolution else ())
+
+    @property
+    def is_synchronisation(self) -> bool:
+        return self.layer_type.lower() in SYNCHRONISATION_TYPES
 
     @property
     def compute_precision(self) -> str:
@@ -130,15 +143,19 @@ def records_from_layer_dump(log_text: str) -> list[LayerRecord]:
 
 
 def precision_summary(records: list[LayerRecord]) -> dict[str, Any]:
-    """Layers by output precision, convolutions by compute precision, and each ONNX convolution's precision."""
+    """Layers that compute (by output precision and by type) and synchronisation pseudo-layers apart,
+    convolutions by compute precision, and each ONNX convolution's precision."""
     convolutions: dict[str, str] = {}
-    for record in records:
+    layers = [r for r in records if not r.is_synchronisation]
+    for record in layers:
         for node in record.conv_nodes:
             # a convolution layer decides; a 1x1 convolution on a pooled vector may run inside a generated kernel
             if record.is_convolution or node not in convolutions:
                 convolutions[node] = record.compute_precision
-    outputs = Counter(r.outputs[0] for r in records if r.outputs)
-    return {"layers": len(records), "layers_by_output": dict(sorted(outputs.items())),
+    outputs = Counter(r.outputs[0] for r in layers if r.outputs)
+    return {"layers": len(layers), "synchronisation_layers": len(records) - len(layers),
+            "layers_by_type": dict(sorted(Counter(r.layer_type for r in layers).items())),
+            "layers_by_output": dict(sorted(outputs.items())),
             "convolutions": dict(sorted(Counter(convolutions.values()).items())),
             "convolution_precisions": dict(sorted(convolutions.items()))}
 
@@ -170,6 +187,25 @@ def _fail(recipe: str, what: str, summary: dict[str, Any]) -> None:
 _PROMISED = {"fp16": "fp16", "int8-tensorrt": "int8"}
 
 
+@dataclass(frozen=True)
+class FallbackAllowance:
+    """Which Q/DQ convolutions may run unfused in FP32: those of the layer groups the graph's quantization plan
+    keeps in FP32 (`groups`), those named by ONNX node or layer group (`names`), and up to `count` more."""
+
+    groups: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    count: int = 0
+
+    def declares(self, node: str) -> bool:
+        return layer_group(node) in self.groups or node in self.names or layer_group(node) in self.names
+
+    def describe(self) -> str:
+        parts = [f"layer groups kept FP32 {', '.join(self.groups)}"] if self.groups else []
+        parts += [f"named {', '.join(self.names)}"] if self.names else []
+        parts += [f"{self.count} more"] if self.count else []
+        return "; ".join(parts) or "none"
+
+
 def int8_fallbacks(summary: dict[str, Any], expected: dict[str, str]) -> list[str]:
     """Q/DQ convolutions TensorRT ran unfused in FP32 (dequantize, then a float convolution: the same values, only
     slower). TensorRT may do so where INT8 does not pay, e.g. a 1x1 convolution on a pooled 1x1 vector."""
@@ -177,21 +213,38 @@ def int8_fallbacks(summary: dict[str, Any], expected: dict[str, str]) -> list[st
     return sorted(n for n, p in expected.items() if p == "int8" and found.get(n) == "fp32")
 
 
-def check_precision(recipe: str, summary: dict[str, Any], expected: dict[str, str]) -> None:
+def _check_fallbacks(recipe: str, summary: dict[str, Any], expected: dict[str, str],
+                     allowance: FallbackAllowance) -> None:
+    fallbacks = int8_fallbacks(summary, expected)
+    undeclared = [n for n in fallbacks if not allowance.declares(n)]
+    if len(undeclared) <= allowance.count:
+        return
+    int8 = sum(p == "int8" for p in expected.values())
+    raise PrecisionMismatch(
+        f"the engine was asked to be {recipe} but TensorRT runs {len(fallbacks)} of its {int8} INT8 (Q/DQ) "
+        f"convolutions unfused in FP32, {len(undeclared)} of them undeclared (declared: {allowance.describe()}); "
+        "where FP32 is acceptable, declare them (--allow-int8-fallbacks NAME|GROUP|COUNT, or allowed_int8_fallbacks "
+        "in the recipe's engine step), else keep their layer groups FP32 when quantizing; undeclared (names last, "
+        f"as a long list may be cut): {', '.join(undeclared)}")
+
+
+def check_precision(recipe: str, summary: dict[str, Any], expected: dict[str, str],
+                    allowance: FallbackAllowance | None = None) -> None:
     """Refuse an engine whose convolutions do not run as its graph prescribes (`expected_convolutions`): every
-    Conv node of the graph must be found in the engine's layer information with exactly that precision (a Q/DQ
-    convolution may also run unfused in FP32, see `int8_fallbacks`), and an fp16 or int8 recipe must have at
-    least one convolution in that precision."""
+    Conv node of the graph must be found in the engine's layer information with exactly that precision, a Q/DQ
+    convolution may run unfused in FP32 only where `allowance` declares it (see `int8_fallbacks`), and an fp16 or
+    int8 recipe must have at least one convolution in that precision."""
     found: dict[str, str] = summary["convolution_precisions"]
     missing = sorted(set(expected) - set(found))
     if missing:
         _fail(recipe, f"{len(missing)} of the graph's {len(expected)} convolutions are not in the engine's layer "
                       f"information (e.g. {missing[0]}; was profiling verbosity DETAILED?)", summary)
-    allowed = set(int8_fallbacks(summary, expected))
-    off = sorted(n for n, p in expected.items() if found[n] != p and n not in allowed)
+    fallbacks = set(int8_fallbacks(summary, expected))
+    off = sorted(n for n, p in expected.items() if found[n] != p and n not in fallbacks)
     if off:
         _fail(recipe, f"{len(off)} convolutions do not run as the graph says (e.g. {off[0]}: {found[off[0]]} instead "
                       f"of {expected[off[0]]})", summary)
     promised = _PROMISED.get(recipe)
     if promised and promised not in found.values():
         _fail(recipe, f"no convolution runs in {promised}", summary)
+    _check_fallbacks(recipe, summary, expected, allowance or FallbackAllowance())

@@ -7,13 +7,18 @@ timing cache is read from and (unless locked) written back to a file. Flavour di
 
 The engine is checked in memory before anything is written: every convolution must run in the precision the
 graph prescribes, read from the builder's DETAILED layer dump (no GPU needed) or, on full TensorRT, from the
-engine inspector. Then the manifest is written, then the engine, both atomically: an engine never lies on disk
-without its manifest.
+engine inspector; a Q/DQ convolution may run in FP32 only where the graph's plan or the caller declares it. Then
+the manifest is written, then the engine, both atomically: an engine never lies on disk without its manifest.
+
+An engine already in --out is reused only when every setting that changes the plan matches (build/engine_cache.py).
+`--strip-weights` makes a weight-stripped, refittable plan (its weights are refitted from the same ONNX file on
+load); both flavours compile one only with a GPU visible, which is checked before anything else.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import io
 import logging
 import os
@@ -22,10 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from dmfnet_edge._quiet import THIRD_PARTY, captured
 from dmfnet_edge.artifacts import sha256_file
 from dmfnet_edge.build.cancel import PendingSignals, progress_monitor, signals_deferred
+from dmfnet_edge.build.engine_cache import BuiltEngine, PlanRequest, cached, read_timing_cache
 from dmfnet_edge.build.precision import (
+    FallbackAllowance,
     LayerRecord,
     check_precision,
     expected_convolutions,
@@ -35,21 +44,22 @@ from dmfnet_edge.build.precision import (
     records_from_layer_dump,
 )
 from dmfnet_edge.contract import INPUT_NAMES, OnnxManifest, contract_of
-from dmfnet_edge.errors import EnvironmentProblem, InputError, ModelFileError
+from dmfnet_edge.errors import DmfnetError, EnvironmentProblem, InputError, ModelFileError, one_line
 from dmfnet_edge.files import atomic_write_bytes
 from dmfnet_edge.limits import max_pixels
 from dmfnet_edge.preprocess.tensor import MIN_NETWORK_SIDE, SIZE_MULTIPLE
 from dmfnet_edge.runtime.engine_manifest import (
     BuildTarget,
     EngineManifest,
+    PluginUsed,
+    ToolchainUsed,
     build_engine_manifest,
     engine_file_name,
     engine_manifest_path,
     profile_key,
-    read_engine_manifest,
 )
 from dmfnet_edge.runtime.onnx_file import OnnxGraph, open_with_manifest
-from dmfnet_edge.runtime.toolchain import Toolchain, load_toolchain, refuse_unbuildable
+from dmfnet_edge.runtime.toolchain import Toolchain, cudart, load_toolchain, refuse_unbuildable
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,13 @@ class BuildOptions:
     timing_cache: Path | None = None
     lock_timing_cache: bool = False
     plugin_libraries: list[Path] = field(default_factory=list)
+    strip_weights: bool = False  # a weight-stripped, refittable plan (needs a GPU to build)
+    allowed_int8_fallbacks: FallbackAllowance = FallbackAllowance()  # beyond the graph's kept-FP32 groups
+
+
+# Weight stripping as each flavour documents it: TensorRT for RTX's weightless engines refit with REFIT; full
+# TensorRT keeps REFIT_IDENTICAL (the weights refitted are the build's own, and plain REFIT may drop a GEMM bias)
+STRIP_FLAGS = {"tensorrt-rtx": ("STRIP_PLAN", "REFIT"), "tensorrt": ("STRIP_PLAN", "REFIT_IDENTICAL")}
 
 
 def _parse_shape(text: str) -> list[int]:
@@ -151,31 +168,43 @@ def _network(tc: Toolchain, builder: Any, logger: Any, graph: OnnxGraph) -> tupl
     return network, parser
 
 
-def _timing_cache(tc: Toolchain, config: Any, options: BuildOptions) -> Any:
-    if not tc.flavour.timing_cache:
+def _timing_cache(tc: Toolchain, config: Any, request: PlanRequest) -> Any:
+    if request.timing_cache is None:
         return None
-    path = options.timing_cache
-    data = path.read_bytes() if path is not None and path.is_file() else b""
-    if options.lock_timing_cache and not data:
-        raise InputError(f"--lock-timing-cache: {path} is missing or empty; build once without the lock first")
-    cache = config.create_timing_cache(data)
+    cache = config.create_timing_cache(request.timing_cache)
     config.set_timing_cache(cache, False)
-    if options.lock_timing_cache and hasattr(tc.trt.BuilderFlag, "ERROR_ON_TIMING_CACHE_MISS"):
+    if request.timing_cache_locked and hasattr(tc.trt.BuilderFlag, "ERROR_ON_TIMING_CACHE_MISS"):
         config.set_flag(tc.trt.BuilderFlag.ERROR_ON_TIMING_CACHE_MISS)
     return cache
 
 
-def _build_plan(tc: Toolchain, graph: OnnxGraph, profile_shapes: dict[str, list[int]], targets: list[str],
-                options: BuildOptions) -> tuple[bytes, Any, Any, float]:
+def configure_builder(tc: Toolchain, builder: Any, config: Any, request: PlanRequest) -> Any:
+    """Every setting of the request on the builder config (the cache key covers each); returns the timing cache."""
+    trt = tc.trt
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mib << 20)
+    config.builder_optimization_level = request.opt_level
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    tc.set_targets(config, list(request.targets))
+    if request.strip_weights:
+        for flag in STRIP_FLAGS[tc.name]:
+            config.set_flag(getattr(trt.BuilderFlag, flag))
+    profile = builder.create_optimization_profile()
+    for name in INPUT_NAMES:
+        profile.set_shape(name, request.profile["min"], request.profile["opt"], request.profile["max"])
+    config.add_optimization_profile(profile)
+    return _timing_cache(tc, config, request)
+
+
+def _build_plan(tc: Toolchain, graph: OnnxGraph, request: PlanRequest) -> tuple[bytes, Any, Any, float]:
     with signals_deferred() as pending:  # TensorRT swallows what a signal handler raises inside its callbacks
-        plan, logger, cache, seconds = _build_plan_deferred(tc, graph, profile_shapes, targets, options, pending)
+        plan, logger, cache, seconds = _build_plan_deferred(tc, graph, request, pending)
     if plan is None:  # cancelled, and the signal's handler did not stop the command
         raise EnvironmentProblem(f"{graph.path}: the build was cancelled by a signal; nothing was written")
     return plan, logger, cache, seconds
 
 
-def _build_plan_deferred(tc: Toolchain, graph: OnnxGraph, profile_shapes: dict[str, list[int]], targets: list[str],
-                         options: BuildOptions, pending: PendingSignals) -> tuple[bytes | None, Any, Any, float]:
+def _build_plan_deferred(tc: Toolchain, graph: OnnxGraph, request: PlanRequest,
+                         pending: PendingSignals) -> tuple[bytes | None, Any, Any, float]:
     trt = tc.trt
     logger = _capturing_logger(trt)
     builder = trt.Builder(logger)
@@ -184,15 +213,7 @@ def _build_plan_deferred(tc: Toolchain, graph: OnnxGraph, profile_shapes: dict[s
     monitor = progress_monitor(trt, pending)
     if monitor is not None:
         config.progress_monitor = monitor  # cancels the build once SIGTERM or Ctrl-C came
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    config.builder_optimization_level = options.opt_level
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    tc.set_targets(config, targets)
-    profile = builder.create_optimization_profile()
-    for name in INPUT_NAMES:
-        profile.set_shape(name, profile_shapes["min"], profile_shapes["opt"], profile_shapes["max"])
-    config.add_optimization_profile(profile)
-    cache = _timing_cache(tc, config, options)
+    cache = configure_builder(tc, builder, config, request)
     start = time.perf_counter()
     native = io.StringIO()  # some failures are printed by native code straight to fd 2, outside the logger
     with captured(native, fds=(2,)):
@@ -207,15 +228,15 @@ def _build_plan_deferred(tc: Toolchain, graph: OnnxGraph, profile_shapes: dict[s
     if plan is None:
         errors = logger.errors() or "no log"
         raise ModelFileError(f"{graph.path}: {tc.describe()} failed to build an engine: {errors}"
-                             f"{_failure_hint(errors, profile_shapes, options)}")
+                             f"{_failure_hint(errors, request)}")
     return bytes(plan), logger, cache, seconds
 
 
-def _failure_hint(errors: str, shapes: dict[str, list[int]], options: BuildOptions) -> str:
+def _failure_hint(errors: str, request: PlanRequest) -> str:
     """The fixes for the build failures seen with this model."""
     if "OutOfMemory" in errors:
-        return (f"; the largest profile shape {shapes['max']} needs more than --workspace-mib {options.workspace_mib}: "
-                "raise it or lower the MAX shape")
+        return (f"; the largest profile shape {request.profile['max']} needs more than --workspace-mib "
+                f"{request.workspace_mib}: raise it or lower the MAX shape")
     return ""
 
 
@@ -231,18 +252,34 @@ def _layer_records(tc: Toolchain, plan: bytes, logger: Any) -> list[LayerRecord]
     return records_from_inspector(inspector.get_engine_information(tc.trt.LayerInformationFormat.JSON))
 
 
-def _plugins(tc: Toolchain, manifest: OnnxManifest, libraries: list[Path]) -> list[dict[str, str]]:
+def plugin_records(tc: Toolchain, manifest: OnnxManifest, libraries: list[Path]) -> tuple[PluginUsed, ...]:
+    """The plugins of the build as the manifest and the cache key record them: each library's hash, and the
+    plugin whose kernel the engine embeds (a graph with plugin nodes). Nothing is loaded yet."""
     if libraries and not tc.flavour.plugins:
         raise InputError(f"--plugin-lib: {tc.describe()} has no plugin layers")
     for library in libraries:
-        ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
-    records = [{"library": str(p), "sha256": sha256_file(p)} for p in libraries]
+        if not library.is_file():  # hashed below: a FIFO would block, /dev/zero never end
+            raise InputError(f"--plugin-lib {library}: not a regular file; give the plugin library "
+                             "(libdmfnet_trt_plugins.so) built from kernels/")
+    records: list[dict[str, str]] = [{"library": str(p), "sha256": sha256_file(p)} for p in libraries]
+    if manifest.plugins:
+        from dmfnet_edge.build import qdp_plugin
+
+        records.append(qdp_plugin.plugin_record())
+    return tuple(PluginUsed(**r) for r in records)
+
+
+def _load_plugins(manifest: OnnxManifest, libraries: list[Path]) -> None:
+    for library in libraries:
+        try:
+            ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+        except OSError as exc:
+            raise InputError(f"--plugin-lib {library}: cannot be loaded ({one_line(str(exc), 160)}); give a plugin "
+                             "library built for this TensorRT and CUDA") from None
     if manifest.plugins:
         from dmfnet_edge.build import qdp_plugin
 
         qdp_plugin.register()
-        records.append(qdp_plugin.plugin_record())
-    return records
 
 
 def _write(engine_path: Path, plan: bytes, engine_manifest: EngineManifest) -> None:
@@ -257,41 +294,109 @@ def _write(engine_path: Path, plan: bytes, engine_manifest: EngineManifest) -> N
         raise
 
 
-def build_engine(onnx_path: Path, out_dir: Path, options: BuildOptions | None = None) -> EngineManifest:
-    """Build (or reuse from `out_dir`) the engine for `onnx_path`; returns its manifest."""
-    options = options or BuildOptions()
+def gpu_visible() -> tuple[bool, str]:
+    """Whether the CUDA driver shows this process a GPU, and what it said (cuda-python comes with both TensorRT
+    extras)."""
+    try:
+        err, count = cudart().cudaGetDeviceCount()
+    except (DmfnetError, ImportError, OSError, RuntimeError) as exc:
+        return False, one_line(str(exc), 120)
+    if int(err) != 0:
+        return False, f"cudaGetDeviceCount: {getattr(err, 'name', int(err))}"
+    return count > 0, f"{count} CUDA device(s)"
+
+
+def check_strip_weights(tc: Toolchain, options: BuildOptions) -> None:
+    """A weight-stripped, refittable plan is compiled with a GPU: without one, TensorRT for RTX's code generator
+    fails inside the build (MyelinCheckException: CHECK(status == CUDA_SUCCESS)). Asked before anything runs."""
+    if not options.strip_weights:
+        return
+    visible, said = gpu_visible()
+    if not visible:
+        raise EnvironmentProblem(f"--strip-weights: no GPU is visible here ({said}); {tc.describe()} compiles a "
+                                 "weight-stripped, refittable engine only on a machine with an NVIDIA GPU and its "
+                                 "driver (without one its code generator fails); build there, or drop --strip-weights")
+
+
+def fallback_allowance(manifest: OnnxManifest, options: BuildOptions) -> FallbackAllowance:
+    """The INT8 fallbacks declared for this build: the layer groups the graph's quantization plan keeps in FP32,
+    and what the caller allows besides."""
+    plan = manifest.recipe.mixed_precision if manifest.recipe is not None else None
+    groups = tuple(plan.kept_fp32) if plan is not None else ()
+    given = options.allowed_int8_fallbacks
+    return FallbackAllowance(groups + given.groups, given.names, given.count)
+
+
+def _request(onnx_path: Path, out_dir: Path, options: BuildOptions) -> tuple[Toolchain, OnnxGraph, PlanRequest]:
+    """Everything checked that can be before the build (inputs, toolchain, targets, profile, budget, GPU for
+    --strip-weights, timing cache, plugins), as a request."""
     graph, manifest = open_with_manifest(onnx_path)
     refuse_unbuildable(onnx_path.name, manifest)
     refuse_non_folder("--out", out_dir)
     tc = load_toolchain(options.toolchain)
     tc.check_graph(onnx_path.name, manifest)
     tc.check_timing_cache(options.timing_cache, options.lock_timing_cache)
+    check_strip_weights(tc, options)
     targets, device = tc.targets(options.compute_capabilities)
-    target = BuildTarget(tc.name, tc.version, tuple(targets), device)
     shapes = shape_profile(manifest, options.shapes)
     tc.check_profile(shapes, options.shapes)
     check_pixel_budget(shapes, options.shapes)
-    engine_path = out_dir / engine_file_name(onnx_path.stem, target, manifest.onnx_sha256, manifest.precision,
-                                             profile_key(shapes))
-    if engine_path.is_file() and engine_manifest_path(engine_path).is_file():
-        log.info("engine cache hit: %s", engine_path.name)
-        return read_engine_manifest(engine_path)
-    plugins = _plugins(tc, manifest, options.plugin_libraries)
+    timing = read_timing_cache(options.timing_cache, options.lock_timing_cache) if tc.flavour.timing_cache else None
+    request = PlanRequest(manifest, ToolchainUsed(tc.name, tc.version), tuple(targets), device, shapes,
+                          options.opt_level, options.workspace_mib, options.strip_weights, timing,
+                          options.lock_timing_cache, plugin_records(tc, manifest, options.plugin_libraries))
+    return tc, graph, request
+
+
+def build_or_reuse(onnx_path: Path, out_dir: Path, options: BuildOptions | None = None) -> BuiltEngine:
+    """Build the engine for `onnx_path` into `out_dir`, or reuse the one there built with the same settings."""
+    options = options or BuildOptions()
+    tc, graph, request = _request(onnx_path, out_dir, options)
+    manifest, settings = request.onnx, request.settings
+    target = BuildTarget(tc.name, tc.version, request.targets, request.device)
+    engine_path = out_dir / engine_file_name(onnx_path.stem, target, manifest.precision, profile_key(request.profile),
+                                             settings.key())
     expected = expected_convolutions(graph.model.graph)
-    plan, logger, cache, seconds = _build_plan(tc, graph, shapes, targets, options)
+    allowance = fallback_allowance(manifest, options)
+    hit = cached(engine_path, settings)
+    if hit is not None:
+        layers = hit.layer_precisions
+        check_precision(manifest.precision, {"convolution_precisions": layers.convolution_precisions,
+                                             "convolutions": layers.convolutions}, expected, allowance)
+        return BuiltEngine(hit, engine_path, reused=True)
+    _load_plugins(manifest, options.plugin_libraries)
+    plan, logger, cache, seconds = _build_plan(tc, graph, request)
     summary = precision_summary(_layer_records(tc, plan, logger))
-    check_precision(manifest.precision, summary, expected)
+    check_precision(manifest.precision, summary, expected, allowance)
     summary["int8_fallbacks_fp32"] = int8_fallbacks(summary, expected)
-    settings = {"builder_optimization_level": options.opt_level, "strongly_typed": True, "profile": shapes,
-                "workspace_mib": options.workspace_mib, "build_seconds": round(seconds, 2)}
-    if tc.flavour.timing_cache:
-        path = options.timing_cache
-        settings.update({"timing_cache": str(path) if path else None, "timing_cache_locked": options.lock_timing_cache,
-                         "timing_cache_sha256": sha256_file(path) if path and path.is_file() else None})
-    engine_manifest = build_engine_manifest(engine_path.name, plan, onnx_path, manifest, target, settings, summary,
-                                            plugins)
+    cache_after = bytes(cache.serialize()) if cache is not None and not request.timing_cache_locked else None
+    engine_manifest = build_engine_manifest(engine_path.name, plan, onnx_path, manifest, target,
+                                            _settings(request, options, seconds, cache_after), summary,
+                                            [msgspec.to_builtins(p) for p in request.plugins])
     out_dir.mkdir(parents=True, exist_ok=True)
     _write(engine_path, plan, engine_manifest)
-    if cache is not None and options.timing_cache is not None and not options.lock_timing_cache:
-        atomic_write_bytes(options.timing_cache, bytes(cache.serialize()))
-    return engine_manifest
+    if cache_after is not None and options.timing_cache is not None:
+        atomic_write_bytes(options.timing_cache, cache_after)
+    return BuiltEngine(engine_manifest, engine_path, reused=False)
+
+
+def _settings(request: PlanRequest, options: BuildOptions, seconds: float, cache_after: bytes | None
+              ) -> dict[str, Any]:
+    """The manifest's build settings: every plan setting, the cache key, and the timing cache before and after."""
+    settings: dict[str, Any] = {
+        "builder_optimization_level": request.opt_level, "strongly_typed": True, "profile": request.profile,
+        "workspace_mib": request.workspace_mib, "build_seconds": round(seconds, 2),
+        "strip_weights": request.strip_weights, "cache_key": request.settings.key()}
+    if request.timing_cache is not None:
+        before = request.settings.timing_cache_sha256
+        settings.update({"timing_cache": str(options.timing_cache) if options.timing_cache else None,
+                         "timing_cache_locked": request.timing_cache_locked,
+                         "timing_cache_sha256_before_build": before,
+                         "timing_cache_sha256_after_build": hashlib.sha256(cache_after).hexdigest()
+                         if cache_after is not None else before})
+    return settings
+
+
+def build_engine(onnx_path: Path, out_dir: Path, options: BuildOptions | None = None) -> EngineManifest:
+    """Build (or reuse from `out_dir`) the engine for `onnx_path`; returns its manifest."""
+    return build_or_reuse(onnx_path, out_dir, options).manifest

@@ -1,13 +1,18 @@
 """`dmfnet-export build`: a TensorRT engine (strongly typed, static profile, cached, checked), from options or
-from a deployment recipe's engine step, options given here overriding the recipe."""
+from a deployment recipe's engine step, options given here overriding the recipe. The success line says whether
+the engine was built now ("built in X s") or reused from --out ("reused (cache hit)")."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dmfnet_edge.cli.types import int_range
 from dmfnet_edge.errors import InputError
+
+if TYPE_CHECKING:
+    from dmfnet_edge.build.precision import FallbackAllowance
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -35,13 +40,36 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="builder workspace (scratch memory) limit")
     p.add_argument("--plugin-lib", type=Path, action="append", default=[],
                    help="tensorrt: plugin library to load (libdmfnet_trt_plugins.so), recorded in the manifest")
+    p.add_argument("--strip-weights", action="store_true",
+                   help="a weight-stripped, refittable engine (weights refitted from the same ONNX file on load); "
+                        "needs a GPU to build, with either toolchain")
+    p.add_argument("--allow-int8-fallbacks", metavar="NAME|GROUP|COUNT[,...]",
+                   help="INT8 (Q/DQ) convolutions TensorRT may run unfused in FP32 besides those of the graph's "
+                        "kept-FP32 layer groups: ONNX node names, layer groups (e.g. fusion/attention.4) or a count "
+                        "(default: none; any other fallback is refused)")
+
+
+def fallback_allowance(spec: str | int | list[str] | None, where: str) -> FallbackAllowance:
+    """--allow-int8-fallbacks 'fusion/attention.4,/ups.3/conv/Conv,2' or a recipe's list or count."""
+    from dmfnet_edge.build.precision import FallbackAllowance
+
+    if spec is None:
+        return FallbackAllowance()
+    if isinstance(spec, int):
+        return FallbackAllowance(count=spec)
+    items = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
+    counts = [int(t) for t in items if t.isdigit()]
+    if len(counts) > 1 or not items:
+        raise InputError(f"{where} {spec}: give ONNX node names or layer groups, and at most one count")
+    return FallbackAllowance(names=tuple(t for t in items if not t.isdigit()), count=sum(counts))
 
 
 def run(args: argparse.Namespace) -> int:
-    from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
+    from dmfnet_edge.build.trt_builder import BuildOptions, build_or_reuse
     from dmfnet_edge.runtime.toolchain import parse_targets
 
     toolchain, targets, shapes = args.toolchain, parse_targets(args.compute_capability), args.shapes
+    allowance = fallback_allowance(args.allow_int8_fallbacks, "--allow-int8-fallbacks")
     if args.recipe is not None:
         from dmfnet_edge.export.recipes import load_recipe
 
@@ -51,14 +79,19 @@ def run(args: argparse.Namespace) -> int:
         toolchain = toolchain or engine.toolchain
         targets = targets or engine.targets
         shapes = shapes or engine.shapes
+        if args.allow_int8_fallbacks is None:
+            allowance = fallback_allowance(engine.allowed_int8_fallbacks, f"{args.recipe}: allowed_int8_fallbacks")
     options = BuildOptions(toolchain or "auto", targets, shapes, args.opt_level, args.workspace_mib,
-                           args.timing_cache, args.lock_timing_cache, args.plugin_lib)
-    manifest = build_engine(args.onnx, args.out, options)
-    layers = manifest.layer_precisions
-    print(f"{args.out / manifest.engine_file}: {manifest.precision}, {manifest.toolchain.flavour} "
-          f"{manifest.toolchain.version} for {', '.join(manifest.compute_capabilities)}, "
-          f"{manifest.engine_bytes / 2**20:.1f} MiB, built in {manifest.build.build_seconds:.1f} s")
-    print(f"  convolutions by precision {layers.convolutions} (all as the graph prescribes); "
+                           args.timing_cache, args.lock_timing_cache, args.plugin_lib, args.strip_weights, allowance)
+    built = build_or_reuse(args.onnx, args.out, options)
+    manifest, layers = built.manifest, built.manifest.layer_precisions
+    how = "reused (cache hit)" if built.reused else f"built in {manifest.build.build_seconds:.1f} s"
+    stripped = ", weights stripped (refit on load)" if manifest.build.strip_weights else ""
+    print(f"{built.path}: {manifest.precision}, {manifest.toolchain.flavour} {manifest.toolchain.version} for "
+          f"{', '.join(manifest.compute_capabilities)}, {manifest.engine_bytes / 2**20:.1f} MiB{stripped}, {how}")
+    fallbacks = f", {len(layers.int8_fallbacks_fp32)} declared INT8 fallbacks in FP32" \
+        if layers.int8_fallbacks_fp32 else ""
+    print(f"  convolutions by precision {layers.convolutions} (all as the graph prescribes{fallbacks}); "
           f"{layers.layers} engine layers")
     return 0
 

@@ -84,6 +84,10 @@ EXAMPLES: dict[str, dict[str, list[str]]] = {
             "--toolchain tensorrt-rtx --compute-capability sm86 --shapes 1x256x128:1x256x256:2x256x512",
             "dmfnet-export build --onnx out/export/dmfnet-edge-int8-tensorrt.onnx --out out/engines "
             "--toolchain tensorrt --timing-cache out/engines/timing.cache",
+            "dmfnet-export build --onnx out/export/dmfnet-edge-int8-tensorrt.onnx --out out/engines "
+            "--toolchain tensorrt-rtx --allow-int8-fallbacks fusion/attention.4",
+            "dmfnet-export build --onnx out/export/dmfnet-edge-fp16.onnx --out out/engines --toolchain tensorrt-rtx "
+            "--strip-weights",
         ],
         "profile": [
             "dmfnet-export profile --model edge --repeats 50 --budget-ms 1500",

@@ -2,16 +2,21 @@
 
 An engine is only valid for the TensorRT flavour and exact version that built it, and for its targets: a
 TensorRT 10/11 engine for the GPU model, compute capability and SM count it was built on, a TensorRT for RTX
-engine for the compute capabilities it was compiled for ahead of time. The engine file is named after all of
-them plus the shape profile, the ONNX hash and the precision recipe (as serious deployments key their caches),
-and the manifest beside it records them, so the runtime refuses a mismatch before deserialising: "rebuild
-needed: built for X, this is Y".
+engine for the compute capabilities it was compiled for ahead of time. The manifest beside the engine records
+them, so the runtime refuses a mismatch before deserialising: "rebuild needed: built for X, this is Y".
+
+An engine cache is keyed by everything that changes the plan TensorRT makes (`PlanSettings`: graph hash,
+precision, toolchain flavour and version, targets and GPU, profile, optimisation level, workspace, plugins and
+their hashes, timing cache hash and lock, strongly typed, weight stripping). The key, the first 16 hex digits of
+the SHA-256 of those settings as JSON, ends the engine's file name and is recorded in its manifest
+(`build.cache_key`) with every setting it was made from, so a cache hit is checked setting by setting.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -22,6 +27,7 @@ from msgspec import Meta, Struct
 from dmfnet_edge.artifacts import sha256_file
 from dmfnet_edge.contract import InputShape, OnnxManifest, QuantizationRecipe, Sha256
 from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.precisions import GraphPrecision
 from dmfnet_edge.records import Record
 
 ENGINE_FORMAT = "dmfnet-edge-engine"
@@ -77,9 +83,10 @@ def profile_key(profile: dict[str, list[int]]) -> str:
     return names[0] if len(set(names)) == 1 else "-".join(names)
 
 
-def engine_file_name(stem: str, target: BuildTarget, onnx_sha256: str, recipe: str, profile: str) -> str:
-    """e.g. dmfnet-edge.int8-tensorrt.nvidia-h100-80gb-hbm3.cc90.sm132.trt10.13.0.1x256x256.1a2b3c4d5e6f.engine"""
-    return f"{stem}.{recipe}.{target.key()}.{profile}.{onnx_sha256[:12]}.engine"
+def engine_file_name(stem: str, target: BuildTarget, recipe: str, profile: str, cache_key: str) -> str:
+    """e.g. dmfnet-edge.int8-tensorrt.nvidia-h100-80gb-hbm3.cc90.sm132.trt10.13.0.1x256x256.1a2b3c4d5e6f7a8b.engine:
+    readable precision, target and profile, then the cache key (`PlanSettings.key`), which covers them too."""
+    return f"{stem}.{recipe}.{target.key()}.{profile}.{cache_key}.engine"
 
 
 def engine_manifest_path(engine: Path) -> Path:
@@ -102,21 +109,35 @@ class ShapeProfile(Struct, forbid_unknown_fields=True, frozen=True):
     max: Shape4
 
 
+CacheKey = Annotated[str, Meta(pattern="^[0-9a-f]{16}$")]
+
+
 class BuildSettings(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
+    """How the engine was built. The timing cache is read before the build and updated after it (unless locked):
+    its hash before keys the plan, its hash after is what the file holds once the build wrote it back. Fields
+    that are None were not recorded by the release that built the engine."""
+
     builder_optimization_level: Annotated[int, Meta(ge=0, le=5)]
     strongly_typed: bool
     profile: ShapeProfile
     workspace_mib: Annotated[int, Meta(ge=1)]
     build_seconds: Annotated[float, Meta(ge=0)]
+    strip_weights: bool | None = None  # a weight-stripped, refittable plan (refitted from the ONNX file on load)
+    cache_key: CacheKey | None = None
     timing_cache: str | None = None
     timing_cache_locked: bool | None = None
-    timing_cache_sha256: Sha256 | None = None
+    timing_cache_sha256_before_build: Sha256 | None = None
+    timing_cache_sha256_after_build: Sha256 | None = None
 
 
-class LayerPrecisions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """What the builder made of the graph: engine layers by output type, and every convolution's precision."""
+class LayerPrecisions(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
+    """What the builder made of the graph: engine layers that compute (by type and by output precision),
+    synchronisation pseudo-layers apart, and every convolution's precision. A Q/DQ convolution TensorRT ran
+    unfused in FP32 is listed in `int8_fallbacks_fp32` (the build refuses undeclared ones)."""
 
     layers: Annotated[int, Meta(ge=0)]
+    synchronisation_layers: Annotated[int, Meta(ge=0)] | None = None  # None: counted in `layers` (older builds)
+    layers_by_type: dict[str, Annotated[int, Meta(ge=0)]] = {}
     layers_by_output: dict[str, Annotated[int, Meta(ge=0)]]
     convolutions: dict[str, Annotated[int, Meta(ge=0)]]
     convolution_precisions: dict[str, str]
@@ -155,7 +176,7 @@ class EngineManifest(Record, kw_only=True):
     engine_bytes: Annotated[int, Meta(ge=1)]
     onnx_file: str
     onnx_sha256: Sha256
-    precision: Literal["fp32", "fp16", "int8-tensorrt", "int8-onnxruntime"]
+    precision: GraphPrecision
     recipe: QuantizationRecipe | None = None
     model: str | None = None
     weights_sha256: Sha256 | None = None
@@ -174,6 +195,50 @@ class EngineManifest(Record, kw_only=True):
     def target(self) -> BuildTarget:
         return BuildTarget(self.toolchain.flavour, self.toolchain.version, tuple(self.compute_capabilities),
                            self.device)
+
+    @property
+    def plan_settings(self) -> PlanSettings:
+        """The settings the engine was built with, as recorded (compared with a request on a cache hit)."""
+        build = self.build
+        return PlanSettings(
+            onnx_sha256=self.onnx_sha256, precision=self.precision, toolchain=self.toolchain,
+            compute_capabilities=tuple(self.compute_capabilities), device=self.device, profile=build.profile,
+            builder_optimization_level=build.builder_optimization_level, workspace_mib=build.workspace_mib,
+            strongly_typed=build.strongly_typed, strip_weights=build.strip_weights,
+            timing_cache_sha256=build.timing_cache_sha256_before_build,
+            timing_cache_locked=bool(build.timing_cache_locked), plugins=plugin_keys(self.plugins))
+
+
+class PlanSettings(Struct, frozen=True, kw_only=True):
+    """Everything that changes the plan TensorRT makes from a graph: the engine cache key is its hash. Library
+    paths are left out (a plugin is keyed by its hash); `strip_weights` None is an engine built before weight
+    stripping was recorded, which no request matches."""
+
+    onnx_sha256: str
+    precision: str
+    toolchain: ToolchainUsed
+    compute_capabilities: tuple[str, ...]
+    device: DeviceInfo | None
+    profile: ShapeProfile
+    builder_optimization_level: int
+    workspace_mib: int
+    strongly_typed: bool
+    strip_weights: bool | None
+    timing_cache_sha256: str | None  # the cache's content before the build (None: no timing cache)
+    timing_cache_locked: bool
+    plugins: tuple[PluginUsed, ...]
+
+    def key(self) -> str:
+        return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:16]
+
+    def differences(self, other: PlanSettings) -> list[str]:
+        """Names of the settings that differ from `other`'s."""
+        return [f for f in self.__struct_fields__ if getattr(self, f) != getattr(other, f)]
+
+
+def plugin_keys(plugins: Sequence[PluginUsed]) -> tuple[PluginUsed, ...]:
+    """Plugins as the cache key sees them: everything recorded but where the library was loaded from."""
+    return tuple(msgspec.structs.replace(p, library=None) for p in plugins)
 
 
 def build_engine_manifest(engine_name: str, plan: bytes, onnx: Path, onnx_manifest: OnnxManifest,

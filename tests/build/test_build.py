@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO
 
 from dmfnet_edge.build.precision import (
+    FallbackAllowance,
     PrecisionMismatch,
     check_precision,
     expected_convolutions,
@@ -24,10 +25,14 @@ from dmfnet_edge.build.precision import (
 )
 from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.contract import OnnxManifest, read_manifest
-from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.errors import EnvironmentProblem, InputError, ModelFileError
 from dmfnet_edge.runtime.engine_manifest import (
     BuildTarget,
     DeviceInfo,
+    PlanSettings,
+    PluginUsed,
+    ShapeProfile,
+    ToolchainUsed,
     build_engine_manifest,
     check_compatible,
     engine_file_name,
@@ -44,16 +49,43 @@ RTX_AOT = BuildTarget("tensorrt-rtx", "1.7.1.116", ("sm80", "sm86", "sm89", "sm1
 DUMPS = (REPO / "tests" / "fixtures" / "rtx_layer_dump.txt").read_text().split("== fp16\n")
 
 
-def test_engine_key_names_flavour_version_targets_profile_hash_and_recipe():
-    name = engine_file_name("dmfnet-edge", ON_H100, "ab" * 32, "int8-tensorrt", "1x256x256")
-    assert name == ("dmfnet-edge.int8-tensorrt.nvidia-h100-80gb-hbm3.cc90.sm132.trt10.13.0.1x256x256.abababababab"
+def test_engine_file_name_reads_recipe_target_profile_then_the_cache_key():
+    name = engine_file_name("dmfnet-edge", ON_H100, "int8-tensorrt", "1x256x256", "0123456789abcdef")
+    assert name == ("dmfnet-edge.int8-tensorrt.nvidia-h100-80gb-hbm3.cc90.sm132.trt10.13.0.1x256x256.0123456789abcdef"
                     ".engine")
-    assert engine_file_name("dmfnet-edge", RTX_AOT, "ab" * 32, "fp16", "1x256x256") == (
-        "dmfnet-edge.fp16.sm80-sm86-sm89-sm120.rtx1.7.1.116.1x256x256.abababababab.engine")
-    on_orin = BuildTarget("tensorrt", "10.3.0", ("sm87",), ORIN)
-    keys = {engine_file_name("m", t, "ab" * 32, "fp16", p) for t in (ON_H100, on_orin, RTX_AOT)
-            for p in ("1x256x256", "1x64x64-1x256x256-2x512x512")}
-    assert len(keys) == 6
+    assert engine_file_name("dmfnet-edge", RTX_AOT, "fp16", "1x256x256", "0123456789abcdef") == (
+        "dmfnet-edge.fp16.sm80-sm86-sm89-sm120.rtx1.7.1.116.1x256x256.0123456789abcdef.engine")
+
+
+STATIC = ShapeProfile([1, 1, 256, 256], [1, 1, 256, 256], [1, 1, 256, 256])
+PLAN = PlanSettings(onnx_sha256="ab" * 32, precision="fp16", toolchain=ToolchainUsed("tensorrt", "10.13.0"),
+                    compute_capabilities=("sm90",), device=H100, profile=STATIC, builder_optimization_level=3,
+                    workspace_mib=2048, strongly_typed=True, strip_weights=False, timing_cache_sha256="cd" * 32,
+                    timing_cache_locked=False, plugins=(PluginUsed(sha256="ef" * 32),))
+CHANGED = {  # one other value for every setting of the key
+    "onnx_sha256": "ba" * 32, "precision": "int8-tensorrt", "toolchain": ToolchainUsed("tensorrt", "11.4.0"),
+    "compute_capabilities": ("sm87",), "device": ORIN, "profile": ShapeProfile([1, 1, 64, 64], [1, 1, 256, 256],
+                                                                               [2, 1, 256, 256]),
+    "builder_optimization_level": 5, "workspace_mib": 64, "strongly_typed": False, "strip_weights": True,
+    "timing_cache_sha256": None, "timing_cache_locked": True, "plugins": (PluginUsed(sha256="fe" * 32),)}
+
+
+def test_every_setting_that_changes_the_plan_changes_the_cache_key():
+    """The key was the ONNX hash, precision, target and profile: '--opt-level 5 --workspace-mib 64' into the same
+    --out was answered with the default engine."""
+    import msgspec
+
+    assert set(CHANGED) == set(PlanSettings.__struct_fields__)
+    keys = {PLAN.key()}
+    for name, value in CHANGED.items():
+        other = msgspec.structs.replace(PLAN, **{name: value})
+        assert other.differences(PLAN) == [name]
+        keys.add(other.key())
+    assert len(keys) == len(CHANGED) + 1 and all(len(k) == 16 for k in keys)
+    moved = msgspec.structs.replace(PLAN, plugins=(PluginUsed(library="/elsewhere/lib.so", sha256="ef" * 32),))
+    from dmfnet_edge.runtime.engine_manifest import plugin_keys
+
+    assert msgspec.structs.replace(moved, plugins=plugin_keys(moved.plugins)).key() == PLAN.key()  # path not keyed
 
 
 SETTINGS = {"builder_optimization_level": 3, "strongly_typed": True, "workspace_mib": 2048, "build_seconds": 1.0,
@@ -146,7 +178,9 @@ def test_real_tensorrt_rtx_layer_dump():
         "/init_conv/Conv": "int8",  # Int8 input and weights, Float output: the dequantization is fused in
         "/fusion/attention.0/spatial/Conv": "fp32",
         "/fusion/head/conv1/Conv": "fp32"}  # a convolution fused with its neighbours (runtime_fusion)
-    assert int8["layers"] == 4 and int8["layers_by_output"] == {"fp32": 3}
+    # the 'signal' pseudo-layer (a cross-stream event: no inputs, outputs or kernel) is counted apart
+    assert int8["layers"] == 3 and int8["synchronisation_layers"] == 1 and int8["layers_by_output"] == {"fp32": 3}
+    assert int8["layers_by_type"] == {"correlation": 2, "runtime_fusion": 1}
     fp16 = precision_summary(records_from_layer_dump(DUMPS[1]))
     assert fp16["convolution_precisions"] == {"/downs.0/block1/conv/Conv": "fp16",
                                               "/fusion/attention.4/channel/channel.3/Conv": "fp16"}
@@ -180,7 +214,7 @@ def test_expected_convolutions_and_the_precision_check():
     good = {"convolution_precisions": dict(expected), "convolutions": {}}
     check_precision("int8-tensorrt", good, expected)
     unfused = {"convolution_precisions": {**expected, "/downs.1/conv/Conv": "fp32"}, "convolutions": {}}
-    assert int8_fallbacks(unfused, expected) == ["/downs.1/conv/Conv"]  # the same values, only slower: allowed
+    assert int8_fallbacks(unfused, expected) == ["/downs.1/conv/Conv"]  # the same values, only slower
     with pytest.raises(PrecisionMismatch, match="no convolution runs in int8"):
         check_precision("int8-tensorrt", unfused, expected)
     lower = {"convolution_precisions": {**expected, "/ups.12/block1/conv/Conv": "fp16"}, "convolutions": {}}
@@ -194,6 +228,62 @@ def test_expected_convolutions_and_the_precision_check():
     all_fp32 = {n: "fp32" for n in expected}
     with pytest.raises(PrecisionMismatch, match="asked to be fp16 but no convolution runs in fp16"):
         check_precision("fp16", {"convolution_precisions": all_fp32, "convolutions": {"fp32": 3}}, all_fp32)
+
+
+def _fallen_back(total: int, fallen: int) -> tuple[dict, dict]:
+    """A graph of `total` Q/DQ convolutions, each in a layer group of its own, whose first `fallen` TensorRT ran
+    unfused in FP32."""
+    expected = {f"/downs.{i}/conv/Conv": "int8" for i in range(total)}
+    found = {n: "fp32" if i < fallen else "int8" for i, n in enumerate(expected)}
+    return expected, {"convolution_precisions": found, "convolutions": {"fp32": fallen, "int8": total - fallen}}
+
+
+def test_88_of_89_int8_convolutions_in_fp32_is_not_an_int8_engine():
+    """Any number of FP32 fallbacks passed the check as long as one convolution ran in INT8."""
+    expected, summary = _fallen_back(89, 88)
+    refusal = (r"TensorRT runs 88 of its 89 INT8 \(Q/DQ\) convolutions unfused in FP32, 88 of them undeclared "
+               r"\(declared: none\); .*--allow-int8-fallbacks.*: /downs.0/conv/Conv, /downs.1/conv/Conv, "
+               r".*/downs.9/conv/Conv$")  # every name, sorted
+    with pytest.raises(PrecisionMismatch, match=refusal):
+        check_precision("int8-tensorrt", summary, expected)
+    check_precision("int8-tensorrt", summary, expected, FallbackAllowance(count=88))
+    with pytest.raises(PrecisionMismatch, match="88 of them undeclared"):
+        check_precision("int8-tensorrt", summary, expected, FallbackAllowance(count=87))
+    kept = FallbackAllowance(groups=tuple(f"downs.{i}" for i in range(80)), names=("/downs.80/conv/Conv",), count=7)
+    check_precision("int8-tensorrt", summary, expected, kept)  # 80 kept groups, one named, seven counted
+    with pytest.raises(PrecisionMismatch, match=r"8 of them undeclared .*: /downs.80/conv/Conv, "):
+        check_precision("int8-tensorrt", summary, expected, FallbackAllowance(kept.groups, (), 7))
+
+
+def test_fallbacks_of_a_real_layer_dump_pass_only_where_declared():
+    """The real TensorRT for RTX dump, read as the engine of a graph with Q/DQ on all three convolutions: two of
+    them ran in FP32."""
+    summary = precision_summary(records_from_layer_dump(DUMPS[0]))
+    expected = dict.fromkeys(summary["convolution_precisions"], "int8")
+    with pytest.raises(PrecisionMismatch, match=r"runs 2 of its 3 INT8 \(Q/DQ\) convolutions unfused in FP32, 2 of "
+                                                r"them undeclared \(declared: none\); .*: "
+                                                r"/fusion/attention.0/spatial/Conv, /fusion/head/conv1/Conv$"):
+        check_precision("int8-tensorrt", summary, expected)
+    head = FallbackAllowance(groups=("fusion/head",))  # the graph's quantization plan kept fusion/head in FP32
+    with pytest.raises(PrecisionMismatch, match=r"1 of them undeclared \(declared: layer groups kept FP32 "
+                                                r"fusion/head\); .*: /fusion/attention.0/spatial/Conv$"):
+        check_precision("int8-tensorrt", summary, expected, head)
+    for names in (("fusion/attention.0",), ("/fusion/attention.0/spatial/Conv",)):  # a layer group or a node
+        check_precision("int8-tensorrt", summary, expected, FallbackAllowance(head.groups, names))
+    check_precision("int8-tensorrt", summary, expected, FallbackAllowance(count=2))
+
+
+def test_allowed_fallbacks_from_the_command_line_and_recipes():
+    from dmfnet_edge.cli.build_cmd import fallback_allowance
+
+    assert fallback_allowance("fusion/attention.4, /ups.3/conv/Conv,2", "--allow-int8-fallbacks") == \
+        FallbackAllowance(names=("fusion/attention.4", "/ups.3/conv/Conv"), count=2)
+    assert fallback_allowance(3, "r.yaml: allowed_int8_fallbacks") == FallbackAllowance(count=3)
+    assert fallback_allowance(["fusion/head"], "r.yaml") == FallbackAllowance(names=("fusion/head",))
+    assert fallback_allowance(None, "x") == FallbackAllowance()
+    for bad in ("1,2", ",", ""):
+        with pytest.raises(InputError, match="at most one count"):
+            fallback_allowance(bad, "--allow-int8-fallbacks")
 
 
 def test_an_fp16_engine_of_tensorrt_11_passes_its_check():
@@ -407,3 +497,159 @@ def test_a_graph_with_its_data_beside_it_builds(tmp_path, tensorrt_rtx):
                         "--toolchain", "tensorrt-rtx", "--compute-capability", "sm86"]) == 0
     engine = next((tmp_path / "engines").glob("*.engine"))
     assert read_engine_manifest(engine).layer_precisions.convolutions == {"fp32": 111}
+
+
+# ---- build settings without TensorRT: weight stripping, plugins, the timing cache before and after ---------------
+
+class _FakeConfig:
+    """The parts of a builder config and builder `configure_builder` touches, recording what was set."""
+
+    def __init__(self):
+        self.flags, self.targets, self.shapes = [], [], {}
+        self.num_compute_capabilities = 0
+
+    def set_memory_pool_limit(self, pool, size):
+        self.workspace = size
+
+    def set_flag(self, flag):
+        self.flags.append(flag)
+
+    def set_compute_capability(self, capability, index):
+        self.targets.append(capability)
+
+    def create_optimization_profile(self):
+        return self
+
+    def set_shape(self, name, low, opt, high):
+        self.shapes[name] = (low, opt, high)
+
+    def add_optimization_profile(self, profile):
+        pass
+
+
+def _fake_toolchain(flavour):
+    from types import SimpleNamespace
+
+    from dmfnet_edge.runtime.toolchain import FLAVOURS, Toolchain
+
+    flags = SimpleNamespace(STRIP_PLAN="STRIP_PLAN", REFIT="REFIT", REFIT_IDENTICAL="REFIT_IDENTICAL")
+    trt = SimpleNamespace(__version__="1.7.1.116" if flavour == "tensorrt-rtx" else "11.4.0", BuilderFlag=flags,
+                          MemoryPoolType=SimpleNamespace(WORKSPACE="workspace"),
+                          ProfilingVerbosity=SimpleNamespace(DETAILED="detailed"),
+                          ComputeCapability=SimpleNamespace(SM86="SM86"))
+    return Toolchain(FLAVOURS[flavour], trt)
+
+
+def _request(**changes):
+    from conftest import onnx_manifest
+
+    from dmfnet_edge.build.engine_cache import PlanRequest
+
+    shapes = {"min": [1, 1, 64, 64], "opt": [1, 1, 64, 64], "max": [1, 1, 64, 64]}
+    base = dict(onnx=onnx_manifest(), toolchain=ToolchainUsed("tensorrt-rtx", "1.7.1.116"), targets=("sm86",),
+                device=None, profile=shapes, opt_level=3, workspace_mib=2048, strip_weights=False, timing_cache=None,
+                timing_cache_locked=False, plugins=())
+    return PlanRequest(**{**base, **changes})
+
+
+@pytest.mark.parametrize("flavour, flags", [("tensorrt-rtx", ["STRIP_PLAN", "REFIT"]),
+                                            ("tensorrt", ["STRIP_PLAN", "REFIT_IDENTICAL"])])
+def test_strip_weights_sets_the_flavours_flags(flavour, flags):
+    from dmfnet_edge.build.trt_builder import configure_builder
+
+    config = _FakeConfig()
+    configure_builder(_fake_toolchain(flavour), config, config, _request(strip_weights=True))
+    assert config.flags == flags and config.builder_optimization_level == 3 and config.workspace == 2048 << 20
+    plain = _FakeConfig()
+    configure_builder(_fake_toolchain(flavour), plain, plain, _request())
+    assert plain.flags == [] and plain.shapes["mri"] == ([1, 1, 64, 64],) * 3
+
+
+def test_strip_weights_is_refused_before_the_build_without_a_gpu(monkeypatch):
+    """Without a GPU every REFIT/STRIP_PLAN build failed inside TensorRT for RTX's code generator (MyelinCheckException
+    CHECK(status == CUDA_SUCCESS)); the GPU is asked first."""
+    from dmfnet_edge.build import trt_builder
+
+    options = trt_builder.BuildOptions(toolchain="tensorrt-rtx", strip_weights=True)
+    monkeypatch.setattr(trt_builder, "gpu_visible", lambda: (False, "cudaGetDeviceCount: cudaErrorNoDevice"))
+    with pytest.raises(EnvironmentProblem, match=r"--strip-weights: no GPU is visible here \(cudaGetDeviceCount: "
+                                                 r"cudaErrorNoDevice\); tensorrt-rtx 1.7.1.116 compiles"):
+        trt_builder.check_strip_weights(_fake_toolchain("tensorrt-rtx"), options)
+    trt_builder.check_strip_weights(_fake_toolchain("tensorrt-rtx"), trt_builder.BuildOptions())  # not asked
+    monkeypatch.setattr(trt_builder, "gpu_visible", lambda: (True, "1 CUDA device(s)"))
+    trt_builder.check_strip_weights(_fake_toolchain("tensorrt-rtx"), options)
+
+
+def test_gpu_visible_answers_without_a_driver(monkeypatch):
+    from types import SimpleNamespace
+
+    from dmfnet_edge.build import trt_builder
+
+    monkeypatch.setattr(trt_builder, "cudart", lambda: SimpleNamespace(cudaGetDeviceCount=lambda: (35, None)))
+    assert trt_builder.gpu_visible() == (False, "cudaGetDeviceCount: 35")
+
+    def missing():
+        raise OSError("libcudart.so: cannot open shared object file")
+
+    monkeypatch.setattr(trt_builder, "cudart", missing)
+    assert trt_builder.gpu_visible()[0] is False
+    monkeypatch.setattr(trt_builder, "cudart", lambda: SimpleNamespace(cudaGetDeviceCount=lambda: (0, 2)))
+    assert trt_builder.gpu_visible() == (True, "2 CUDA device(s)")
+
+
+def test_plugin_libraries_are_regular_files_hashed_into_the_key(tmp_path):
+    import os
+
+    from conftest import onnx_manifest
+
+    from dmfnet_edge.build.trt_builder import _load_plugins, plugin_records
+
+    library = tmp_path / "libplugins.so"
+    library.write_bytes(b"not really a library")
+    trt = _fake_toolchain("tensorrt")
+    (record,) = plugin_records(trt, onnx_manifest(), [library])
+    assert record.library == str(library) and len(record.sha256) == 64
+    os.mkfifo(tmp_path / "fifo.so")
+    for bad in (tmp_path / "fifo.so", tmp_path / "missing.so", tmp_path):
+        with pytest.raises(InputError, match="not a regular file"):
+            plugin_records(trt, onnx_manifest(), [bad])
+    with pytest.raises(InputError, match=r"--plugin-lib .*libplugins.so: cannot be loaded \(.*\); give a plugin"):
+        _load_plugins(onnx_manifest(), [library])  # ctypes' OSError was a traceback
+    with pytest.raises(InputError, match="has no plugin layers"):
+        plugin_records(_fake_toolchain("tensorrt-rtx"), onnx_manifest(), [library])
+
+
+def test_the_timing_cache_is_recorded_before_and_after_the_build(tmp_path):
+    """The manifest's one timing_cache_sha256 was the cache before the build, although the build then wrote the
+    cache back with new entries: both are recorded, and the one before keys the plan."""
+    import hashlib
+
+    from dmfnet_edge.build.trt_builder import BuildOptions, _settings
+
+    path = tmp_path / "timing.cache"
+    before, after = b"cache before", b"cache before + new tactics"
+    request = _request(toolchain=ToolchainUsed("tensorrt", "11.4.0"), timing_cache=before)
+    settings = _settings(request, BuildOptions(timing_cache=path), 2.0, after)
+    assert settings["timing_cache_sha256_before_build"] == hashlib.sha256(before).hexdigest() \
+        == request.settings.timing_cache_sha256
+    assert settings["timing_cache_sha256_after_build"] == hashlib.sha256(after).hexdigest()
+    assert settings["cache_key"] == request.settings.key() and settings["strip_weights"] is False
+    locked = _request(toolchain=ToolchainUsed("tensorrt", "11.4.0"), timing_cache=before, timing_cache_locked=True)
+    kept = _settings(locked, BuildOptions(timing_cache=path, lock_timing_cache=True), 2.0, None)
+    assert kept["timing_cache_sha256_after_build"] == kept["timing_cache_sha256_before_build"]
+    assert locked.settings.key() != request.settings.key()
+    assert "timing_cache" not in _settings(_request(), BuildOptions(), 1.0, None)  # TensorRT for RTX: none
+
+
+def test_a_manifest_gives_back_the_settings_of_its_request(tmp_path):
+    from conftest import onnx_manifest
+
+    from dmfnet_edge.build.trt_builder import BuildOptions, _settings
+
+    request = _request(plugins=(PluginUsed(library="/opt/lib.so", sha256="ef" * 32),))
+    target = BuildTarget("tensorrt-rtx", "1.7.1.116", ("sm86",))
+    manifest = build_engine_manifest("m.engine", b"plan", tmp_path / "m.onnx", onnx_manifest(), target,
+                                     _settings(request, BuildOptions(), 1.0, None), LAYERS,
+                                     [{"library": "/elsewhere/lib.so", "sha256": "ef" * 32}])
+    recorded = type(manifest).decode(manifest.encode(), "test")
+    assert recorded.plan_settings == request.settings and recorded.build.cache_key == request.settings.key()

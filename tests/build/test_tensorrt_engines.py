@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO, SAMPLES, onnx_manifest
 
 from dmfnet_edge.build import trt_builder
-from dmfnet_edge.build.precision import expected_convolutions
+from dmfnet_edge.build.precision import FallbackAllowance, PrecisionMismatch, expected_convolutions
 from dmfnet_edge.build.trt_builder import BuildOptions, build_engine, shape_profile
 from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.contract import layer_group, manifest_path
@@ -30,6 +30,10 @@ from dmfnet_edge.runtime.toolchain import FLAVOURS, RTX_PORTABLE_TARGETS, Toolch
 
 WEIGHTS = REPO / "dmfnet_edge" / "weights"
 RTX = BuildOptions(toolchain="tensorrt-rtx")
+# TensorRT for RTX 1.7 runs the 1x1 convolutions on the pooled channel vector of some channel attentions unfused in
+# FP32 (INT8 does not pay there); the INT8 builds declare them
+CHANNEL_ATTENTION = tuple(f"/fusion/attention.{i}/channel/channel.{j}/Conv" for i in range(5) for j in (1, 3))
+RTX_INT8 = BuildOptions(toolchain="tensorrt-rtx", allowed_int8_fallbacks=FallbackAllowance(names=CHANNEL_ATTENTION))
 
 
 def _fake(flavour: str, version: str) -> Toolchain:
@@ -63,8 +67,8 @@ def _no_gpu(toolchain: Toolchain) -> None:
 
 def test_flavour_refusals_name_the_fix(tmp_path):
     rtx, trt = _fake("tensorrt-rtx", "1.7.1.116"), _fake("tensorrt", "11.4.0")
-    plugin_graph = onnx_manifest(tensorrt_plugins=[{"op": "DmfnetPixelAttentionFuse", "name": "p", "namespace": "dmfnet",
-                                                    "version": "1"}])
+    plugin_graph = onnx_manifest(tensorrt_plugins=[{"op": "DmfnetPixelAttentionFuse", "name": "p",
+                                                    "namespace": "dmfnet", "version": "1"}])
     with pytest.raises(InputError, match="no plugin layers; build it with --toolchain tensorrt"):
         rtx.check_graph("m.onnx", plugin_graph)
     trt.check_graph("m.onnx", plugin_graph)
@@ -132,6 +136,9 @@ def _check_engine(onnx_path: Path, out: Path, options: BuildOptions = RTX) -> di
     fallbacks = set(manifest.layer_precisions.int8_fallbacks_fp32)
     found = manifest.layer_precisions.convolution_precisions
     assert found == {n: "fp32" if n in fallbacks else p for n, p in expected.items()}
+    layers = manifest.layer_precisions  # synchronisation pseudo-layers are counted apart, never as layers
+    assert sum(layers.layers_by_type.values()) == layers.layers and layers.synchronisation_layers > 0
+    assert not {"signal", "wait"} & set(layers.layers_by_type)
     return manifest
 
 
@@ -154,7 +161,8 @@ def tiny_graphs(tmp_path_factory, tensorrt_rtx):
 
 @pytest.mark.parametrize("recipe", ["fp32", "fp16", "int8-tensorrt"])
 def test_tiny_engines_build_with_the_precisions_of_their_graph(tiny_graphs, recipe, tmp_path):
-    manifest = _check_engine(tiny_graphs[recipe], tmp_path / "a")
+    options = RTX_INT8 if recipe == "int8-tensorrt" else RTX
+    manifest = _check_engine(tiny_graphs[recipe], tmp_path / "a", options)
     convs = manifest.layer_precisions.convolutions
     if recipe == "int8-tensorrt":
         assert convs["int8"] > 0
@@ -164,7 +172,7 @@ def test_tiny_engines_build_with_the_precisions_of_their_graph(tiny_graphs, reci
     else:
         assert set(convs) == {recipe}
     assert manifest.compute_capabilities == list(RTX_PORTABLE_TARGETS) and manifest.device is None
-    again = build_engine(tiny_graphs[recipe], tmp_path / "b", RTX)
+    again = build_engine(tiny_graphs[recipe], tmp_path / "b", options)
     assert _sha(tmp_path / "b" / again.engine_file) == again.engine_sha256
     if recipe == "int8-tensorrt":
         # TensorRT for RTX 1.7 numbers some internal INT8 tensors in a varying order (seen: two names swapped and
@@ -173,7 +181,16 @@ def test_tiny_engines_build_with_the_precisions_of_their_graph(tiny_graphs, reci
         assert again.layer_precisions == manifest.layer_precisions
     else:
         assert again.engine_sha256 == manifest.engine_sha256  # FP32 and FP16 rebuilds are byte-identical
-    assert build_engine(tiny_graphs[recipe], tmp_path / "a", RTX) == manifest  # cache hit: the same manifest
+    assert build_engine(tiny_graphs[recipe], tmp_path / "a", options) == manifest  # cache hit: the same manifest
+
+
+def test_undeclared_int8_fallbacks_of_a_model_optimizer_graph_are_refused(tiny_graphs, tmp_path):
+    """The tiny model's Q/DQ graph (Model Optimizer, fusion/head kept FP32): TensorRT runs some channel-attention
+    convolutions in FP32. Only the kept group was declared, so the engine is refused, naming each one."""
+    with pytest.raises(PrecisionMismatch, match=r"undeclared \(declared: layer groups kept FP32 fusion/head\);.*: "
+                                                r"/fusion/attention.\d/channel/channel.\d/Conv"):
+        build_engine(tiny_graphs["int8-tensorrt"], tmp_path, RTX)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
 def test_dynamic_profile_and_explicit_targets(tiny_graphs, tmp_path, capsys):
@@ -185,7 +202,8 @@ def test_dynamic_profile_and_explicit_targets(tiny_graphs, tmp_path, capsys):
     engine = next(tmp_path.glob("*.engine"))
     assert ".sm86-sm120.rtx1.7.1.116.1x256x128-2x256x256-4x256x512." in engine.name
     manifest = read_engine_manifest(engine)
-    assert msgspec.to_builtins(manifest.build.profile) == {"min": [1, 1, 256, 128], "opt": [2, 1, 256, 256], "max": [4, 1, 256, 512]}
+    assert msgspec.to_builtins(manifest.build.profile) == {"min": [1, 1, 256, 128], "opt": [2, 1, 256, 256],
+                                                           "max": [4, 1, 256, 512]}
 
 
 def test_a_range_of_heights_is_refused_before_tensorrt_rtx_tries(tiny_graphs, tmp_path, capfd):
@@ -272,7 +290,7 @@ def edge_graphs(tmp_path_factory, tensorrt_rtx, shared_data):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["fp32", "fp16", "int8-tensorrt"])
 def test_edge_engines(edge_graphs, recipe, tmp_path):
-    manifest = _check_engine(edge_graphs[recipe], tmp_path)
+    manifest = _check_engine(edge_graphs[recipe], tmp_path, RTX_INT8 if recipe == "int8-tensorrt" else RTX)
     precisions = manifest.layer_precisions.convolution_precisions
     if recipe == "int8-tensorrt":
         kept = set(json.loads(manifest_path(edge_graphs[recipe]).read_text())["recipe"]["mixed_precision"]["kept_fp32"])
@@ -293,4 +311,4 @@ def test_edge_fp32_static_rebuilds_byte_identically_and_a_dynamic_profile_builds
     assert build_engine(fp32, tmp_path / "b", RTX).engine_sha256 == first.engine_sha256
     options = BuildOptions(toolchain="tensorrt-rtx", shapes="1x256x128:1x256x256:2x256x512", workspace_mib=4096)
     dynamic = _check_engine(fp32, tmp_path / "c", options)
-    assert dynamic["build"]["profile"]["max"] == [2, 1, 256, 512] and dynamic.engine_sha256 != first.engine_sha256
+    assert dynamic.build.profile.max == [2, 1, 256, 512] and dynamic.engine_sha256 != first.engine_sha256
