@@ -1,8 +1,12 @@
 """GPU fast path: PyTorch on CUDA with FP16/BF16 autocast, channels_last, the batched six passes with the
-pruned tail, the fused cross-modal attention kernel and one CUDA graph per input shape.
+pruned tail, the fused cross-modal attention kernel (a prebuilt extension: models/cuda_extension.py) and a CUDA
+graph per input shape (the eight used last are kept; older ones are released with their static buffers).
 
 Inputs and outputs follow the Runner contract (float32 numpy arrays); the graph replays on static device
-buffers, so a call is: pinned host -> device copy, replay, device -> host copy.
+buffers, so a call is: host -> device copy, replay, device -> host copy. `fuse_tensors` takes and returns CUDA
+tensors (no host copies), for callers whose data already lives on the GPU and for like-for-like timings.
+The runner works on one device (`--device cuda:N`), made current for each call; `close()` (or the end of a `with`
+block) releases its graphs, model and cached memory.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 from dmfnet_edge._optional import require
 from dmfnet_edge.errors import EnvironmentProblem, InputError
 from dmfnet_edge.runtime.base import check_network_inputs
+from dmfnet_edge.runtime.graph_cache import GraphCache
 
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
@@ -33,18 +38,21 @@ class GpuRunner:
         from dmfnet_edge.models.fusion import CrossModalAttention
 
         module, self.meta = load_or_build(model, allow_random)  # input errors before environment ones
-        if not torch.cuda.is_available():
-            raise EnvironmentProblem("--backend gpu needs a CUDA GPU visible to PyTorch; use onnxruntime or torch")
         self._torch = torch
-        self.device = torch.device(device)
+        self.device = _cuda_device(torch, device)
+        if fused_kernels:
+            from dmfnet_edge.models import cuda_extension
+
+            cuda_extension.load()  # prebuilt, or refused here in one line (never compiled at run time)
         for layer in module.modules():
             if isinstance(layer, CrossModalAttention):
                 layer.use_fused_kernel = fused_kernels
-        self.model = module.eval().to(self.device).to(memory_format=torch.channels_last)
+        with torch.cuda.device(self.device):
+            self.model = module.eval().to(self.device).to(memory_format=torch.channels_last)
         self.model_name, self.precision = module.cfg.name, precision
         self.dtype = getattr(torch, DTYPES[precision])
-        self.fused_kernels, self.cuda_graphs = fused_kernels, cuda_graphs
-        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any, Any]] = {}
+        self.fused_kernels, self.cuda_graphs, self.closed = fused_kernels, cuda_graphs, False
+        self._graphs: GraphCache[tuple[Any, Any, Any, Any]] = GraphCache(lambda entry: entry[0].reset())
         self._lock = threading.Lock()  # CUDA graphs replay on shared static buffers: one call at a time
 
     def _forward(self, a, b):
@@ -53,40 +61,82 @@ class GpuRunner:
             return self.model(a.contiguous(memory_format=torch.channels_last),
                               b.contiguous(memory_format=torch.channels_last))
 
-    def _graph(self, shape: tuple[int, ...]):
-        """Capture (once per shape) a CUDA graph of the forward pass on static buffers."""
-        if shape not in self._graphs:
-            torch = self._torch
-            a = torch.zeros(shape, device=self.device)
-            b = torch.zeros(shape, device=self.device)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):  # warm-up: cuDNN autotuning and lazy initialisation happen outside capture
-                    self._forward(a, b)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+    def _capture(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any, Any]:
+        """A CUDA graph of the forward pass on static buffers of `shape`. Captured in thread-local mode (another
+        thread's CUDA calls neither break it nor are broken by it); a capture that fails is released, not kept."""
+        torch = self._torch
+        a = torch.zeros(shape, device=self.device)
+        b = torch.zeros(shape, device=self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up: cuDNN autotuning and lazy initialisation happen outside capture
+                self._forward(a, b)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 out = self._forward(a, b)
-            self._graphs[shape] = (graph, a, b, out)
-        return self._graphs[shape]
+        except BaseException:
+            graph.reset()
+            raise
+        return graph, a, b, out
+
+    def fuse_tensors(self, a, b):
+        """(N, 1, H, W) float32 CUDA tensors on this runner's device -> the fused luma, a CUDA tensor (float32)."""
+        torch = self._torch
+        with self._lock, torch.cuda.device(self.device):
+            if self.closed:
+                raise RuntimeError("this gpu runner is closed")
+            if not self.cuda_graphs:
+                return self._forward(a, b).float()
+            graph, static_a, static_b, out = self._graphs.get(tuple(a.shape), lambda: self._capture(tuple(a.shape)))
+            static_a.copy_(a)
+            static_b.copy_(b)
+            graph.replay()
+            result = out.float()
+            return result.clone() if result is out else result  # never the static buffer the next replay overwrites
 
     def fuse(self, mri: np.ndarray, other: np.ndarray) -> np.ndarray:
         check_network_inputs(mri, other)
         torch = self._torch
-        a = torch.from_numpy(mri).pin_memory().to(self.device, non_blocking=True)
-        b = torch.from_numpy(other).pin_memory().to(self.device, non_blocking=True)
-        if not self.cuda_graphs:
-            return self._forward(a, b).float().cpu().numpy()
+        a = torch.from_numpy(mri).to(self.device)
+        b = torch.from_numpy(other).to(self.device)
+        return self.fuse_tensors(a, b).cpu().numpy()
+
+    def close(self) -> None:
+        """Release the CUDA graphs (and their static buffers), the model and the memory torch keeps cached."""
+        torch = self._torch
         with self._lock:
-            graph, static_a, static_b, out = self._graph(tuple(mri.shape))
-            static_a.copy_(a)
-            static_b.copy_(b)
-            graph.replay()
-            return out.float().cpu().numpy()
+            if self.closed:
+                return
+            self.closed = True
+            with torch.cuda.device(self.device):
+                self._graphs.clear()
+                self.model = None
+                torch.cuda.synchronize(self.device)
+                torch.cuda.empty_cache()
+
+    def __enter__(self) -> GpuRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def describe(self) -> dict[str, Any]:
         torch = self._torch
         return {"backend": self.backend, "device": torch.cuda.get_device_name(self.device), "model": self.model_name,
                 "precision": self.precision, "fused_kernels": self.fused_kernels, "cuda_graphs": self.cuda_graphs,
                 "weights_sha256": self.meta.weights_sha256, "torch": str(torch.__version__)}
+
+
+def _cuda_device(torch: Any, device: str) -> Any:
+    """torch.device for `device` (cuda or cuda:N), refused in one line where this machine has no such GPU."""
+    index = torch.device(device).index or 0
+    if not torch.cuda.is_available():
+        raise EnvironmentProblem("--backend gpu needs a CUDA GPU visible to PyTorch; use onnxruntime or torch")
+    count = torch.cuda.device_count()
+    if index >= count:
+        have = f"cuda:0 to cuda:{count - 1}" if count > 1 else "cuda:0 only"
+        raise EnvironmentProblem(f"--device cuda:{index}: this machine has {have}; choose one of those")
+    return torch.device("cuda", index)

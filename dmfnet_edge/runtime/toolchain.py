@@ -13,6 +13,8 @@ are decided here; the builder and the runtime ask a `Toolchain` instead of testi
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +56,56 @@ def cudart() -> Any:
     return runtime
 
 
+def cuda_index(device: str) -> int:
+    """The device number of a --device choice for the GPU backends: 'cuda:N' -> N; 'cuda' (and the default 'cpu',
+    which names no GPU) -> 0."""
+    prefix, _, number = device.partition(":")
+    if prefix not in ("cpu", "cuda") or (number and not number.isdigit()) or (prefix == "cpu" and number):
+        raise InputError(f"--device {device}: use cuda or cuda:N")
+    return int(number or 0)
+
+
+def device_count(rt: Any | None = None) -> int:
+    """CUDA devices this process sees (0 where there is no driver or no GPU)."""
+    err, count = (rt or cudart()).cudaGetDeviceCount()
+    return int(count) if int(err) == 0 else 0
+
+
+def check_device(device: int, rt: Any | None = None) -> None:
+    """Refuse a device number this machine does not have, naming the ones it has."""
+    count = device_count(rt)
+    if count == 0:
+        raise EnvironmentProblem(f"--device cuda:{device}: no CUDA device is visible here (no GPU, or no driver); "
+                                 "run on a GPU machine, or use --backend onnxruntime")
+    if device >= count:
+        have = f"cuda:0 to cuda:{count - 1}" if count > 1 else "cuda:0 only"
+        raise EnvironmentProblem(f"--device cuda:{device}: this machine has {have}; choose one of those")
+
+
+@contextmanager
+def use_device(device: int, rt: Any | None = None) -> Iterator[None]:
+    """Make `device` the calling thread's current CUDA device for the block, and restore the previous one (the
+    CUDA runtime's current device is per thread: every entry point of a runner on cuda:N goes through this)."""
+    rt = rt or cudart()
+    err, before = rt.cudaGetDevice()
+    before = int(before) if int(err) == 0 else device
+    if before != device:
+        _check_cuda(rt.cudaSetDevice(device), f"cudaSetDevice({device})")
+    try:
+        yield
+    finally:
+        if before != device:
+            rt.cudaSetDevice(before)
+
+
+def _check_cuda(result: Any, call: str) -> None:
+    err = result[0] if isinstance(result, tuple) else result
+    if int(err) != 0:
+        raise EnvironmentProblem(f"{call} failed with CUDA error {int(err)}")
+
+
 def current_device(trt_version: str, device: int = 0) -> DeviceInfo:
-    """The GPU this process sees (cuda-python), with the TensorRT version."""
+    """The GPU this process sees as `device` (cuda-python), with the TensorRT version."""
     err, prop = cudart().cudaGetDeviceProperties(device)
     if int(err) != 0:
         raise EnvironmentProblem(f"no usable CUDA device {device} (cudaGetDeviceProperties error {int(err)})")

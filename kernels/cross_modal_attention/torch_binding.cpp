@@ -1,5 +1,8 @@
-// PyTorch binding of the pixel-stage kernel (dmfnet::pixel_attention_fuse on CUDA tensors).
+// PyTorch binding of the pixel-stage kernel (dmfnet::pixel_attention_fuse on CUDA tensors). The tensors must lie
+// on one device; the kernel is launched on that device and its current stream (a device guard: the caller's
+// current device may be another one).
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
 #include "cma_kernels.h"
@@ -8,7 +11,10 @@ torch::Tensor pixel_attention_fuse(torch::Tensor x, torch::Tensor y, torch::Tens
                                    torch::Tensor weight, torch::Tensor bias) {
   for (const auto& t : {x, y, a_s, a_c, weight, bias}) {
     TORCH_CHECK(t.is_cuda() && t.scalar_type() == torch::kFloat32, "expected float32 CUDA tensors");
+    TORCH_CHECK(t.device() == x.device(), "all tensors must be on one device, got ", t.device(), " and ",
+                x.device());
   }
+  const c10::cuda::CUDAGuard device_guard(x.device());
   TORCH_CHECK(x.dim() == 4 && x.sizes() == y.sizes(), "x and y must be (N, C, H, W) of one shape");
   const auto n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   TORCH_CHECK(a_s.numel() == n * h * w && a_c.numel() == n * c, "attention maps have the wrong size");
