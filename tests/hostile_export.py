@@ -1,8 +1,9 @@
-"""Bad-input cases of the export and build commands (`dmfnet-export onnx/quantize/build/recipe`) and of the CLI's
-error contract: ONNX files opened only through the checked loader (bounded, external data inside the graph's
+"""Bad-input cases of the export and build commands (`dmfnet-export onnx/quantize/build/recipe/inspect`) and of the
+CLI's error contract: ONNX files opened only through the checked loader (bounded, external data inside the graph's
 folder, parse errors as one line), opsets, pixel budgets and compute capabilities the toolchains cannot take,
 mislabelled graphs, third-party warnings and line breaks kept out of the one error line, a closed standard
-output, and symbolic links that lead nowhere at an output path.
+output, symbolic links that lead nowhere at an output path, INT8 convolutions TensorRT runs in FP32 without a
+declaration, weight stripping without a GPU, and engines that are not what their manifest says.
 
 The graphs are the shipped FP32 graph (dynamic N, H, W), copied into the case folder and edited there, each with
 a manifest whose SHA-256 matches the edited file (so that only the defect under test is wrong)."""
@@ -270,6 +271,36 @@ def _int8_graph(folder: Path) -> Path:
     return _graph(folder, qdq(INIT_CONV, CHANNEL_CONV), precision="int8-tensorrt")
 
 
+def _engine(folder: Path, data: bytes, flavour: str = "tensorrt-rtx") -> Path:
+    """`data` as an engine with a manifest whose hash and size match it (the shipped FP16 engine's manifest)."""
+    template = REPO / "docs" / "engines" / "dmfnet-edge-fp16.engine.json"
+    engine = folder / "m.engine"
+    engine.write_bytes(data)
+    meta = json.loads(template.read_text())
+    meta.update(engine_file=engine.name, engine_sha256=hashlib.sha256(data).hexdigest(), engine_bytes=len(data),
+                toolchain={"flavour": flavour, "version": "1.7.1.116"})
+    engine.with_name(engine.name + ".json").write_text(json.dumps(meta))
+    return engine
+
+
+def _swapped_engine(folder: Path) -> Path:
+    engine = _engine(folder, b"vtrt" + bytes(64))
+    engine.write_bytes(b"vtrt" + bytes(63) + b"\x01")
+    return engine
+
+
+def _fifo_engine(folder: Path) -> Path:
+    _engine(folder, b"vtrt" + bytes(64))
+    (folder / "m.engine").unlink()
+    os.mkfifo(folder / "m.engine")
+    return folder / "m.engine"
+
+
+def _raw_engine(folder: Path) -> Path:
+    (folder / "m.engine").write_bytes(b"vtrt" + bytes(64))
+    return folder / "m.engine"
+
+
 def _no_gpu() -> contextlib.AbstractContextManager:
     """No GPU visible to the process, as on a CPU-only build machine (and on a GPU machine hidden from it)."""
     from unittest import mock
@@ -284,4 +315,13 @@ CASES += [
         *_build(d, _graph(d)), "--allow-int8-fallbacks", "1,2"], 2, "at most one count", tool="dmfnet-export"),
     Case("build --strip-weights without a GPU", lambda d, m: [*_build(d, _graph(d)), "--strip-weights"], 3,
          "--strip-weights: no GPU is visible here", patch=_no_gpu, tool="dmfnet-export"),
+    Case("inspect an engine whose manifest is another flavour's", lambda d, m: [
+        "inspect", str(_engine(d, b"ftrt" + bytes(64)))], 2, "the manifest says a tensorrt-rtx engine, the plan is "
+         "tensorrt", tool="dmfnet-export"),
+    Case("inspect a swapped engine", lambda d, m: ["inspect", str(_swapped_engine(d))], 2, "damaged or was swapped",
+         tool="dmfnet-export"),
+    Case("inspect an engine that is a FIFO", lambda d, m: ["inspect", str(_fifo_engine(d))], 2,
+         "is not a regular file", tool="dmfnet-export"),
+    Case("inspect an engine without its manifest", lambda d, m: [
+        "inspect", str(_raw_engine(d))], 2, "engine manifest not found", tool="dmfnet-export"),
 ]

@@ -89,6 +89,10 @@ EXAMPLES: dict[str, dict[str, list[str]]] = {
             "dmfnet-export build --onnx out/export/dmfnet-edge-fp16.onnx --out out/engines --toolchain tensorrt-rtx "
             "--strip-weights",
         ],
+        "inspect": [
+            "dmfnet-export inspect out/engines/ENGINE.engine",
+            "dmfnet-export inspect out/engines/ENGINE.engine --json",
+        ],
         "profile": [
             "dmfnet-export profile --model edge --repeats 50 --budget-ms 1500",
             "dmfnet-export profile --model out/export/dmfnet-edge-fp16.onnx --backend onnxruntime --json p.json "

@@ -55,6 +55,7 @@ TOOLS: dict[str, Tool] = {
         Entry("recipe", "recipe_cmd", "make a deployment target from its recipe (export/NAME.yaml): graph, engine, "
                                       "gate"),
         Entry("build", "build_cmd", "build a TensorRT engine (strongly typed, static profile, cached, checked)"),
+        Entry("inspect", "inspect_cmd", "what a TensorRT engine is, from its manifest, checked against the engine"),
         Entry("profile", "profile_cmd", "latency percentiles, stage breakdown and a budget gate for any backend"),
         Entry("triton", "triton_cmd", "a Triton Inference Server model repository for a graph or engine"),
     )),

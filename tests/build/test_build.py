@@ -653,3 +653,95 @@ def test_a_manifest_gives_back_the_settings_of_its_request(tmp_path):
                                      [{"library": "/elsewhere/lib.so", "sha256": "ef" * 32}])
     recorded = type(manifest).decode(manifest.encode(), "test")
     assert recorded.plan_settings == request.settings and recorded.build.cache_key == request.settings.key()
+
+
+# ---- inspect: the engine against its manifest, loaded through fakes (no GPU here) -------------------------------
+
+def _inspected(tmp_path, monkeypatch, facts):
+    """An engine with a TensorRT for RTX plan tag and its manifest, 'loaded' with the given facts."""
+    import hashlib
+
+    from dmfnet_edge.build import engine_info
+
+    engine = _engine(tmp_path, RTX_AOT)
+    plan = b"vtrt" + bytes(60)
+    engine.write_bytes(plan)
+    meta = json.loads(engine_manifest_path(engine).read_text())
+    meta.update(engine_sha256=hashlib.sha256(plan).hexdigest(), engine_bytes=len(plan))
+    meta["layer_precisions"]["synchronisation_layers"] = 0
+    engine_manifest_path(engine).write_text(json.dumps(meta))
+    monkeypatch.setattr(engine_info, "_cannot_load", lambda meta: None)
+    monkeypatch.setattr(engine_info, "engine_facts", lambda meta, plan, name: facts)
+    return engine_info.inspect_engine(engine)
+
+
+AS_BUILT = {"layers": 120, "convolution_precisions": {"/c/Conv": "fp16"}, "profile": {
+    "mri": [[1, 1, 256, 256]] * 3, "other": [[1, 1, 256, 256]] * 3}}
+
+
+@pytest.mark.parametrize("change, refusal", [
+    ({}, None),
+    ({"convolution_precisions": {"/c/Conv": "fp32"}}, r"differs from its manifest in 1 convolution precisions "
+                                                       r"\(e.g. /c/Conv\)"),
+    ({"layers": 121}, r"in 121 layers \(manifest: 120\)"),
+    ({"profile": {"mri": [[1, 1, 64, 64]] * 3, "other": [[1, 1, 256, 256]] * 3}}, r"input mri's profile"),
+])
+def test_inspect_holds_a_loaded_engine_to_its_manifest(tmp_path, monkeypatch, change, refusal):
+    from dmfnet_edge.build.engine_info import EngineMismatch
+
+    facts = {**AS_BUILT, **change}
+    if refusal is None:
+        report = _inspected(tmp_path, monkeypatch, facts)
+        assert report.loaded and report.checks[-1].startswith("loaded: the engine's layers and profile match")
+        assert report.to_dict()["manifest"]["manifest_version"] == 2
+        return
+    with pytest.raises(EngineMismatch, match=refusal):
+        _inspected(tmp_path, monkeypatch, facts)
+
+
+class _Logger:
+    WARNING = 2
+
+    def __init__(self, level):
+        self.level = level
+
+
+def _fake_rtx(version, engine):
+    from types import SimpleNamespace
+
+    from dmfnet_edge.runtime.toolchain import FLAVOURS, Toolchain
+
+    runtime = SimpleNamespace(deserialize_cuda_engine=lambda plan: engine)
+    trt = SimpleNamespace(__version__=version, Runtime=lambda logger: runtime, Logger=_Logger,
+                          LayerInformationFormat=SimpleNamespace(JSON="json"))
+    toolchain = Toolchain(FLAVOURS["tensorrt-rtx"], trt)
+    toolchain.check_engine = lambda runtime, plan, name: None  # TensorRT for RTX's validity: a GPU question
+    return toolchain
+
+
+def test_inspect_reads_the_loaded_engine_through_its_inspector(tmp_path, monkeypatch):
+    """What `engine_facts` asks of TensorRT, against fakes: the version, deserialisation, the inspector's JSON
+    (11.x schema; the 'signal' event is not a layer) and the profile of each input."""
+    from types import SimpleNamespace
+
+    from dmfnet_edge.build import engine_info
+
+    layers = {"Layers": [{"Name": "c", "LayerType": "correlation", "Inputs": [_tensor("Half")],
+                          "Constants": [_tensor("Half")], "Outputs": [_tensor("Half")],
+                          "Metadata": "[ONNX Layer: /c/Conv]"},
+                         {"Name": "s", "LayerType": "signal", "Inputs": [], "Outputs": []}]}
+    engine = SimpleNamespace(
+        create_engine_inspector=lambda: SimpleNamespace(get_engine_information=lambda fmt: json.dumps(layers)),
+        get_tensor_profile_shape=lambda name, index: ((1, 1, 256, 256),) * 3)
+    meta = read_engine_manifest(_engine(tmp_path, RTX_AOT))
+    monkeypatch.setattr(engine_info, "load_toolchain", lambda flavour: _fake_rtx("1.7.1.116", engine))
+    assert engine_info.engine_facts(meta, b"vtrt", "m.engine") == {
+        "layers": 1, "convolution_precisions": {"/c/Conv": "fp16"},
+        "profile": {"mri": [[1, 1, 256, 256]] * 3, "other": [[1, 1, 256, 256]] * 3}}
+    monkeypatch.setattr(engine_info, "load_toolchain", lambda flavour: _fake_rtx("1.7.1.116", None))
+    with pytest.raises(ModelFileError, match="could not deserialise the engine on this GPU"):
+        engine_info.engine_facts(meta, b"vtrt", "m.engine")
+    monkeypatch.setattr(engine_info, "load_toolchain", lambda flavour: _fake_rtx("1.8.0", engine))
+    with pytest.raises(ModelFileError, match="rebuild needed: m.engine was built with tensorrt-rtx 1.7.1.116, this is "
+                                             "tensorrt-rtx 1.8.0"):
+        engine_info.engine_facts(meta, b"vtrt", "m.engine")

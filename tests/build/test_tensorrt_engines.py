@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -182,6 +183,23 @@ def test_tiny_engines_build_with_the_precisions_of_their_graph(tiny_graphs, reci
     else:
         assert again.engine_sha256 == manifest.engine_sha256  # FP32 and FP16 rebuilds are byte-identical
     assert build_engine(tiny_graphs[recipe], tmp_path / "a", options) == manifest  # cache hit: the same manifest
+
+
+def test_inspect_describes_a_real_engine_from_its_manifest_and_plan(tiny_graphs, tmp_path, capsys):
+    manifest = build_engine(tiny_graphs["fp32"], tmp_path, RTX)
+    engine = tmp_path / manifest.engine_file
+    assert export_main(["inspect", str(engine)]) == 0
+    table = dict(re.fullmatch(r"(.+?) {2,}(.*)", line).groups() for line in capsys.readouterr().out.splitlines())
+    layers = manifest.layer_precisions
+    assert table["toolchain"] == "tensorrt-rtx 1.7.1.116" and table["precision"] == "fp32"
+    assert table["targets"] == "sm80, sm86, sm89, sm120; built ahead of time (no GPU)"
+    assert table["layers"].startswith(f"{layers.layers} (+{layers.synchronisation_layers} synchronisation): ")
+    assert f"cache key {manifest.build.cache_key}" in table["settings"] and table["convolutions"] == "fp32 111"
+    assert "plan tag is tensorrt-rtx's" in table["checked"]
+    assert table["engine loaded"].startswith("no: no GPU visible here")  # never loaded on this machine
+    assert export_main(["inspect", str(engine), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["manifest"]["build"]["cache_key"] == manifest.build.cache_key and report["loaded"] is False
 
 
 def test_undeclared_int8_fallbacks_of_a_model_optimizer_graph_are_refused(tiny_graphs, tmp_path):
