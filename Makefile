@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= train,onnx,quantize,medical,trt-rtx,serve,dev
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test test-fast coverage bench clean serve-env
+.PHONY: demo test test-fast test-runtime coverage bench clean serve-env
 
 PIP := $(BIN)/pip install --disable-pip-version-check
 
@@ -40,13 +40,20 @@ demo: $(VENV)/.runtime
 	$(BIN)/dmfnet fuse-dir --pairs dmfnet_edge/samples --out $(DEMO_OUT) --metrics
 	@echo "== done: open $(DEMO_OUT)/report.md (or overview.png); run the tools as $(BIN)/dmfnet, or after 'source $(BIN)/activate'"
 
+# The whole suite, then the runtime-only tier (the console's install: torch unimportable).
 test: $(VENV)/.installed $(SERVE_VENV)/.installed
 	$(BIN)/lint-imports
-	$(BIN)/ruff check .
+	$(BIN)/ruff check --no-force-exclude .
 	$(BIN)/python -m pytest -q
+	DMFNET_TIER=runtime $(BIN)/python -m pytest -q -m runtime
 
+# The edit loop: every test but the slow ones (minutes).
 test-fast: $(VENV)/.installed $(SERVE_VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# What a runtime-only console runs (ONNX Runtime, readers, records, reports), with torch unimportable.
+test-runtime: $(VENV)/.installed
+	DMFNET_TIER=runtime $(BIN)/python -m pytest -q -m runtime
 
 coverage: $(VENV)/.installed $(SERVE_VENV)/.installed
 	rm -f .coverage .coverage.*

@@ -287,12 +287,14 @@ def run_case_process(case: Case, folder: Path, model: Path, timeout: float = 300
         argv += ["--model", str(model)]
     (folder / "argv.json").write_text(json.dumps(argv))
     entry = {"dmfnet": "main", "dmfnet-export": "export_main"}[case.tool]
+    # the runtime-only tier (make test-runtime) runs every case with torch unimportable, as on a console
+    block = "import tests.no_torch; " if os.environ.get("DMFNET_TIER") == "runtime" else ""
     command = [sys.executable, "-m", "tests.bad_inputs", case.name, str(folder), str(model)] if case.patch \
-        else [sys.executable, "-c", f"import sys; from dmfnet_edge.cli.main import {entry}; sys.exit({entry}())",
-              *argv]
+        else [sys.executable, "-c", f"import sys; {block}from dmfnet_edge.cli.main import {entry}; "
+                                    f"sys.exit({entry}())", *argv]
     before = snapshot(folder)
     start = time.perf_counter()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMFNET_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMFNET_") or k == "DMFNET_TIER"}
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env,
                           stdin=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
@@ -320,6 +322,8 @@ def catalogue() -> list[Case]:
 
 
 def _child(name: str, folder: Path) -> int:
+    if os.environ.get("DMFNET_TIER") == "runtime":
+        import tests.no_torch  # noqa: F401 (torch unimportable, as on a runtime-only install)
     from dmfnet_edge.cli.main import export_main, main
 
     case = next(c for c in catalogue() if c.name == name)

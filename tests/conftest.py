@@ -15,18 +15,36 @@ SHARED = REPO.parent / "shared"
 SAMPLES = REPO / "dmfnet_edge" / "samples"
 
 
+RUNTIME_TIER = os.environ.get("DMFNET_TIER") == "runtime"  # make test-runtime: torch unimportable
+
+
 def pytest_configure(config):
     # a loaded 2-core CI machine can take over 10 s for one bar; its plain progress line would then be a second
     # stderr line in the tests that check for exactly one (error) line, in this process and in its children
     os.environ.setdefault("DMFNET_PROGRESS_SECONDS", "100000")
+    if RUNTIME_TIER:
+        import tests.no_torch  # noqa: F401 (any `import torch` now raises ImportError)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """In the runtime tier, test modules without a `runtime` mark are not even imported (most import torch)."""
+    if RUNTIME_TIER and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return "mark.runtime" not in collection_path.read_text()
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
     import importlib.util
 
-    import torch
+    if RUNTIME_TIER:
+        outside = [item for item in items if "runtime" not in item.keywords]
+        config.hook.pytest_deselected(items=outside)
+        items[:] = [item for item in items if "runtime" in item.keywords]
+        has_gpu = False
+    else:
+        import torch
 
-    has_gpu = torch.cuda.is_available()
+        has_gpu = torch.cuda.is_available()
     has_trt = importlib.util.find_spec("tensorrt") is not None
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
@@ -35,16 +53,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs TensorRT; the 'tensorrt' package is not installed"))
 
 
+def needs(module: str, extra: str):
+    """The optional package `module` (of the `extra`), imported; one policy for every test that needs an extra:
+    skipped where it is not installed, a failure in CI (`make test` installs every extra, so a test cannot pass
+    there by not running)."""
+    if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
+        reason = f"needs {module}: pip install 'dmfnet-edge[{extra}]'"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI installs every extra, but {module} is missing ({reason})", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
+    return importlib.import_module(module)
+
+
 @pytest.fixture(scope="session")
 def tensorrt_rtx():
     """TensorRT for RTX, which builds real engines without a GPU. `make test` installs it; in CI its absence is a
     failure, not a skip, so engine tests cannot pass by not running."""
-    if importlib.util.find_spec("tensorrt_rtx") is None:
-        reason = "needs TensorRT for RTX: pip install 'dmfnet-edge[trt-rtx]'"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI builds real TensorRT engines, but tensorrt_rtx is not installed ({reason})")
-        pytest.skip(reason)
-    return importlib.import_module("tensorrt_rtx")
+    return needs("tensorrt_rtx", "trt-rtx")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ from scipy.ndimage import correlate1d
 
 from dmfnet_edge.baselines import average, fuse_with_baseline, laplacian_pyramid, pixel_max
 
+pytestmark = pytest.mark.runtime  # also in the runtime-only tier (torch unimportable)
+
 BURT_ADELSON = np.array([1, 4, 6, 4, 1]) / 16  # the 5x5 Gaussian of OpenCV's pyramids, separable
 
 

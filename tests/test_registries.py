@@ -16,6 +16,8 @@ from dmfnet_edge.export.quantize import QUANTIZERS
 from dmfnet_edge.export.recipes import GraphStep
 from dmfnet_edge.precisions import FLAVOURS, GRAPH_PRECISIONS, METHODS, PRECISIONS, REGISTRY, graph_precision
 
+pytestmark = pytest.mark.runtime  # also in the runtime-only tier (torch unimportable)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

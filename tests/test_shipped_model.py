@@ -14,6 +14,7 @@ from dmfnet_edge.models.checkpoint import load_model
 from dmfnet_edge.models.dmfnet import parameter_count
 from dmfnet_edge.models.flops import pair_flops
 from dmfnet_edge.runtime import shipped_onnx
+from tests.conftest import needs
 
 
 def test_shipped_weights_load_verified_and_match_the_edge_preset():
@@ -70,7 +71,7 @@ def test_shipped_graphs_pass_their_gates_on_validation_pairs(shared_data, tmp_pa
 @pytest.mark.slow
 def test_export_quantize_verify_the_edge_model_from_scratch(shared_data, tmp_path):
     """The CI path: export the edge weights, quantize both INT8 flavours on the calibration set, verify."""
-    pytest.importorskip("modelopt", reason="the TensorRT INT8 recipe needs the [quantize] extra")
+    needs("modelopt", "quantize")
     out = tmp_path / "onnx"
     assert export_main(["onnx", "--model", "edge", "-o", str(out), "--dynamic"]) == 0
     fp32 = out / "dmfnet-edge-fp32-dynamic.onnx"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dmfnet_edge._optional import available
 from dmfnet_edge.artifacts import SHIPPED, WEIGHTS_DIR
-from dmfnet_edge.errors import InputError
+from dmfnet_edge.errors import InputError, MissingDependency
 from dmfnet_edge.precisions import RUNTIME_CHOICES
 from dmfnet_edge.runtime.base import Runner
 
@@ -42,6 +42,13 @@ def pick_backend(requested: str, model: str) -> str:
         return "onnxruntime"
     if available("torch"):
         return "torch"
+    if model not in SHIPPED:
+        from dmfnet_edge.artifacts import resolve_weights
+
+        resolve_weights(model)  # a missing or odd path is said as such first
+        raise MissingDependency(f"--model {model}: a PyTorch checkpoint runs on the torch backend; install it with "
+                                "pip install 'dmfnet-edge[train]', or fuse with an exported FILE.onnx or a shipped "
+                                "name")
     raise InputError("no usable backend: install 'dmfnet-edge[onnx]' (ONNX Runtime) or 'dmfnet-edge[train]' (torch)")
 
 

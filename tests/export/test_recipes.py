@@ -64,7 +64,7 @@ def _write(folder: Path, name: str, text: str) -> Path:
      "method: only an int8 graph has it"),
     ("name: r\ndescription: x\ngraph: {precision: fp16, file: ../a.onnx}\n", "a plain file name ending in .onnx"),
     ("name: r\ndescription: x\ngraph: {precision: int8, quantization: onnxruntime, calibration: c.json, "
-     "file: a.onnx}\nengine: {toolchain: tensorrt-rtx}\n", "no tensorrt-rtx engine builds from the int8-onnxruntime graph"),
+     "file: a.onnx}\nengine: {toolchain: tensorrt-rtx}\n", "no tensorrt-rtx engine builds from the int8-onnxruntime"),
     ("name: r\ndescription: x\ngraph: {precision: fp32}\nengine: {toolchain: tensorrt, compute_capabilities: "
      "[sm87]}\n", "builds for the GPU it runs on"),
     ("name: r\ndescription: x\ngraph: {precision: fp32}\ngate: {pairs: val, per_modality: 0}\n",

@@ -18,9 +18,10 @@ from dmfnet_edge.io import dicom_files
 from dmfnet_edge.io.medical import read_dicom
 from dmfnet_edge.io.volumes import read_nifti_slice, read_nifti_volume, read_volume
 from dmfnet_edge.preprocess.intensity import value_range, window_to_uint8
+from tests.conftest import needs
 from tests.volume_fixtures import deflate_dicom, edit_dicom, write_multiframe, write_series
 
-nib = pytest.importorskip("nibabel")
+nib = needs("nibabel", "medical")
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -18,6 +19,8 @@ from dmfnet_edge.io.loader import load_image
 from dmfnet_edge.pipeline import prepare_pair
 from dmfnet_edge.postprocess.image import crop_to, from_network
 from dmfnet_edge.preprocess.tensor import pad_to_multiple, to_network
+
+pytestmark = pytest.mark.runtime  # also in the runtime-only tier (torch unimportable)
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SEED_PNG = encode_image(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8), ".png")

@@ -10,7 +10,9 @@ from dmfnet_edge.io.images import read_image, write_image
 from dmfnet_edge.io.loader import load_image
 from dmfnet_edge.io.pairs import find_pairs
 from dmfnet_edge.preprocess.intensity import window_to_uint8
-from tests.conftest import smooth_image
+from tests.conftest import needs, smooth_image
+
+pytestmark = pytest.mark.runtime  # also in the runtime-only tier (torch unimportable)
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
@@ -97,7 +99,7 @@ def test_dicom_errors(name, message):
 
 
 def test_nifti_slices(tmp_path):
-    nib = pytest.importorskip("nibabel")
+    nib = needs("nibabel", "medical")
     volume = np.zeros((20, 30, 4), np.float32)
     volume[5, 10, 2] = 100.0
     volume[:, :, 1] = np.arange(30)[None, :]
@@ -201,7 +203,7 @@ def test_float64_tiff_with_extreme_values_keeps_its_contrast(tmp_path):
 
 def test_an_rgb_nifti_is_fused_by_fuse_as_fuse_volume_reads_it(tmp_path):
     """RGB24 NIfTI (structured R, G, B voxels): the 2D reader keeps the colours, as the volume reader does."""
-    nib = pytest.importorskip("nibabel")
+    nib = needs("nibabel", "medical")
     from dmfnet_edge.cli.main import main
     from dmfnet_edge.io.images import read_image
     from dmfnet_edge.io.volumes import read_nifti_slice, read_nifti_volume
@@ -233,7 +235,7 @@ def test_nifti_2d_3d_and_4d_shapes_read_through_one_volume_reader(tmp_path):
     dropped; a real 4D series is refused from its header, before its voxels are read."""
     import struct
 
-    nib = pytest.importorskip("nibabel")
+    nib = needs("nibabel", "medical")
     from dmfnet_edge.io.volumes import read_nifti_slice, read_nifti_volume
 
     rng = np.random.default_rng(4)

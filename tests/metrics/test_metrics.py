@@ -12,6 +12,8 @@ from dmfnet_edge.metrics import fusion
 from dmfnet_edge.metrics.filters import box_mean_reflect, convolve3x3_same
 from dmfnet_edge.preprocess.color import grey_of
 
+pytestmark = pytest.mark.runtime  # also in the runtime-only tier (torch unimportable)
+
 
 def _images(rng, n=3, size=(64, 80)):
     import cv2

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dmfnet_edge.serving.ports import free_ports
+from tests.conftest import needs
 from tests.serving.live_server import SERVE_BIN, Server
 
 
@@ -22,7 +23,7 @@ def graph(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="package")
 def serving_env() -> Path:
-    pytest.importorskip("tritonclient.http", reason="the 'serve' extra (tritonclient)")
+    needs("tritonclient.http", "serve")
     if not SERVE_BIN.exists():
         if os.environ.get("CI"):
             raise RuntimeError(f"{SERVE_BIN} missing: CI must create the serving environment (make serve-env)")

@@ -13,7 +13,9 @@ import socket
 import numpy as np
 import pytest
 
-grpc = pytest.importorskip("grpc", reason="the 'serve' extra (tritonclient[grpc])")
+from tests.conftest import needs
+
+grpc = needs("grpc", "serve")
 from tritonclient.grpc import service_pb2, service_pb2_grpc  # noqa: E402
 
 SHAPE = [1, 1, 64, 64]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.runtime import shipped_onnx
 from dmfnet_edge.serving.model_files import NotOnnx, check_engine_file, check_onnx_file, graph_io
+from tests.conftest import needs
 
 CONTRACT = ([("mri", 1, 4), ("other", 1, 4)], [("fused", 1, 4)])
 
@@ -26,7 +27,7 @@ def test_shipped_graphs_are_graphs_of_the_contract(precision):
 
 
 def test_a_graph_of_another_contract_is_refused(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    onnx = needs("onnx", "onnx")
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])

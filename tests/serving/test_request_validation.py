@@ -22,6 +22,9 @@ from dmfnet_edge.serving.requests import (
     check_grpc_infer,
     check_http_infer,
 )
+from tests.conftest import needs
+
+pytestmark = pytest.mark.runtime  # also in the runtime-only tier (torch unimportable)
 
 LIMITS = RequestLimits(max_pixels=1 << 16, max_batch=4)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -118,7 +121,7 @@ def test_an_accepted_body_is_exactly_the_contract():
         check_http_infer(header + values.tobytes() * 2 + b"\0" * 4, len(header), LIMITS)
 
 
-service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2", reason="the 'serve' extra (tritonclient[grpc])")
+service_pb2 = needs("tritonclient.grpc.service_pb2", "serve")
 
 
 @st.composite

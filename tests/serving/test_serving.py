@@ -21,10 +21,11 @@ import pytest
 
 from dmfnet_edge.serving.ports import free_ports
 from dmfnet_edge.serving.processes import command_line, descendants, triton_model_folders
+from tests.conftest import needs
 from tests.serving.live_server import SERVE_BIN, Server
 
 REPO = Path(__file__).resolve().parents[2]
-tritonclient = pytest.importorskip("tritonclient.http", reason="the 'serve' extra (tritonclient)")
+tritonclient = needs("tritonclient.http", "serve")
 
 
 def _pairs(rng, n, side=64):

@@ -9,8 +9,9 @@ import pytest
 
 from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.runtime import shipped_onnx
+from tests.conftest import needs
 
-pytest.importorskip("tritonclient.grpc", reason="the 'serve' extra (tritonclient) checks configs against Triton")
+needs("tritonclient.grpc", "serve")
 from google.protobuf import text_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
 

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from dmfnet_edge.artifacts import WeightsSidecar
 from dmfnet_edge.cli.main import main
 from dmfnet_edge.io.images import write_image
-from tests.conftest import smooth_image
+from tests.conftest import needs, smooth_image
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_stage2_needs_a_unet(tmp_path, train_dir, capsys):
 
 
 def test_the_ablation_figure_draws_every_run_against_pixel_max(tmp_path):
-    pytest.importorskip("matplotlib")
+    needs("matplotlib", "dev")
     from dmfnet_edge.io.images import read_image
     from dmfnet_edge.train.curves import plot_ablation
 
