@@ -369,7 +369,8 @@ def build_or_reuse(onnx_path: Path, out_dir: Path, options: BuildOptions | None 
     summary = precision_summary(_layer_records(tc, plan, logger))
     check_precision(manifest.precision, summary, expected, allowance)
     summary["int8_fallbacks_fp32"] = int8_fallbacks(summary, expected)
-    cache_after = bytes(cache.serialize()) if cache is not None and not request.timing_cache_locked else None
+    written = cache is not None and options.timing_cache is not None and not request.timing_cache_locked
+    cache_after = bytes(cache.serialize()) if written else None  # the file's content once written back
     engine_manifest = build_engine_manifest(engine_path.name, plan, onnx_path, manifest, target,
                                             _settings(request, options, seconds, cache_after), summary,
                                             [msgspec.to_builtins(p) for p in request.plugins])
@@ -387,9 +388,9 @@ def _settings(request: PlanRequest, options: BuildOptions, seconds: float, cache
         "builder_optimization_level": request.opt_level, "strongly_typed": True, "profile": request.profile,
         "workspace_mib": request.workspace_mib, "build_seconds": round(seconds, 2),
         "strip_weights": request.strip_weights, "cache_key": request.settings.key()}
-    if request.timing_cache is not None:
+    if request.timing_cache is not None and options.timing_cache is not None:
         before = request.settings.timing_cache_sha256
-        settings.update({"timing_cache": str(options.timing_cache) if options.timing_cache else None,
+        settings.update({"timing_cache": str(options.timing_cache),
                          "timing_cache_locked": request.timing_cache_locked,
                          "timing_cache_sha256_before_build": before,
                          "timing_cache_sha256_after_build": hashlib.sha256(cache_after).hexdigest()

@@ -639,6 +639,8 @@ def test_the_timing_cache_is_recorded_before_and_after_the_build(tmp_path):
     assert kept["timing_cache_sha256_after_build"] == kept["timing_cache_sha256_before_build"]
     assert locked.settings.key() != request.settings.key()
     assert "timing_cache" not in _settings(_request(), BuildOptions(), 1.0, None)  # TensorRT for RTX: none
+    in_memory = _request(toolchain=ToolchainUsed("tensorrt", "11.4.0"), timing_cache=b"")  # no --timing-cache
+    assert "timing_cache_sha256_after_build" not in _settings(in_memory, BuildOptions(), 1.0, None)
 
 
 def test_a_manifest_gives_back_the_settings_of_its_request(tmp_path):
