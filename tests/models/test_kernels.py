@@ -22,8 +22,9 @@ def build_dir(tmp_path_factory):
     if shutil.which("cmake") is None:
         pytest.skip("cmake is not installed")
     out = tmp_path_factory.mktemp("build")
-    subprocess.run(["cmake", "-S", str(REPO), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release"], check=True,
-                   capture_output=True)
+    configured = subprocess.run(["cmake", "-S", str(REPO), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release"], check=True,
+                                capture_output=True, text=True)
+    (out / "configure.log").write_text(configured.stdout)
     subprocess.run(["cmake", "--build", str(out), "-j", "2"], check=True, capture_output=True)
     return out
 
@@ -32,6 +33,19 @@ def test_cmake_builds_the_cuda_kernels_without_a_gpu(build_dir):
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc is not installed, only the CPU reference was built")
     assert (build_dir / "libdmfnet_kernels.so").is_file()
+
+
+def test_cmake_builds_the_plugin_library_only_with_tensorrt_headers(build_dir):
+    """libdmfnet_trt_plugins.so (what --plugin-lib loads) is a target where TensorRT's headers are found; elsewhere
+    CMake says it skipped it, and why."""
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed, only the CPU reference was built")
+    log = (build_dir / "configure.log").read_text()
+    if "building libdmfnet_trt_plugins.so" in log:
+        assert (build_dir / "libdmfnet_trt_plugins.so").is_file()
+    else:
+        assert "NvInferRuntime.h) or libnvinfer not found: skipping libdmfnet_trt_plugins.so" in log
+        assert not (build_dir / "libdmfnet_trt_plugins.so").exists()
 
 
 @pytest.fixture
