@@ -98,14 +98,33 @@ def test_noise_tiles_periodically_for_large_images(tiny):
     assert torch.equal(big[..., k:k + 16, :k], tiny.noise[..., :16, :])
 
 
-def test_diffusion_objective_samples_gamma_within_the_timestep_interval():
-    obj = DiffusionObjective(PRESETS["tiny"].diffusion)
-    x0 = torch.zeros(64, 1, 8, 8)
-    xt, gamma = obj.noised(x0, torch.Generator().manual_seed(0))
-    assert xt.shape == x0.shape and gamma.shape == (64,)
-    assert torch.all((gamma > 0) & (gamma <= 1))
-    # with x0 = 0 the noised image is pure noise scaled by sqrt(1 - gamma^2)
-    assert torch.allclose(xt.std(dim=(1, 2, 3)), torch.sqrt(1 - gamma**2), rtol=0.6)
+def test_diffusion_objective_samples_gamma_within_the_timestep_interval(monkeypatch):
+    """gamma ~ U(grid[t], grid[t-1]) for the sampled t, and x_t = gamma x0 + sqrt(1 - gamma^2) eps exactly, for a
+    known x0 and a known noise field (both ends of the schedule: gamma ~ 1 at t = 1, ~ 0.007 at t = T)."""
+    cfg = PRESETS["tiny"].diffusion
+    obj = DiffusionObjective(cfg)
+    t = torch.tensor([1, 2, 10, 100, 500, 1000, cfg.timesteps - 1, cfg.timesteps]).repeat(8)
+    monkeypatch.setattr(obj, "sample_t", lambda n, generator=None: t[:n])
+    x0 = torch.rand(len(t), 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
+
+    def known_noise(size, **kwargs):
+        assert tuple(size) == x0.shape, size
+        return eps.clone()
+
+    with monkeypatch.context() as patch:  # the objective's noise draw returns the known field
+        patch.setattr(torch, "randn", known_noise)
+        xt, gamma = obj.noised(x0, torch.Generator().manual_seed(0))
+    assert xt.shape == x0.shape and gamma.shape == (len(t),)
+    grid = torch.from_numpy(gamma_grid(cfg)).float()
+    lo, hi = grid[t], grid[t - 1]
+    assert torch.all((lo <= gamma) & (gamma <= hi))
+    # spread over the interval, not pinned to one end (near gamma = 1 an interval is a few float32 steps wide)
+    wide = t >= 10
+    where = (gamma[wide] - lo[wide]) / (hi[wide] - lo[wide])
+    assert where.min() < 0.25 and where.max() > 0.75
+    g = gamma.view(-1, 1, 1, 1)
+    assert torch.allclose(xt, g * x0 + torch.sqrt(1 - g * g) * eps, rtol=0, atol=1e-6)
 
 
 def test_cross_modal_attention_interleaves_and_fuses_as_specified():
