@@ -48,31 +48,31 @@ class EngineReport:
                 "not_loaded_because": self.not_loaded_because, "from_engine": self.from_engine}
 
 
-def plan_tag(engine: Path) -> str:
-    with open(engine, "rb") as handle:
+def plan_tag(path: Path) -> str:
+    with open(path, "rb") as handle:
         tag = handle.read(4)
     return PLAN_TAGS.get(tag, f"not a TensorRT plan (starts with {tag!r})")
 
 
-def inspect_engine(engine: Path) -> EngineReport:
-    """Describe `engine` from its manifest and check the engine against it; raises EngineMismatch on a mismatch."""
-    if os.path.lexists(engine) and not engine.is_file():
-        raise InputError(f"{engine}: is not a regular file (a folder, pipe, device or socket); give an .engine file "
+def inspect_engine(path: Path) -> EngineReport:
+    """Describe `path` from its manifest and check the engine against it; raises EngineMismatch on a mismatch."""
+    if os.path.lexists(path) and not path.is_file():
+        raise InputError(f"{path}: is not a regular file (a folder, pipe, device or socket); give an .engine file "
                          "written by 'dmfnet-export build'")
-    meta = read_engine_manifest(engine)  # the engine's SHA-256 against the manifest, too
+    meta = read_engine_manifest(path)  # the engine's SHA-256 against the manifest, too
     report = EngineReport(meta, [f"engine SHA-256 matches the manifest ({meta.engine_sha256[:12]}...)"])
-    flavour = plan_tag(engine)
+    flavour = plan_tag(path)
     if flavour != meta.toolchain.flavour:
-        raise EngineMismatch(f"{engine}: the manifest says a {meta.toolchain.flavour} engine, the plan is "
+        raise EngineMismatch(f"{path}: the manifest says a {meta.toolchain.flavour} engine, the plan is "
                              f"{flavour}; the manifest belongs to another engine: rebuild with 'dmfnet-export build'")
     report.checks.append(f"plan tag is {meta.toolchain.flavour}'s")
     why = _cannot_load(meta)
     if why is not None:
         report.not_loaded_because = why
         return report
-    report.from_engine = engine_facts(meta, engine.read_bytes(), engine.name)
+    report.from_engine = engine_facts(meta, path.read_bytes(), path.name)
     report.loaded = True
-    compare(meta, report.from_engine, engine)
+    compare(meta, report.from_engine, path)
     report.checks.append("loaded: the engine's layers and profile match the manifest")
     return report
 
@@ -110,7 +110,7 @@ def engine_facts(meta: EngineManifest, plan: bytes, name: str) -> dict[str, Any]
             "profile": profile}
 
 
-def compare(meta: EngineManifest, facts: dict[str, Any], engine: Path) -> None:
+def compare(meta: EngineManifest, facts: dict[str, Any], path: Path) -> None:
     """Refuse an engine whose own layers or profile differ from its manifest's."""
     recorded = meta.layer_precisions
     shapes = msgspec.to_builtins(meta.build.profile)
@@ -123,5 +123,5 @@ def compare(meta: EngineManifest, facts: dict[str, Any], engine: Path) -> None:
     if recorded.synchronisation_layers is not None and facts["layers"] != recorded.layers:
         differences.append(f"{facts['layers']} layers (manifest: {recorded.layers})")
     if differences:
-        raise EngineMismatch(f"{engine}: the engine differs from its manifest in {'; '.join(differences)}; the "
+        raise EngineMismatch(f"{path}: the engine differs from its manifest in {'; '.join(differences)}; the "
                              "manifest belongs to another engine: rebuild with 'dmfnet-export build'")
