@@ -98,8 +98,15 @@ def test_mixed_precision_keeps_nothing_when_everything_is_accurate():
     assert plan["kept_fp32"] == [] and plan["quantized_groups"] == 2
 
 
-@pytest.mark.parametrize("target", [99.0])
-def test_mixed_precision_may_keep_everything(target):
-    groups, quantize_only, measure = _fake({"a": 50, "b": 45})
+@pytest.mark.parametrize("target, kept, probe", [
+    (50.0, ["b"], 50.0),  # at the best PSNR any INT8 plan reaches (only a quantized): a stays INT8
+    (50.01, ["b", "a"], 99.0),  # just above it: only keeping every group meets it
+    (99.0, ["b", "a"], 99.0),  # at the all-FP32 ceiling: met with every group kept
+    (99.5, ["b", "a"], 99.0),  # above anything reachable: the search ends with every group kept, short of it
+])
+def test_mixed_precision_may_keep_everything(target, kept, probe):
+    groups, quantize_only, measure = _fake({"a": 50, "b": 45})  # both quantized: 43.8 dB
     plan = plan_mixed_precision(groups, quantize_only, measure, target_db=target)
-    assert plan["kept_fp32"] == ["b", "a"] and plan["quantized_groups"] == 0
+    assert plan["kept_fp32"] == kept and plan["quantized_groups"] == 2 - len(kept)
+    assert plan["probe_psnr_db"] == probe and plan["target_probe_psnr_db"] == target
+    assert plan["sensitivity_psnr_db"] == {"b": 45.0, "a": 50.0}
