@@ -68,10 +68,59 @@ def test_missing_and_unsupported(tmp_path):
         read_image(tmp_path / "x.gif")
 
 
-def test_write_is_atomic_and_leaves_nothing_on_failure(tmp_path, rng):
-    with pytest.raises(InputError):
+class _DiskFillsHalfway:
+    """A file handle whose write stores half of the bytes, then fails as a full disk does."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.handle.close()
+
+    def write(self, data: bytes) -> int:
+        self.handle.write(data[:len(data) // 2])
+        self.handle.flush()
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("failing", ["write", "rename"])
+def test_write_is_atomic_and_leaves_nothing_on_failure(tmp_path, rng, monkeypatch, failing):
+    """A disk that fills halfway through the temporary file, or at the rename into place, leaves the folder as it
+    was: an existing image byte-identical, no new image, no temporary file."""
+    import os
+
+    from dmfnet_edge.errors import EnvironmentProblem
+
+    with pytest.raises(InputError):  # an unknown type is refused before anything is created
         write_image(tmp_path / "x.gif", smooth_image(rng, 8, 8))
     assert list(tmp_path.iterdir()) == []
+    existing = write_image(tmp_path / "existing.png", smooth_image(rng, 16, 16))
+    before = existing.read_bytes()
+    reached = []
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, *args, **kwargs):
+        reached.append("write")
+        return _DiskFillsHalfway(real_fdopen(fd, *args, **kwargs))
+
+    def replace(src, dst):
+        reached.append("rename")
+        assert Path(src).is_file()  # the temporary file is complete and beside the target
+        raise OSError(28, "No space left on device")
+
+    for target in (existing, tmp_path / "new.png"):
+        reached.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "fdopen" if failing == "write" else "replace",
+                          fdopen if failing == "write" else replace)
+            with pytest.raises(EnvironmentProblem, match="nothing was written"):
+                write_image(target, smooth_image(rng, 16, 16, colour=True))
+        assert reached == [failing]  # the failure came mid-write, after the temporary file was created
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.png"]
+        assert existing.read_bytes() == before
 
 
 def test_dicom_ct_applies_rescale_and_window():
