@@ -108,7 +108,7 @@ def test_write_is_atomic_and_leaves_nothing_on_failure(tmp_path, rng, monkeypatc
 
     def replace(src, dst):
         reached.append("rename")
-        assert Path(src).is_file()  # the temporary file is complete and beside the target
+        assert Path(src).is_file() and Path(src).parent == Path(dst).parent  # staged beside the target
         raise OSError(28, "No space left on device")
 
     for target in (existing, tmp_path / "new.png"):
