@@ -42,7 +42,19 @@ def test_stage1_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, train_
     assert meta.kind == "unet" and meta.training["settings"]["steps"] == 4
 
 
-def test_stage2_trains_only_the_fusion_network_and_reports(tmp_path, train_dir, capsys):
+def test_stage2_trains_only_the_fusion_network_and_reports(tmp_path, train_dir, capsys, monkeypatch):
+    from dmfnet_edge.train import trainer
+
+    initial = {}
+
+    class RecordedStage2(trainer.Stage2Task):
+        """Stage II as the command builds it, with the fusion network's starting weights kept for comparison."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            initial.update({k: v.detach().clone() for k, v in self.model.fusion.state_dict().items()})
+
+    monkeypatch.setattr(trainer, "Stage2Task", RecordedStage2)
     assert _train(tmp_path / "s1", "stage1", 2, "--data", str(train_dir)) == 0
     code = _train(tmp_path / "s2", "stage2", 3, "--data", str(train_dir), "--unet", str(tmp_path / "s1" / "unet"),
                   "--val", str(train_dir.parent / "train"), "--lr", "1e-3")
@@ -61,6 +73,10 @@ def test_stage2_trains_only_the_fusion_network_and_reports(tmp_path, train_dir, 
     unet = load_file(str(tmp_path / "s1" / "unet.safetensors"))
     model = load_file(str(tmp_path / "s2" / "dmfnet.safetensors"))
     assert all(torch.equal(unet[k], model[f"unet.{k}"]) for k in unet)  # frozen
+    fusion = {k.removeprefix("fusion."): v for k, v in model.items() if k.startswith("fusion.")}
+    assert initial and fusion.keys() == initial.keys()
+    unmoved = [k for k in fusion if torch.equal(fusion[k], initial[k])]
+    assert unmoved == []  # three Adam steps move every fusion weight (all of them get gradients)
     report = json.loads((tmp_path / "s2" / "val_report.json").read_text())
     assert set(report["tasks"]) == {"MRI-CT", "MRI-SPECT"} and report["counts"]["MRI-CT"] == 3
     from dmfnet_edge.models.checkpoint import load_model
