@@ -13,11 +13,12 @@ first build's engine manifest of every graph (engines are not kept).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import msgspec
 
 from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
 from dmfnet_edge.profiling import cpu_description
@@ -52,22 +53,23 @@ def main() -> None:
                 manifests[name].append(build_engine(graph, Path(tmp), options))
                 seconds[name].append(time.perf_counter() - start)
     first = manifests["fp32"][0]
-    print(f"{first['toolchain']['flavour']} {first['toolchain']['version']}, targets "
-          f"{', '.join(first['compute_capabilities'])}, profile {first['build']['profile']['opt']}; "
+    print(f"{first.toolchain.flavour} {first.toolchain.version}, targets "
+          f"{', '.join(first.compute_capabilities)}, profile {first.build.profile.opt}; "
           f"{cpu_description()}; {args.repeats} builds per graph, interleaved")
     base = statistics.median(seconds["fp32"])
     print(f"{'graph':<14} {'build s (median)':>16} {'vs fp32':>8} {'MiB':>6}  {'identical':>9}  convolutions")
     for name, runs in seconds.items():
         built = manifests[name]
-        identical = len({m["engine_sha256"] for m in built}) == 1
+        identical = len({m.engine_sha256 for m in built}) == 1
         median = statistics.median(runs)
         print(f"{name:<14} {median:>10.1f} ({min(runs):.1f}-{max(runs):.1f}) {median / base:>7.2f}x "
-              f"{built[0]['engine_bytes'] / 2**20:>6.1f}  {'yes' if identical else 'no':>9}  "
-              f"{built[0]['layer_precisions']['convolutions']}")
+              f"{built[0].engine_bytes / 2**20:>6.1f}  {'yes' if identical else 'no':>9}  "
+              f"{built[0].layer_precisions.convolutions}")
         if args.manifests:
             args.manifests.mkdir(parents=True, exist_ok=True)
-            record = {**built[0], "build_seconds_all": [round(s, 2) for s in runs], "rebuilds_identical": identical}
-            (args.manifests / f"dmfnet-edge-{name}.engine.json").write_text(json.dumps(record, indent=2) + "\n")
+            record = msgspec.structs.replace(built[0], build_seconds_all=[round(s, 2) for s in runs],
+                                             rebuilds_identical=identical)
+            record.write(args.manifests / f"dmfnet-edge-{name}.engine.json")
     if args.manifests:
         print(f"manifests: {args.manifests}/")
 

@@ -77,11 +77,44 @@ def engine_unbuildable(step: EngineStep) -> str | None:
 
 
 def make_engine(recipe: Recipe, graph: Path, engines: Path) -> EngineManifest:
-    from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
+    from dmfnet_edge.build.trt_builder import build_engine
 
     assert recipe.engine is not None
-    options = BuildOptions(recipe.engine.toolchain, recipe.engine.targets, recipe.engine.shapes)
-    return build_engine(graph, engines, options)
+    return build_engine(graph, engines, engine_options(recipe.engine))
+
+
+def engine_options(step: EngineStep | None, *, toolchain: str | None = None, compute_capability: str | None = None,
+                   shapes: str | None = None, allow_int8_fallbacks: str | None = None, **settings: Any) -> Any:
+    """The BuildOptions of a recipe's engine step (or none), the options given on a command line over it: the one
+    merge `dmfnet-export build --recipe` and the recipe runner share. `settings`: the other BuildOptions fields."""
+    from dmfnet_edge.build.trt_builder import BuildOptions
+    from dmfnet_edge.runtime.toolchain import parse_targets
+
+    targets = parse_targets(compute_capability)
+    allowance = fallback_allowance(allow_int8_fallbacks, "--allow-int8-fallbacks")
+    if step is not None:
+        toolchain, targets, shapes = toolchain or step.toolchain, targets or step.targets, shapes or step.shapes
+        if allow_int8_fallbacks is None:
+            allowance = fallback_allowance(step.allowed_int8_fallbacks, "the recipe's allowed_int8_fallbacks")
+    given = {k: v for k, v in settings.items() if v is not None}
+    return BuildOptions(toolchain or "auto", targets, shapes, allowed_int8_fallbacks=allowance, **given)
+
+
+def fallback_allowance(spec: str | int | list[str] | None, where: str) -> Any:
+    """--allow-int8-fallbacks 'fusion/attention.4,/ups.3/conv/Conv,2' or a recipe's list or count, as a
+    build.precision.FallbackAllowance."""
+    from dmfnet_edge.build.precision import FallbackAllowance
+
+    if spec is None:
+        return FallbackAllowance()
+    if isinstance(spec, int):
+        return FallbackAllowance(count=spec)
+    items = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
+    counts = [int(t) for t in items if t.isdigit()]
+    if len(counts) > 1 or not items:
+        raise InputError(f"{where} {spec}: give ONNX node names or layer groups, and at most one count")
+    return FallbackAllowance(names=tuple(t for t in items if not t.isdigit()), count=sum(counts))
+
 
 
 def gate_pairs(pairs_root: Path, per_modality: int | None) -> list:

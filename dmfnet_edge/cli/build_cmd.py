@@ -12,7 +12,7 @@ from dmfnet_edge.cli.types import int_range
 from dmfnet_edge.errors import InputError
 
 if TYPE_CHECKING:
-    from dmfnet_edge.build.precision import FallbackAllowance
+    pass
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -49,40 +49,22 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "(default: none; any other fallback is refused)")
 
 
-def fallback_allowance(spec: str | int | list[str] | None, where: str) -> FallbackAllowance:
-    """--allow-int8-fallbacks 'fusion/attention.4,/ups.3/conv/Conv,2' or a recipe's list or count."""
-    from dmfnet_edge.build.precision import FallbackAllowance
-
-    if spec is None:
-        return FallbackAllowance()
-    if isinstance(spec, int):
-        return FallbackAllowance(count=spec)
-    items = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
-    counts = [int(t) for t in items if t.isdigit()]
-    if len(counts) > 1 or not items:
-        raise InputError(f"{where} {spec}: give ONNX node names or layer groups, and at most one count")
-    return FallbackAllowance(names=tuple(t for t in items if not t.isdigit()), count=sum(counts))
-
-
 def run(args: argparse.Namespace) -> int:
-    from dmfnet_edge.build.trt_builder import BuildOptions, build_or_reuse
-    from dmfnet_edge.runtime.toolchain import parse_targets
+    from dmfnet_edge.build.trt_builder import build_or_reuse
+    from dmfnet_edge.targets import engine_options
 
-    toolchain, targets, shapes = args.toolchain, parse_targets(args.compute_capability), args.shapes
-    allowance = fallback_allowance(args.allow_int8_fallbacks, "--allow-int8-fallbacks")
+    step = None
     if args.recipe is not None:
         from dmfnet_edge.export.recipes import load_recipe
 
-        engine = load_recipe(args.recipe).engine
-        if engine is None:
+        step = load_recipe(args.recipe).engine
+        if step is None:
             raise InputError(f"--recipe {args.recipe}: the recipe has no engine (its graph runs on ONNX Runtime)")
-        toolchain = toolchain or engine.toolchain
-        targets = targets or engine.targets
-        shapes = shapes or engine.shapes
-        if args.allow_int8_fallbacks is None:
-            allowance = fallback_allowance(engine.allowed_int8_fallbacks, f"{args.recipe}: allowed_int8_fallbacks")
-    options = BuildOptions(toolchain or "auto", targets, shapes, args.opt_level, args.workspace_mib,
-                           args.timing_cache, args.lock_timing_cache, args.plugin_lib, args.strip_weights, allowance)
+    options = engine_options(step, toolchain=args.toolchain, compute_capability=args.compute_capability,
+                             shapes=args.shapes, opt_level=args.opt_level, workspace_mib=args.workspace_mib,
+                             timing_cache=args.timing_cache, lock_timing_cache=args.lock_timing_cache,
+                             plugin_libraries=args.plugin_lib, strip_weights=args.strip_weights,
+                             allow_int8_fallbacks=args.allow_int8_fallbacks)
     built = build_or_reuse(args.onnx, args.out, options)
     manifest, layers = built.manifest, built.manifest.layer_precisions
     how = "reused (cache hit)" if built.reused else f"built in {manifest.build.build_seconds:.1f} s"

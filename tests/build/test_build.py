@@ -274,7 +274,7 @@ def test_fallbacks_of_a_real_layer_dump_pass_only_where_declared():
 
 
 def test_allowed_fallbacks_from_the_command_line_and_recipes():
-    from dmfnet_edge.cli.build_cmd import fallback_allowance
+    from dmfnet_edge.targets import fallback_allowance
 
     assert fallback_allowance("fusion/attention.4, /ups.3/conv/Conv,2", "--allow-int8-fallbacks") == \
         FallbackAllowance(names=("fusion/attention.4", "/ups.3/conv/Conv"), count=2)

@@ -19,7 +19,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 TENSORRT_SOURCES = ["dmfnet_edge/runtime/toolchain.py", "dmfnet_edge/build/trt_builder.py",
-                    "dmfnet_edge/build/qdp_plugin.py", "dmfnet_edge/runtime/tensorrt_backend.py"]
+                    "dmfnet_edge/build/qdp_plugin.py", "dmfnet_edge/runtime/tensorrt_backend.py",
+                    "dmfnet_edge/build/engine_info.py"]
 PLUGIN_SOURCES = {"dmfnet_edge/build/qdp_plugin.py"}  # full TensorRT only: TensorRT for RTX has no plugins
 MODULE_ROOTS = {"trt": (), "trtp": ("plugin",)}
 OBJECT_TYPES = {"builder": "Builder", "config": "IBuilderConfig", "network": "INetworkDefinition",
