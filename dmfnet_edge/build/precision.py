@@ -30,6 +30,7 @@ from typing import Any
 
 from dmfnet_edge.contract import layer_group
 from dmfnet_edge.errors import DmfnetError, ModelFileError
+from dmfnet_edge.precisions import PRECISIONS
 from dmfnet_edge.records import parse_json
 
 _TOKENS = (("int8", "int8"), ("fp8", "fp8"), ("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16"),
@@ -184,7 +185,6 @@ def _fail(recipe: str, what: str, summary: dict[str, Any]) -> None:
                             "from a 'dmfnet-export quantize' output of that precision")
 
 
-_PROMISED = {"fp16": "fp16", "int8-tensorrt": "int8"}
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ def check_precision(recipe: str, summary: dict[str, Any], expected: dict[str, st
     if off:
         _fail(recipe, f"{len(off)} convolutions do not run as the graph says (e.g. {off[0]}: {found[off[0]]} instead "
                       f"of {expected[off[0]]})", summary)
-    promised = _PROMISED.get(recipe)
+    promised = PRECISIONS[recipe].engine_layers if recipe in PRECISIONS else None
     if promised and promised not in found.values():
         _fail(recipe, f"no convolution runs in {promised}", summary)
     _check_fallbacks(recipe, summary, expected, allowance or FallbackAllowance())
