@@ -109,3 +109,12 @@ bench-all: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_cpu.py
 	$(BIN)/python benchmarks/bench_onnx_cpu.py --int8-trt $(EXPORT_OUT)/jetson-orin-int8/dmfnet-edge-int8-tensorrt.onnx --profile
 	$(BIN)/python benchmarks/bench_volume.py
+
+# The GPU check (benchmarks/gpu_check.py, docs/DEPLOYMENT.md): on a lent GPU machine one command of at most 8 minutes
+# writes gpu_check.json and gpu_check.md under GPU_CHECK_OUT ($OUT there). Anywhere else, a dry run (imports, plan, the
+# size of what travels): make gpu-check GPU_CHECK_ARGS=--dry-run. No venv there: its python3 holds torch.
+GPU_CHECK_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_CHECK_OUT ?= $(if $(OUT),$(OUT),out/gpu-check)
+.PHONY: gpu-check
+gpu-check:
+	$(GPU_CHECK_PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)

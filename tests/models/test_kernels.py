@@ -33,6 +33,7 @@ def test_cmake_builds_the_cuda_kernels_without_a_gpu(build_dir):
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc is not installed, only the CPU reference was built")
     assert (build_dir / "libdmfnet_kernels.so").is_file()
+    assert (build_dir / "dmfnet_cma_check").is_file()  # the GPU check's kernel program (benchmarks/gpu_check.py)
 
 
 def test_cmake_builds_the_plugin_library_only_with_tensorrt_headers(build_dir):

@@ -432,3 +432,23 @@ def test_the_gpu_runner_refuses_a_device_this_machine_lacks():
 
     with pytest.raises(EnvironmentProblem, match=f"--device cuda:{torch.cuda.device_count()}"):
         GpuRunner("tiny", device=f"cuda:{torch.cuda.device_count()}", fused_kernels=False, allow_random=True)
+
+
+# ---- the GPU check, prepared for a lent GPU machine: its dry run here -----------------------------------------
+def test_the_gpu_check_dry_run_imports_plans_and_fits_what_travels(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--dry-run", "--out",
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    dry = report["steps"]["dry_run"]
+    assert report["dry_run"] and dry["status"] == "ok"
+    assert set(dry["imports"].values()) == {"ok"}, dry["imports"]
+    assert list(dry["plan"]) == ["machine", "extension", "op_vs_module", "sanitizer", "timings", "tensorrt"]
+    assert 0 < dry["carried_bytes"] < 64 << 20 and dry["fits"]
+    assert "nothing was run on a GPU" in (tmp_path / "gpu_check.md").read_text()
