@@ -20,6 +20,7 @@ from dmfnet_edge._optional import require
 from dmfnet_edge.errors import EnvironmentProblem, InputError
 from dmfnet_edge.runtime.base import check_network_inputs
 from dmfnet_edge.runtime.graph_cache import GraphCache
+from dmfnet_edge.runtime.toolchain import check_device
 
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
@@ -135,8 +136,5 @@ def _cuda_device(torch: Any, device: str) -> Any:
     index = torch.device(device).index or 0
     if not torch.cuda.is_available():
         raise EnvironmentProblem("--backend gpu needs a CUDA GPU visible to PyTorch; use onnxruntime or torch")
-    count = torch.cuda.device_count()
-    if index >= count:
-        have = f"cuda:0 to cuda:{count - 1}" if count > 1 else "cuda:0 only"
-        raise EnvironmentProblem(f"--device cuda:{index}: this machine has {have}; choose one of those")
+    check_device(index, count=torch.cuda.device_count())
     return torch.device("cuda", index)

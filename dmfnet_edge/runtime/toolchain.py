@@ -71,9 +71,10 @@ def device_count(rt: Any | None = None) -> int:
     return int(count) if int(err) == 0 else 0
 
 
-def check_device(device: int, rt: Any | None = None) -> None:
-    """Refuse a device number this machine does not have, naming the ones it has."""
-    count = device_count(rt)
+def check_device(device: int, rt: Any | None = None, count: int | None = None) -> None:
+    """Refuse a device number this machine does not have, naming the ones it has (`count`: as another library
+    counts them, e.g. torch; else cuda-python's count)."""
+    count = device_count(rt) if count is None else count
     if count == 0:
         raise EnvironmentProblem(f"--device cuda:{device}: no CUDA device is visible here (no GPU, or no driver); "
                                  "run on a GPU machine, or use --backend onnxruntime")
