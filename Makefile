@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= train,onnx,quantize,medical,trt-rtx,serve,dev
+EXTRAS ?= train,onnx,quantize,medical,trt-rtx,trt-plugins,serve,dev
 DEMO_OUT ?= out/demo
 
 .PHONY: demo test test-fast test-runtime coverage bench clean serve-env
