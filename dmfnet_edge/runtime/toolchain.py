@@ -21,6 +21,7 @@ from typing import Any
 from dmfnet_edge._optional import available, require
 from dmfnet_edge.contract import OnnxManifest
 from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
+from dmfnet_edge.precisions import PRECISIONS, REGISTRY
 from dmfnet_edge.runtime.engine_manifest import DeviceInfo, sm_name
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class Toolchain:
 
     def check_graph(self, onnx_name: str, manifest: OnnxManifest) -> None:
         """Refuse graphs this flavour cannot build, naming the one to build instead."""
-        refuse_unbuildable(onnx_name, manifest)
+        refuse_unbuildable(onnx_name, manifest, self.name)
         if manifest.plugins and not self.flavour.plugins:
             raise InputError(f"{onnx_name} has TensorRT plugin nodes, and {self.describe()} has no plugin layers; "
                              "build it with --toolchain tensorrt, or build the graph exported without --trt-plugins")
@@ -233,12 +234,17 @@ def check_named_targets(toolchain: str, targets: list[str] | None, where: str) -
     refuse_unknown_targets(targets, rtx_targets(), where, toolchain)
 
 
-def refuse_unbuildable(onnx_name: str, manifest: OnnxManifest) -> None:
-    """No TensorRT flavour builds the ONNX Runtime INT8 graph: name the graph to build instead."""
-    if manifest.precision == "int8-onnxruntime":
-        raise InputError(f"{onnx_name} is the ONNX Runtime INT8 graph (QLinear ops, non-zero zero points), which "
-                         "TensorRT cannot parse; build the TensorRT one: 'dmfnet-export quantize --precision int8 "
-                         "--target tensorrt'")
+def refuse_unbuildable(onnx_name: str, manifest: OnnxManifest, flavour: str | None = None) -> None:
+    """Refuse a graph no TensorRT flavour (or not `flavour`) builds (the precision registry's `toolchains`), naming
+    the graph to build instead."""
+    entry = PRECISIONS[manifest.precision]
+    if not entry.toolchains:
+        fix = next(p for p in REGISTRY if p.numeric == entry.numeric and p.toolchains)
+        raise InputError(f"{onnx_name} is the {entry.name} graph (QLinear ops, non-zero zero points), which TensorRT "
+                         f"cannot parse; build the {fix.name} one: 'dmfnet-export quantize --precision "
+                         f"{fix.numeric} --target {fix.flavour}'")
+    if flavour is not None and flavour not in entry.toolchains:
+        raise InputError(f"{onnx_name} is an {entry.name} graph, which {flavour} does not build")
 
 
 def load_toolchain(choice: str = "auto") -> Toolchain:
