@@ -145,13 +145,68 @@ def test_volumes_that_do_not_cover_the_same_place_are_refused(stacks, tmp_path, 
     assert not (tmp_path / "out.nii").exists()
 
 
-def test_resample_puts_the_other_volume_on_the_mri_grid(stacks, tmp_path, tiny_model_base):
-    pytest.importorskip("SimpleITK")
-    write_series(tmp_path / "mri", stacks[0], "MR")
-    write_series(tmp_path / "ct", stacks[1], "CT", spacing=(2.0, 0.9, 0.9), origin=(-100.0, -120.0, 10.0))
-    write_series(tmp_path / "ct2", np.repeat(stacks[1], 2, axis=0), "CT", spacing=(1.0, 0.9, 0.9))
-    assert fuse("--mri", str(tmp_path / "mri"), "--other", str(tmp_path / "ct2"), "-o", str(tmp_path / "o.nii"),
-                "--model", str(tiny_model_base), "--backend", "torch", "--resample") == 0
+def _linear_weights(out_start: float, out_step: float, count: int, in_start: float, in_step: float,
+                    size: int) -> np.ndarray:
+    """(count, size) weights of 1-D linear interpolation: output sample i at out_start + i * out_step (mm) from
+    input samples at in_start + j * in_step; every output sample must lie inside the input's extent."""
+    position = (out_start + out_step * np.arange(count) - in_start) / in_step
+    below = np.floor(position).astype(int)
+    assert below.min() >= 0 and below.max() + 1 < size, "the output grid must lie inside the input"
+    weights = np.zeros((count, size))
+    weights[np.arange(count), below] = 1 - (position - below)
+    weights[np.arange(count), below + 1] = position - below
+    return weights
+
+
+def _standard_read(sitk, folder):
+    """A DICOM series as SimpleITK (GDCM) reads it: its own sorting and geometry, none of ours."""
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    return reader.Execute()
+
+
+def test_resample_puts_the_other_volume_on_the_mri_grid(stacks, tmp_path, tiny_model_base, monkeypatch):
+    """--resample: the CT, on a grid of its own (other spacing on all three axes, shifted by fractions of a voxel),
+    lands on the MRI's grid with the voxels of an independent trilinear sampling at the MRI's voxel centres (hand
+    computed: both grids are axis-aligned, so it separates per axis); the fused series is on the MRI's grid, as a
+    standard reader sees it, and its slices are the fusion of the MRI's with that resampled CT's."""
+    sitk = pytest.importorskip("SimpleITK")
+    import dmfnet_edge.cli.volume_cmd as volume_cmd
+    from dmfnet_edge.volume_pipeline import IntensitySettings, to_slices
+
+    rng = np.random.default_rng(8)
+    ct = np.stack([smooth_image(rng, 80, 72) for _ in range(7)]).astype(np.float64)
+    ct_spacing, ct_origin = (1.5, 0.8, 1.1), (-103.3, -124.1, 8.6)  # (slice, row, column); (x, y, z) mm
+    write_series(tmp_path / "mri", stacks[0], "MR")  # 2.0 x 0.9 x 0.9 mm from (-100, -120, 10)
+    write_series(tmp_path / "ct", ct, "CT", spacing=ct_spacing, origin=ct_origin)
+    resampled, original = [], volume_cmd.resample_onto
+
+    def recorded(other, mri):
+        resampled.append(original(other, mri))
+        return resampled[-1]
+
+    monkeypatch.setattr(volume_cmd, "resample_onto", recorded)
+    out = tmp_path / "fused"
+    assert fuse("--mri", str(tmp_path / "mri"), "--other", str(tmp_path / "ct"), "-o", str(out), "--model",
+                str(tiny_model_base), "--backend", "torch", "--resample", "--mri-intensity", "none",
+                "--other-intensity", "none") == 0
+    (other,) = resampled
+    mri = read_volume(tmp_path / "mri")
+    expected = np.einsum("ai,bj,ck,ijk->abc", _linear_weights(10.0, 2.0, SLICES, 8.6, 1.5, 7),
+                         _linear_weights(-120.0, 0.9, 64, -124.1, 0.8, 80),
+                         _linear_weights(-100.0, 0.9, 80, -103.3, 1.1, 72), ct, optimize=True)
+    assert other.data.shape == mri.data.shape == (SLICES, 64, 80)
+    assert np.abs(other.data - expected).max() < 1e-3  # float32 resampling of values up to 255
+    assert other.spacing == mri.spacing and np.array_equal(other.origin, mri.origin)
+    source, fused = _standard_read(sitk, tmp_path / "mri"), _standard_read(sitk, out)
+    assert fused.GetSize() == source.GetSize() == (80, 64, SLICES)
+    assert np.allclose(fused.GetSpacing(), source.GetSpacing(), atol=1e-6)
+    assert np.allclose(fused.GetOrigin(), source.GetOrigin(), atol=1e-4)
+    assert np.allclose(fused.GetDirection(), source.GetDirection(), atol=1e-6)
+    mri8, other8, _ = to_slices(mri, other, "CT", IntensitySettings("none", "none"))
+    middle = SLICES // 2  # one slice fused again here is enough to tie the output to the resampled CT
+    again = fuse_pixels(TorchRunner.load(str(tiny_model_base)), mri8[middle], other8[middle]).pixels
+    assert np.array_equal(sitk.GetArrayFromImage(fused)[middle], again)
 
 
 def test_wrong_modality_tags_are_refused(series, tmp_path, tiny_model_base, capsys):
@@ -267,8 +322,29 @@ def test_multiple_series_need_a_choice(stacks, tmp_path):
         read_volume(tmp_path / "mix")
 
 
-def test_pairing_error_is_an_input_error():
+@pytest.mark.parametrize("kind", ["volume", "image"])
+def test_pairing_error_is_an_input_error(stacks, tmp_path, tiny_model_base, capsys, kind):
+    """What a user sees of a pairing failure (a PairingError is an InputError): exit 2, one line on stderr that
+    names both inputs with what each has, and nothing written. Volumes: 4 slices against 3; images: two sizes."""
     assert issubclass(PairingError, InputError)
+    if kind == "volume":
+        write_series(tmp_path / "mri", stacks[0], "MR")
+        write_series(tmp_path / "ct", stacks[1][:3], "CT")
+        argv, out = ["fuse-volume", "--mri", str(tmp_path / "mri"), "--other", str(tmp_path / "ct")], tmp_path / "out"
+        named = ("MRI 4", "other 3")
+    else:
+        from dmfnet_edge.io.images import write_image
+
+        mri = write_image(tmp_path / "mri.png", stacks[0][0])
+        other = write_image(tmp_path / "ct.png", stacks[1][0, :48])
+        argv, out = ["fuse", "--mri", str(mri), "--other", str(other)], tmp_path / "out.png"
+        named = ("mri.png + ct.png", "MRI is 80x64", "other image is 80x48")
+    assert main([*argv, "-o", str(out), "--model", str(tiny_model_base), "--backend", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dmfnet: error: ") and err.count("\n") == 1 and err.endswith("\n"), err
+    assert all(name in err for name in named), err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["mri", "ct"] if kind == "volume" else ["mri.png", "ct.png"])
 
 
 def test_nifti_and_dicom_outputs_agree_in_a_standard_reader(series, tmp_path, tiny_model_base):
