@@ -261,8 +261,9 @@ def plugin_records(tc: Toolchain, manifest: OnnxManifest, libraries: list[Path])
         if not library.is_file():  # hashed below: a FIFO would block, /dev/zero never end
             raise InputError(f"--plugin-lib {library}: not a regular file; give the plugin library "
                              "(libdmfnet_trt_plugins.so) built from kernels/")
-    records: list[dict[str, str]] = [{"library": str(p), "sha256": sha256_file(p)} for p in libraries]
-    if manifest.plugins:
+    # by file name: the runtime finds a library by name (DMFNET_PLUGIN_PATH, beside the engine) and checks its hash
+    records: list[dict[str, str]] = [{"library": p.name, "sha256": sha256_file(p)} for p in libraries]
+    if manifest.plugins and not libraries:  # the op comes from one place: a given library, else the embedded kernel
         from dmfnet_edge.build import qdp_plugin
 
         records.append(qdp_plugin.plugin_record())
@@ -276,7 +277,7 @@ def _load_plugins(manifest: OnnxManifest, libraries: list[Path]) -> None:
         except OSError as exc:
             raise InputError(f"--plugin-lib {library}: cannot be loaded ({one_line(str(exc), 160)}); give a plugin "
                              "library built for this TensorRT and CUDA") from None
-    if manifest.plugins:
+    if manifest.plugins and not libraries:  # a given library registers the op itself; registering it twice fails
         from dmfnet_edge.build import qdp_plugin
 
         qdp_plugin.register()

@@ -131,9 +131,10 @@ class TensorRTRunner:
 
     @classmethod
     def load(cls, engine_path: str | Path, cuda_graph: bool = True, device: int = 0,
-             plugin_dirs: Sequence[Path] = ()) -> TensorRTRunner:
+             plugin_dirs: Sequence[Path] = (), weights_from: Path | None = None) -> TensorRTRunner:
         """Check the manifest (and the plugin libraries it records) against this GPU and TensorRT (flavour,
-        version, target), then deserialise on `device`."""
+        version, target), then deserialise on `device`; a weight-stripped engine is refitted from the ONNX graph
+        it was built from (`weights_from`, default: the manifest's graph beside the engine), hash-checked."""
         path = Path(engine_path)
         manifest = read_engine_manifest(path)
         libraries = plugin_libraries(manifest, path, plugin_dirs)
@@ -150,6 +151,8 @@ class TensorRTRunner:
             if engine is None:
                 raise ModelFileError(f"{path}: {toolchain.describe()} could not deserialise the engine (see the log "
                                      "above)")
+            if manifest.build.strip_weights:
+                refit_from_graph(toolchain.trt, engine, manifest, weights_from or path.with_name(manifest.onnx_file))
             tensors, context = engine_io(engine, toolchain.trt), engine.create_execution_context()
         memory = CudaMemory(device)
         try:
@@ -291,6 +294,25 @@ def plugin_libraries(manifest: EngineManifest, engine_path: Path, search: Sequen
                                  f"({plugin.sha256[:12]}...); give that library, or rebuild the engine with this one")
         found.append(path)
     return found
+
+
+def refit_from_graph(trt: Any, engine: Any, manifest: EngineManifest, graph: Path) -> None:
+    """Fill a weight-stripped engine's weights from the ONNX graph it was built from: only that graph (its SHA-256
+    is the manifest's), so new weights reach a deployed engine through a new graph and a new manifest, never by
+    swapping a file beside it."""
+    if not graph.is_file():
+        raise ModelFileError(f"{manifest.engine_file}: its weights were stripped; it needs the graph it was built "
+                             f"from, {graph}, which is missing (give it beside the engine)")
+    actual = sha256_file(graph)
+    if actual != manifest.onnx_sha256:
+        raise ModelFileError(f"{graph}: SHA-256 {actual[:12]}... is not the graph {manifest.engine_file} was built "
+                             f"from ({manifest.onnx_sha256[:12]}...); refit refused: rebuild the engine for this graph")
+    logger = trt.Logger(trt.Logger.WARNING)
+    refitter = trt.Refitter(engine, logger)
+    refit_parser = trt.OnnxParserRefitter(refitter, logger)
+    if not refit_parser.refit_from_file(str(graph)) or not refitter.refit_cuda_engine():
+        errors = "; ".join(str(refit_parser.get_error(i)) for i in range(refit_parser.num_errors)) or "no detail"
+        raise ModelFileError(f"{graph}: refitting {manifest.engine_file} from it failed ({one_line(errors, 160)})")
 
 
 def load_library(path: Path) -> None:

@@ -608,7 +608,11 @@ def test_plugin_libraries_are_regular_files_hashed_into_the_key(tmp_path):
     library.write_bytes(b"not really a library")
     trt = _fake_toolchain("tensorrt")
     (record,) = plugin_records(trt, onnx_manifest(), [library])
-    assert record.library == str(library) and len(record.sha256) == 64
+    assert record.library == "libplugins.so" and len(record.sha256) == 64  # by name: found beside the engine
+    plugin_graph = onnx_manifest(tensorrt_plugins=[{"op": "DmfnetPixelAttentionFuse", "name": "p",
+                                                    "namespace": "dmfnet", "version": "1"}])
+    records = plugin_records(trt, plugin_graph, [library])
+    assert [r.library for r in records] == ["libplugins.so"]  # the library provides the op: not embedded as well
     os.mkfifo(tmp_path / "fifo.so")
     for bad in (tmp_path / "fifo.so", tmp_path / "missing.so", tmp_path):
         with pytest.raises(InputError, match="not a regular file"):

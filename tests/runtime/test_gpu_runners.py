@@ -452,3 +452,79 @@ def test_the_gpu_check_dry_run_imports_plans_and_fits_what_travels(tmp_path):
     assert list(dry["plan"]) == ["machine", "extension", "op_vs_module", "sanitizer", "timings", "tensorrt"]
     assert 0 < dry["carried_bytes"] < 64 << 20 and dry["fits"]
     assert "nothing was run on a GPU" in (tmp_path / "gpu_check.md").read_text()
+
+
+# ---- a weight-stripped engine is refitted on load, from its own graph only --------------------------------------
+class FakeRefitTensorRT:
+    """The refit half of the TensorRT API (Refitter, OnnxParserRefitter), recording what was refitted from where."""
+
+    def __init__(self, ok: bool = True) -> None:
+        self.refitted_from: list[str] = []
+        self.ok = ok
+        outer = self
+
+        class Logger:
+            WARNING = 2
+
+            def __init__(self, level: int) -> None:
+                pass
+
+        class Refitter:
+            def __init__(self, engine: object, logger: object) -> None:
+                self.engine = engine
+
+            def refit_cuda_engine(self) -> bool:
+                return outer.ok
+
+        class OnnxParserRefitter:
+            num_errors = 0
+
+            def __init__(self, refitter: object, logger: object) -> None:
+                pass
+
+            def refit_from_file(self, path: str) -> bool:
+                outer.refitted_from.append(path)
+                return True
+
+            def get_error(self, index: int) -> str:
+                return ""
+
+        self.Logger, self.Refitter, self.OnnxParserRefitter = Logger, Refitter, OnnxParserRefitter
+
+
+def _stripped_manifest(graph_bytes: bytes):
+    import hashlib
+
+    from dmfnet_edge.runtime.engine_manifest import EngineManifest
+
+    return EngineManifest.convert({
+        "engine_file": "m.engine", "engine_sha256": "ab" * 32, "engine_bytes": 10, "onnx_file": "m.onnx",
+        "onnx_sha256": hashlib.sha256(graph_bytes).hexdigest(), "precision": "fp16", "output": "fused",
+        "inputs": {"mri": [1, 1, 64, 64], "other": [1, 1, 64, 64]},
+        "toolchain": {"flavour": "tensorrt-rtx", "version": "1.7.1.116"}, "compute_capabilities": ["sm89"],
+        "build": {"builder_optimization_level": 3, "strongly_typed": True, "workspace_mib": 64, "build_seconds": 1.0,
+                  "strip_weights": True, "profile": {"min": [1, 1, 64, 64], "opt": [1, 1, 64, 64],
+                                                     "max": [1, 1, 64, 64]}},
+        "layer_precisions": {"layers": 1, "layers_by_output": {}, "convolutions": {}, "convolution_precisions": {}},
+    }, "test")
+
+
+def test_a_stripped_engine_is_refitted_from_its_own_graph_only(tmp_path):
+    from dmfnet_edge.errors import ModelFileError
+    from dmfnet_edge.runtime.tensorrt_backend import refit_from_graph
+
+    graph = tmp_path / "m.onnx"
+    graph.write_bytes(b"the graph the engine was built from")
+    manifest = _stripped_manifest(graph.read_bytes())
+    trt = FakeRefitTensorRT()
+    refit_from_graph(trt, object(), manifest, graph)
+    assert trt.refitted_from == [str(graph)]
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"retrained weights without a rebuilt engine")
+    with pytest.raises(ModelFileError, match="is not the graph m.engine was built from"):
+        refit_from_graph(trt, object(), manifest, other)
+    with pytest.raises(ModelFileError, match="which is missing"):
+        refit_from_graph(trt, object(), manifest, tmp_path / "gone.onnx")
+    with pytest.raises(ModelFileError, match="refitting m.engine from it failed"):
+        refit_from_graph(FakeRefitTensorRT(ok=False), object(), manifest, graph)
+    assert trt.refitted_from == [str(graph)]  # nothing was refitted from a refused graph

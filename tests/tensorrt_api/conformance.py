@@ -25,7 +25,8 @@ PLUGIN_SOURCES = {"dmfnet_edge/build/qdp_plugin.py"}  # full TensorRT only: Tens
 MODULE_ROOTS = {"trt": (), "trtp": ("plugin",)}
 OBJECT_TYPES = {"builder": "Builder", "config": "IBuilderConfig", "network": "INetworkDefinition",
                 "parser": "OnnxParser", "engine": "ICudaEngine", "context": "IExecutionContext", "runtime": "Runtime",
-                "profile": "IOptimizationProfile", "inspector": "EngineInspector", "cache": "ITimingCache"}
+                "profile": "IOptimizationProfile", "inspector": "EngineInspector", "cache": "ITimingCache",
+                "refitter": "Refitter", "refit_parser": "OnnxParserRefitter"}
 HOLDERS = {"self", "tc", "toolchain"}  # objects that hold the TensorRT module or objects as attributes
 
 
