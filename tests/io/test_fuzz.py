@@ -3,6 +3,7 @@ DmfnetError (or argparse's exit 2), whatever bytes or values they get."""
 
 import contextlib
 import io
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -54,20 +55,47 @@ def test_decoder_on_random_bytes(blob):
         _check_image(decode_image(blob, "fuzz"))
 
 
-@FAST
-@given(st.sampled_from([SEED_PNG, SEED_JPG]), st.data())
-def test_decoder_on_mutated_images(seed, data):
-    with contextlib.suppress(InputError):
-        _check_image(decode_image(_mutate(seed, data), "fuzz"))
+# The share of mutants that must still decode to an image: a reader that refused every file would pass the fuzz
+# checks alone. Measured: JPEG mutants decode at least 7.7 % of the time in 300 runs (median 28 %); DICOM ones at
+# least 6 % in 160 runs of 150 mutants (median 15 %; with 60 a run, as few as 2 of 60). PNG has no bound: libpng's
+# CRC and zlib checks refuse nearly every mutant of a seed of random pixels (median 1 %, none in one run of six).
+MIN_DECODED_SHARE = {"jpg": 0.03, "dcm": 0.02}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_dicom_reader_on_mutated_files(tmp_path, data):
-    path = tmp_path / "x.dcm"
-    path.write_bytes(_mutate(SEED_DCM, data))
-    with contextlib.suppress(InputError):
-        _check_image(load_image(path).pixels)
+def _check_decoded_share(tally: Counter, kind: str) -> None:
+    share = tally[kind, "decoded"] / max(tally[kind, "drawn"], 1)
+    assert share >= MIN_DECODED_SHARE[kind], f"{kind}: {tally[kind, 'decoded']} of {tally[kind, 'drawn']} decoded"
+
+
+def test_decoder_on_mutated_images():
+    seeds, tally = {"png": SEED_PNG, "jpg": SEED_JPG}, Counter()
+
+    @FAST
+    @given(st.sampled_from(sorted(seeds)), st.data())
+    def decode_a_mutant(kind, data):
+        tally[kind, "drawn"] += 1
+        with contextlib.suppress(InputError):
+            _check_image(decode_image(_mutate(seeds[kind], data), "fuzz"))
+            tally[kind, "decoded"] += 1
+
+    decode_a_mutant()
+    _check_decoded_share(tally, "jpg")
+
+
+def test_dicom_reader_on_mutated_files(tmp_path):
+    path, tally = tmp_path / "x.dcm", Counter()
+
+    @FAST
+    @given(st.data())
+    def read_a_mutant(data):
+        tally["dcm", "drawn"] += 1
+        path.write_bytes(_mutate(SEED_DCM, data))
+        with contextlib.suppress(InputError):
+            _check_image(load_image(path).pixels)
+            tally["dcm", "decoded"] += 1
+
+    read_a_mutant()
+    _check_decoded_share(tally, "dcm")
 
 
 @FAST
