@@ -20,9 +20,9 @@ from pathlib import Path
 
 import msgspec
 
-from dmfnet_edge.build.trt_builder import BuildOptions, build_engine
+from dmfnet_edge.engines.trt_builder import BuildOptions, build_engine
 from dmfnet_edge.profiling import cpu_description
-from dmfnet_edge.runtime.toolchain import parse_targets
+from dmfnet_edge.runtime.engine_manifest import parse_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT = ROOT / "out" / "export"

@@ -286,7 +286,7 @@ def carried_files() -> tuple[int, int]:
 
 def dry_run(report: Report) -> bool:
     modules = ["torch", "dmfnet_edge.runtime.gpu_backend", "dmfnet_edge.models.cuda_extension",
-               "dmfnet_edge.models.kernels", "dmfnet_edge.runtime.tensorrt_backend", "dmfnet_edge.build.qdp_plugin",
+               "dmfnet_edge.models.kernels", "dmfnet_edge.runtime.tensorrt_backend", "dmfnet_edge.engines.qdp_plugin",
                "dmfnet_edge.runtime.onnxruntime_backend", "dmfnet_edge.cli.main"]
     imports = {}
     for name in modules:

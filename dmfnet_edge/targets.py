@@ -77,7 +77,7 @@ def engine_unbuildable(step: EngineStep) -> str | None:
 
 
 def make_engine(recipe: Recipe, graph: Path, engines: Path) -> EngineManifest:
-    from dmfnet_edge.build.trt_builder import build_engine
+    from dmfnet_edge.engines.trt_builder import build_engine
 
     assert recipe.engine is not None
     return build_engine(graph, engines, engine_options(recipe.engine))
@@ -87,8 +87,8 @@ def engine_options(step: EngineStep | None, *, toolchain: str | None = None, com
                    shapes: str | None = None, allow_int8_fallbacks: str | None = None, **settings: Any) -> Any:
     """The BuildOptions of a recipe's engine step (or none), the options given on a command line over it: the one
     merge `dmfnet-export build --recipe` and the recipe runner share. `settings`: the other BuildOptions fields."""
-    from dmfnet_edge.build.trt_builder import BuildOptions
-    from dmfnet_edge.runtime.toolchain import parse_targets
+    from dmfnet_edge.engines.trt_builder import BuildOptions
+    from dmfnet_edge.runtime.engine_manifest import parse_targets
 
     targets = parse_targets(compute_capability)
     allowance = fallback_allowance(allow_int8_fallbacks, "--allow-int8-fallbacks")
@@ -103,7 +103,7 @@ def engine_options(step: EngineStep | None, *, toolchain: str | None = None, com
 def fallback_allowance(spec: str | int | list[str] | None, where: str) -> Any:
     """--allow-int8-fallbacks 'fusion/attention.4,/ups.3/conv/Conv,2' or a recipe's list or count, as a
     build.precision.FallbackAllowance."""
-    from dmfnet_edge.build.precision import FallbackAllowance
+    from dmfnet_edge.engines.precision import FallbackAllowance
 
     if spec is None:
         return FallbackAllowance()

@@ -42,10 +42,10 @@ def test_an_upward_import_breaks_the_layers(tmp_path):
 
 def test_an_import_between_siblings_of_one_layer_breaks_it(tmp_path):
     """export and build share a layer but may not import each other (that is how the old cycle grew)."""
-    out = _inject(tmp_path, "export/calibration.py", "from dmfnet_edge.build import precision")
+    out = _inject(tmp_path, "export/calibration.py", "from dmfnet_edge.engines import precision")
     assert out.returncode == 1
     assert LAYERS_BROKEN in out.stdout
-    assert "dmfnet_edge.export.calibration -> dmfnet_edge.build.precision" in out.stdout
+    assert "dmfnet_edge.export.calibration -> dmfnet_edge.engines.precision" in out.stdout
 
 
 # ---- imports the contracts cannot see: require() and importlib ---------------------------------------------------

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from dmfnet_edge.runtime.toolchain import RTX_PORTABLE_TARGETS, TOOLCHAIN_CHOICES
+    from dmfnet_edge.engines.build_targets import RTX_PORTABLE_TARGETS
+    from dmfnet_edge.runtime.toolchain import TOOLCHAIN_CHOICES
 
     p.add_argument("--onnx", required=True, type=Path,
                    help="fp32, fp16 or int8-tensorrt graph with its manifest (not the ONNX Runtime INT8 graph)")
@@ -50,7 +51,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dmfnet_edge.build.trt_builder import build_or_reuse
+    from dmfnet_edge.engines.trt_builder import build_or_reuse
     from dmfnet_edge.targets import engine_options
 
     step = None

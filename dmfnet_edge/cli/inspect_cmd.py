@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dmfnet_edge.build.engine_info import EngineReport
+    from dmfnet_edge.engines.engine_info import EngineReport
     from dmfnet_edge.runtime.engine_manifest import EngineManifest
 
 
@@ -76,7 +76,7 @@ def rows(report: EngineReport) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dmfnet_edge.build.engine_info import inspect_engine
+    from dmfnet_edge.engines.engine_info import inspect_engine
 
     report = inspect_engine(args.engine)
     if args.json:

@@ -30,8 +30,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dmfnet_edge.build.trt_builder import refuse_non_folder
     from dmfnet_edge.contract import IOContract
+    from dmfnet_edge.engines.trt_builder import refuse_non_folder
     from dmfnet_edge.export.onnx_export import export_onnx
 
     _check_budget(args)

@@ -24,8 +24,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dmfnet_edge.engines.build_targets import check_named_targets
     from dmfnet_edge.export.recipes import load_recipe, recipes_in
-    from dmfnet_edge.runtime.toolchain import check_named_targets
 
     recipes = []
     for path in args.recipes:

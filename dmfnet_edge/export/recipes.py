@@ -153,7 +153,7 @@ class EngineStep(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, 
     @property
     def targets(self) -> list[str] | None:
         """The compute capabilities in the one spelling (`sm86`), checked, sorted."""
-        from dmfnet_edge.runtime.toolchain import parse_targets
+        from dmfnet_edge.runtime.engine_manifest import parse_targets
 
         return parse_targets(",".join(self.compute_capabilities)) if self.compute_capabilities else None
 

@@ -26,7 +26,7 @@ from msgspec import Meta, Struct
 
 from dmfnet_edge.artifacts import sha256_file
 from dmfnet_edge.contract import InputShape, OnnxManifest, QuantizationRecipe, Sha256
-from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.errors import InputError, ModelFileError
 from dmfnet_edge.precisions import GraphPrecision
 from dmfnet_edge.records import Record
 
@@ -70,6 +70,21 @@ class BuildTarget:
 def sm_name(compute_capability: tuple[int, int]) -> str:
     """(8, 6) -> 'sm86', the spelling of targets in manifests, file names and --compute-capability."""
     return f"sm{compute_capability[0]}{compute_capability[1]}"
+
+
+def parse_targets(text: str | None) -> list[str] | None:
+    """--compute-capability 'sm80,sm86' (or '8.6', '86') -> ['sm80', 'sm86'], sorted, without repeats."""
+    if text is None:
+        return None
+    targets = set()
+    for item in (t.strip().lower() for t in text.split(",") if t.strip()):
+        digits = item.removeprefix("sm").replace(".", "")
+        if not digits.isdigit():
+            raise InputError(f"--compute-capability {text}: '{item}' is not a compute capability such as sm86")
+        targets.add(f"sm{digits}")
+    if not targets:
+        raise InputError("--compute-capability: name at least one target, e.g. sm86")
+    return sorted(targets, key=lambda t: int(t[2:]))
 
 
 def _slug(text: str) -> str:

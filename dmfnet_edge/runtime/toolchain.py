@@ -19,16 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmfnet_edge._optional import available, require
-from dmfnet_edge.contract import OnnxManifest
 from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
-from dmfnet_edge.precisions import PRECISIONS, REGISTRY
-from dmfnet_edge.runtime.engine_manifest import DeviceInfo, sm_name
+from dmfnet_edge.runtime.engine_manifest import DeviceInfo
 
 log = logging.getLogger(__name__)
-
-RTX_TARGETS = ("sm75", "sm80", "sm86", "sm89", "sm120", "sm121")  # TensorRT for RTX 1.7's ComputeCapability
-RTX_PORTABLE_TARGETS = ("sm80", "sm86", "sm89", "sm120")  # Ampere, Ada and Blackwell RTX / workstation GPUs
-
 
 @dataclass(frozen=True)
 class Flavour:
@@ -116,21 +110,6 @@ def current_device(trt_version: str, device: int = 0) -> DeviceInfo:
                       trt_version)
 
 
-def parse_targets(text: str | None) -> list[str] | None:
-    """--compute-capability 'sm80,sm86' (or '8.6', '86') -> ['sm80', 'sm86'], sorted, without repeats."""
-    if text is None:
-        return None
-    targets = set()
-    for item in (t.strip().lower() for t in text.split(",") if t.strip()):
-        digits = item.removeprefix("sm").replace(".", "")
-        if not digits.isdigit():
-            raise InputError(f"--compute-capability {text}: '{item}' is not a compute capability such as sm86")
-        targets.add(f"sm{digits}")
-    if not targets:
-        raise InputError("--compute-capability: name at least one target, e.g. sm86")
-    return sorted(targets, key=lambda t: int(t[2:]))
-
-
 class Toolchain:
     """One importable TensorRT flavour: its module, version and capabilities."""
 
@@ -145,49 +124,6 @@ class Toolchain:
     def describe(self) -> str:
         return f"{self.name} {self.version}"
 
-    def network_flags(self) -> int:
-        major = int(self.version.split(".")[0])
-        if self.flavour.name == "tensorrt" and major < 11:  # 11.x and RTX networks are always strongly typed
-            return 1 << int(self.trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        return 0
-
-    def targets(self, requested: list[str] | None) -> tuple[list[str], DeviceInfo | None]:
-        """The compute capabilities to build for, and the GPU they come from (None for ahead-of-time builds)."""
-        if not self.flavour.ahead_of_time:
-            if requested:
-                raise InputError(f"--compute-capability: {self.describe()} builds for the GPU it runs on; named "
-                                 "targets need --toolchain tensorrt-rtx")
-            try:
-                device = current_device(self.version)
-            except EnvironmentProblem as exc:
-                raise EnvironmentProblem(f"{exc}; {self.describe()} builds on the GPU it targets: run the build "
-                                         "there, or build for RTX GPUs without one: --toolchain tensorrt-rtx") from None
-            return [sm_name(device.compute_capability)], device
-        targets = requested or list(RTX_PORTABLE_TARGETS)
-        refuse_unknown_targets(targets, rtx_targets(self.trt), "--compute-capability", self.describe())
-        return targets, None
-
-    def set_targets(self, config: Any, targets: list[str]) -> None:
-        if not self.flavour.ahead_of_time:
-            return
-        config.num_compute_capabilities = len(targets)
-        for i, target in enumerate(targets):
-            config.set_compute_capability(getattr(self.trt.ComputeCapability, target.upper()), i)
-
-    def check_graph(self, onnx_name: str, manifest: OnnxManifest) -> None:
-        """Refuse graphs this flavour cannot build, naming the one to build instead."""
-        refuse_unbuildable(onnx_name, manifest, self.name)
-        if manifest.plugins and not self.flavour.plugins:
-            raise InputError(f"{onnx_name} has TensorRT plugin nodes, and {self.describe()} has no plugin layers; "
-                             "build it with --toolchain tensorrt, or build the graph exported without --trt-plugins")
-
-    def check_profile(self, shapes: dict[str, list[int]], given: str | None) -> None:
-        """Refuse profiles this flavour is known to fail on, before it tries (and may crash)."""
-        if self.flavour.ahead_of_time and self.version.startswith("1.7.") and shapes["min"][2] != shapes["max"][2]:
-            raise InputError(f"--shapes {given}: {self.describe()} cannot compile this graph for a range of heights "
-                             "(Myelin std::bad_alloc in every try, once a crash): vary batch and width only, or "
-                             "build one engine per height")
-
     def check_engine(self, runtime: Any, plan: bytes, name: str) -> None:
         """Refuse an engine this GPU, driver or version cannot run, before deserialising it, where the flavour can
         tell (TensorRT for RTX's `get_engine_validity`; TensorRT 10/11 rely on the manifest check alone)."""
@@ -201,51 +137,6 @@ class Toolchain:
                                  f"({', '.join(reasons) or 'no reason given'})")
         if validity != self.trt.EngineValidity.VALID:
             log.warning("%s: %s runs it, but not at its best here (%s)", name, self.describe(), ", ".join(reasons))
-
-    def check_timing_cache(self, timing_cache: object, locked: bool) -> None:
-        if (timing_cache is not None or locked) and not self.flavour.timing_cache:
-            raise InputError(f"--timing-cache/--lock-timing-cache: the timing cache is deprecated in "
-                             f"{self.describe()} and has no effect; its builds are reproducible without one")
-
-
-def rtx_targets(trt: Any | None = None) -> tuple[str, ...]:
-    """The compute capabilities TensorRT for RTX can target: its `ComputeCapability` enum (the module `trt`, else
-    the installed one), or RTX_TARGETS where it is not installed."""
-    if trt is None and available(FLAVOURS["tensorrt-rtx"].module):
-        trt = require(FLAVOURS["tensorrt-rtx"].module, extra="trt-rtx", purpose="compute capabilities")
-    names = getattr(getattr(trt, "ComputeCapability", None), "__members__", None)
-    return tuple(n.lower() for n in names if n.startswith("SM")) if names else RTX_TARGETS
-
-
-def refuse_unknown_targets(targets: list[str], known: tuple[str, ...], where: str, toolchain: str) -> None:
-    unknown = [t for t in targets if t not in known]
-    if unknown:
-        hopper = " (TensorRT for RTX has no Hopper target: use --toolchain tensorrt)" if "sm90" in unknown else ""
-        raise InputError(f"{where} {','.join(unknown)}: {toolchain} targets {', '.join(known)}{hopper}")
-
-
-def check_named_targets(toolchain: str, targets: list[str] | None, where: str) -> None:
-    """Refuse named compute capabilities (a recipe's, before anything is made or listed) that `toolchain` cannot
-    target: full TensorRT builds for the GPU it runs on; TensorRT for RTX knows a fixed set."""
-    if not targets:
-        return
-    if not FLAVOURS[toolchain].ahead_of_time:
-        raise InputError(f"{where}: {toolchain} builds for the GPU it runs on; named targets are for tensorrt-rtx")
-    refuse_unknown_targets(targets, rtx_targets(), where, toolchain)
-
-
-def refuse_unbuildable(onnx_name: str, manifest: OnnxManifest, flavour: str | None = None) -> None:
-    """Refuse a graph no TensorRT flavour (or not `flavour`) builds (the precision registry's `toolchains`), naming
-    the graph to build instead."""
-    entry = PRECISIONS[manifest.precision]
-    if not entry.toolchains:
-        fix = next(p for p in REGISTRY if p.numeric == entry.numeric and p.toolchains)
-        raise InputError(f"{onnx_name} is the {entry.name} graph (QLinear ops, non-zero zero points), which TensorRT "
-                         f"cannot parse; build the {fix.name} one: 'dmfnet-export quantize --precision "
-                         f"{fix.numeric} --target {fix.flavour}'")
-    if flavour is not None and flavour not in entry.toolchains:
-        raise InputError(f"{onnx_name} is an {entry.name} graph, which {flavour} does not build")
-
 
 def load_toolchain(choice: str = "auto") -> Toolchain:
     """The requested flavour, or with 'auto' the first importable one (full TensorRT first), saying which."""

@@ -331,7 +331,7 @@ from dmfnet_edge.errors import InputError
 def run(args):
     warnings.warn("a third-party library warns", UserWarning)
     logging.getLogger("onnxruntime").warning("a third-party logger warns")
-    logging.getLogger("dmfnet_edge.build.trt_builder").warning("TensorRT: relayed", extra={"third_party": True})
+    logging.getLogger("dmfnet_edge.engines.trt_builder").warning("TensorRT: relayed", extra={"third_party": True})
     print("done")
     if sys.argv[1] == "fail":
         raise InputError("the one line")

@@ -53,7 +53,7 @@ def test_a_signal_mid_fuse_dir_keeps_the_pairs_already_fused(tmp_path, sig, code
 
 _BUILD_SIGNALLED = """
 import os, signal, sys, threading
-from dmfnet_edge.build import trt_builder
+from dmfnet_edge.engines import trt_builder
 from dmfnet_edge.cli.main import export_main
 
 real = trt_builder.captured  # entered right around TensorRT's build_serialized_network

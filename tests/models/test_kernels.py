@@ -52,7 +52,7 @@ def test_cmake_builds_the_plugin_library_only_with_tensorrt_headers(build_dir):
 @pytest.fixture
 def plugin_compiler(monkeypatch):
     """The pinned nvcc where its wheels are installed, else (told so) the nvcc on PATH."""
-    from dmfnet_edge.build import qdp_plugin
+    from dmfnet_edge.engines import qdp_plugin
 
     if qdp_plugin.pinned_nvcc() is None:
         if shutil.which("nvcc") is None:
@@ -95,7 +95,7 @@ printf '.visible .entry {entry}(\\n\\t.param .u64 p0\\n)\\n{{ret;}}\\n' >> "$out
 
 @pytest.fixture
 def without_pinned_wheels(monkeypatch):
-    from dmfnet_edge.build import qdp_plugin
+    from dmfnet_edge.engines import qdp_plugin
 
     monkeypatch.setattr(qdp_plugin, "_wheel_version", lambda name: None)
     monkeypatch.delenv(qdp_plugin.UNPINNED, raising=False)
@@ -121,7 +121,7 @@ def test_an_unpinned_nvcc_is_refused_in_one_line_unless_asked_for(without_pinned
 
 def test_the_pinned_nvcc_needs_its_nvvm_at_the_pin_too(monkeypatch):
     """cicc (nvidia-nvvm) writes the PTX: nvcc 13.0.88 driving a newer cicc writes a newer PTX ISA."""
-    from dmfnet_edge.build import qdp_plugin
+    from dmfnet_edge.engines import qdp_plugin
 
     versions = {"nvidia-cuda-nvcc": qdp_plugin.NVCC_PIN, "nvidia-nvvm": "13.5.37"}
     monkeypatch.setattr(qdp_plugin, "_wheel_version", versions.get)

@@ -1,6 +1,6 @@
 """Drive the project's AOT plugin through TensorRT 11.4's own `tensorrt.plugin` plugin class, in the order a build
 calls it, for concrete input shapes; print what TensorRT would launch. Run with the stub libnvinfer on
-LD_LIBRARY_PATH (see tests/build/test_tensorrt_api.py):
+LD_LIBRARY_PATH (see tests/engines/test_tensorrt_api.py):
 
     python aot_launch.py SPEC.json      SPEC: [{"fields": [[name, onnx_type, value], ...], "inputs": [shape, ...]}]
 
@@ -46,8 +46,8 @@ tensorrt_bindings.get_plugin_registry = lambda: registry
 import tensorrt.plugin  # noqa: E402, F401
 from tensorrt.plugin import _tensor  # noqa: E402
 
-from dmfnet_edge.build import qdp_plugin  # noqa: E402
 from dmfnet_edge.contract import PLUGIN_NAMESPACE, PLUGIN_OP  # noqa: E402
+from dmfnet_edge.engines import qdp_plugin  # noqa: E402
 
 OPS = {
     trt.DimensionOperation.SUM: lambda a, b: a + b,

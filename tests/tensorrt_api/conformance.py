@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-TENSORRT_SOURCES = ["dmfnet_edge/runtime/toolchain.py", "dmfnet_edge/build/trt_builder.py",
-                    "dmfnet_edge/build/qdp_plugin.py", "dmfnet_edge/runtime/tensorrt_backend.py",
-                    "dmfnet_edge/build/engine_info.py"]
-PLUGIN_SOURCES = {"dmfnet_edge/build/qdp_plugin.py"}  # full TensorRT only: TensorRT for RTX has no plugins
+TENSORRT_SOURCES = ["dmfnet_edge/runtime/toolchain.py", "dmfnet_edge/engines/trt_builder.py",
+                    "dmfnet_edge/engines/qdp_plugin.py", "dmfnet_edge/runtime/tensorrt_backend.py",
+                    "dmfnet_edge/engines/engine_info.py", "dmfnet_edge/engines/build_targets.py"]
+PLUGIN_SOURCES = {"dmfnet_edge/engines/qdp_plugin.py"}  # full TensorRT only: TensorRT for RTX has no plugins
 MODULE_ROOTS = {"trt": (), "trtp": ("plugin",)}
 OBJECT_TYPES = {"builder": "Builder", "config": "IBuilderConfig", "network": "INetworkDefinition",
                 "parser": "OnnxParser", "engine": "ICudaEngine", "context": "IExecutionContext", "runtime": "Runtime",

@@ -30,8 +30,8 @@ tensorrt_bindings.get_plugin_registry = lambda: registry
 import tensorrt.plugin as trtp  # noqa: E402
 from tensorrt.plugin import _lib  # noqa: E402
 
-from dmfnet_edge.build import qdp_plugin  # noqa: E402
 from dmfnet_edge.contract import PLUGIN_ID  # noqa: E402
+from dmfnet_edge.engines import qdp_plugin  # noqa: E402
 
 qdp_plugin.register()
 definition = _lib.QDP_REGISTRY[PLUGIN_ID]

@@ -3,7 +3,7 @@ capabilities), and the toolchain rules that hold for both TensorRT flavours.
 
 Every engine test checks the per-layer precisions TensorRT itself reports (the builder's DETAILED layer dump)
 against what the ONNX graph prescribes, the manifest beside the engine, and a byte-identical rebuild. Loading and
-running an engine needs a GPU and is not done here (tests/build/test_build.py has the GPU-marked round trip).
+running an engine needs a GPU and is not done here (tests/engines/test_build.py has the GPU-marked round trip).
 """
 
 from __future__ import annotations
@@ -20,14 +20,22 @@ import onnx
 import pytest
 from conftest import REPO, SAMPLES, onnx_manifest
 
-from dmfnet_edge.build import trt_builder
-from dmfnet_edge.build.precision import FallbackAllowance, PrecisionMismatch, expected_convolutions
-from dmfnet_edge.build.trt_builder import BuildOptions, build_engine, shape_profile
 from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.contract import layer_group, manifest_path
+from dmfnet_edge.engines import trt_builder
+from dmfnet_edge.engines.build_targets import (
+    RTX_PORTABLE_TARGETS,
+    build_targets,
+    check_graph,
+    check_profile,
+    check_timing_cache,
+    network_flags,
+)
+from dmfnet_edge.engines.precision import FallbackAllowance, PrecisionMismatch, expected_convolutions
+from dmfnet_edge.engines.trt_builder import BuildOptions, build_engine, shape_profile
 from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
-from dmfnet_edge.runtime.engine_manifest import engine_manifest_path, read_engine_manifest
-from dmfnet_edge.runtime.toolchain import FLAVOURS, RTX_PORTABLE_TARGETS, Toolchain, load_toolchain, parse_targets
+from dmfnet_edge.runtime.engine_manifest import engine_manifest_path, parse_targets, read_engine_manifest
+from dmfnet_edge.runtime.toolchain import FLAVOURS, Toolchain, load_toolchain
 
 WEIGHTS = REPO / "dmfnet_edge" / "weights"
 RTX = BuildOptions(toolchain="tensorrt-rtx")
@@ -44,13 +52,13 @@ def _fake(flavour: str, version: str) -> Toolchain:
 
 def test_targets_and_flags_per_flavour():
     rtx, trt10, trt11 = _fake("tensorrt-rtx", "1.7.1.116"), _fake("tensorrt", "10.13.0"), _fake("tensorrt", "11.4.0")
-    assert rtx.targets(None) == (list(RTX_PORTABLE_TARGETS), None)  # no GPU query for ahead-of-time targets
-    assert rtx.targets(["sm86"]) == (["sm86"], None)
+    assert build_targets(rtx, None) == (list(RTX_PORTABLE_TARGETS), None)  # no GPU query for ahead-of-time targets
+    assert build_targets(rtx, ["sm86"]) == (["sm86"], None)
     with pytest.raises(InputError, match="no Hopper target: use --toolchain tensorrt"):
-        rtx.targets(["sm90"])
+        build_targets(rtx, ["sm90"])
     with pytest.raises(InputError, match="builds for the GPU it runs on; named targets need --toolchain tensorrt-rtx"):
-        trt11.targets(["sm86"])
-    assert (trt10.network_flags(), trt11.network_flags(), rtx.network_flags()) == (1 << 3, 0, 0)
+        build_targets(trt11, ["sm86"])
+    assert (network_flags(trt10), network_flags(trt11), network_flags(rtx)) == (1 << 3, 0, 0)
     with pytest.raises(EnvironmentProblem, match="builds on the GPU it targets: .* --toolchain tensorrt-rtx"):
         _no_gpu(trt11)
     assert parse_targets("8.6, sm80,86") == ["sm80", "sm86"] and parse_targets(None) is None
@@ -61,9 +69,9 @@ def test_targets_and_flags_per_flavour():
 def _no_gpu(toolchain: Toolchain) -> None:
     from unittest import mock
 
-    with mock.patch("dmfnet_edge.runtime.toolchain.current_device",
+    with mock.patch("dmfnet_edge.engines.build_targets.current_device",
                     side_effect=EnvironmentProblem("no usable CUDA device 0 (cudaGetDeviceProperties error 35)")):
-        toolchain.targets(None)
+        build_targets(toolchain, None)
 
 
 def test_flavour_refusals_name_the_fix(tmp_path):
@@ -71,16 +79,16 @@ def test_flavour_refusals_name_the_fix(tmp_path):
     plugin_graph = onnx_manifest(tensorrt_plugins=[{"op": "DmfnetPixelAttentionFuse", "name": "p",
                                                     "namespace": "dmfnet", "version": "1"}])
     with pytest.raises(InputError, match="no plugin layers; build it with --toolchain tensorrt"):
-        rtx.check_graph("m.onnx", plugin_graph)
-    trt.check_graph("m.onnx", plugin_graph)
+        check_graph(rtx, "m.onnx", plugin_graph)
+    check_graph(trt, "m.onnx", plugin_graph)
     for graph in (rtx, trt):
         with pytest.raises(InputError, match="--target tensorrt"):
-            graph.check_graph("m.onnx", onnx_manifest(precision="int8-onnxruntime"))
+            check_graph(graph, "m.onnx", onnx_manifest(precision="int8-onnxruntime"))
     with pytest.raises(InputError, match="timing cache is deprecated in tensorrt-rtx 1.7.1.116 and has no effect"):
-        rtx.check_timing_cache(tmp_path / "tc.bin", False)
+        check_timing_cache(rtx, tmp_path / "tc.bin", False)
     with pytest.raises(InputError, match="timing cache is deprecated"):
-        rtx.check_timing_cache(None, True)
-    trt.check_timing_cache(tmp_path / "tc.bin", True)
+        check_timing_cache(rtx, None, True)
+    check_timing_cache(trt, tmp_path / "tc.bin", True)
 
 
 def test_auto_without_any_tensorrt_names_both_extras(monkeypatch):
@@ -232,7 +240,7 @@ def test_a_range_of_heights_is_refused_before_tensorrt_rtx_tries(tiny_graphs, tm
     err = capfd.readouterr().err.strip().splitlines()  # file descriptor 2: TensorRT's native prints too
     assert code == 2 and len(err) == 1 and "vary batch and width only" in err[0] and not list(tmp_path.iterdir())
     rtx = _fake("tensorrt-rtx", "1.8.0")  # a later version is let through to try
-    rtx.check_profile({"min": [1, 1, 128, 128], "max": [1, 1, 256, 256]}, "1x128x128:1x256x256:1x256x256")
+    check_profile(rtx, {"min": [1, 1, 128, 128], "max": [1, 1, 256, 256]}, "1x128x128:1x256x256:1x256x256")
 
 
 def test_a_failed_precision_check_writes_nothing(tiny_graphs, tmp_path, capsys):

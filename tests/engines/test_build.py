@@ -1,7 +1,7 @@
 """TensorRT path without TensorRT: engine cache keys, manifests and the rebuild check for both flavours, per-layer
 precisions from the inspector (10.x and 11.x schema) and from a real TensorRT for RTX layer dump, the precision
 check against the graph, the plugin-node graph, and the runner's buffer logic against a fake engine and fake
-device memory. Real engine builds: tests/build/test_tensorrt_engines.py."""
+device memory. Real engine builds: tests/engines/test_tensorrt_engines.py."""
 
 import json
 import time
@@ -12,7 +12,9 @@ import onnx
 import pytest
 from conftest import REPO
 
-from dmfnet_edge.build.precision import (
+from dmfnet_edge.cli.main import export_main
+from dmfnet_edge.contract import OnnxManifest, read_manifest
+from dmfnet_edge.engines.precision import (
     FallbackAllowance,
     PrecisionMismatch,
     check_precision,
@@ -23,8 +25,6 @@ from dmfnet_edge.build.precision import (
     records_from_layer_dump,
     tensor_precision,
 )
-from dmfnet_edge.cli.main import export_main
-from dmfnet_edge.contract import OnnxManifest, read_manifest
 from dmfnet_edge.errors import EnvironmentProblem, InputError, ModelFileError
 from dmfnet_edge.runtime.engine_manifest import (
     BuildTarget,
@@ -422,7 +422,7 @@ def test_real_engine_build_and_run(tmp_path):
 
 def test_an_engine_profile_must_fit_the_pixel_budget(monkeypatch):
     """A static profile's whole batch, a dynamic profile's largest image: checked before TensorRT plans memory."""
-    from dmfnet_edge.build.trt_builder import check_pixel_budget
+    from dmfnet_edge.engines.trt_builder import check_pixel_budget
     from dmfnet_edge.errors import InputError
 
     def profile(low, high):
@@ -447,7 +447,7 @@ def test_a_signal_during_a_native_call_waits_for_it_and_then_takes_its_course():
     import signal
     from types import SimpleNamespace
 
-    from dmfnet_edge.build.cancel import progress_monitor, signals_deferred
+    from dmfnet_edge.engines.cancel import progress_monitor, signals_deferred
 
     class Monitor:
         def __init__(self) -> None:
@@ -543,7 +543,7 @@ def _fake_toolchain(flavour):
 def _request(**changes):
     from conftest import onnx_manifest
 
-    from dmfnet_edge.build.engine_cache import PlanRequest
+    from dmfnet_edge.engines.engine_cache import PlanRequest
 
     shapes = {"min": [1, 1, 64, 64], "opt": [1, 1, 64, 64], "max": [1, 1, 64, 64]}
     base = dict(onnx=onnx_manifest(), toolchain=ToolchainUsed("tensorrt-rtx", "1.7.1.116"), targets=("sm86",),
@@ -555,7 +555,7 @@ def _request(**changes):
 @pytest.mark.parametrize("flavour, flags", [("tensorrt-rtx", ["STRIP_PLAN", "REFIT"]),
                                             ("tensorrt", ["STRIP_PLAN", "REFIT_IDENTICAL"])])
 def test_strip_weights_sets_the_flavours_flags(flavour, flags):
-    from dmfnet_edge.build.trt_builder import configure_builder
+    from dmfnet_edge.engines.trt_builder import configure_builder
 
     config = _FakeConfig()
     configure_builder(_fake_toolchain(flavour), config, config, _request(strip_weights=True))
@@ -568,7 +568,7 @@ def test_strip_weights_sets_the_flavours_flags(flavour, flags):
 def test_strip_weights_is_refused_before_the_build_without_a_gpu(monkeypatch):
     """Without a GPU every REFIT/STRIP_PLAN build failed inside TensorRT for RTX's code generator (MyelinCheckException
     CHECK(status == CUDA_SUCCESS)); the GPU is asked first."""
-    from dmfnet_edge.build import trt_builder
+    from dmfnet_edge.engines import trt_builder
 
     options = trt_builder.BuildOptions(toolchain="tensorrt-rtx", strip_weights=True)
     monkeypatch.setattr(trt_builder, "gpu_visible", lambda: (False, "cudaGetDeviceCount: cudaErrorNoDevice"))
@@ -583,7 +583,7 @@ def test_strip_weights_is_refused_before_the_build_without_a_gpu(monkeypatch):
 def test_gpu_visible_answers_without_a_driver(monkeypatch):
     from types import SimpleNamespace
 
-    from dmfnet_edge.build import trt_builder
+    from dmfnet_edge.engines import trt_builder
 
     monkeypatch.setattr(trt_builder, "cudart", lambda: SimpleNamespace(cudaGetDeviceCount=lambda: (35, None)))
     assert trt_builder.gpu_visible() == (False, "cudaGetDeviceCount: 35")
@@ -602,7 +602,7 @@ def test_plugin_libraries_are_regular_files_hashed_into_the_key(tmp_path):
 
     from conftest import onnx_manifest
 
-    from dmfnet_edge.build.trt_builder import _load_plugins, plugin_records
+    from dmfnet_edge.engines.trt_builder import _load_plugins, plugin_records
 
     library = tmp_path / "libplugins.so"
     library.write_bytes(b"not really a library")
@@ -628,7 +628,7 @@ def test_the_timing_cache_is_recorded_before_and_after_the_build(tmp_path):
     cache back with new entries: both are recorded, and the one before keys the plan."""
     import hashlib
 
-    from dmfnet_edge.build.trt_builder import BuildOptions, _settings
+    from dmfnet_edge.engines.trt_builder import BuildOptions, _settings
 
     path = tmp_path / "timing.cache"
     before, after = b"cache before", b"cache before + new tactics"
@@ -650,7 +650,7 @@ def test_the_timing_cache_is_recorded_before_and_after_the_build(tmp_path):
 def test_a_manifest_gives_back_the_settings_of_its_request(tmp_path):
     from conftest import onnx_manifest
 
-    from dmfnet_edge.build.trt_builder import BuildOptions, _settings
+    from dmfnet_edge.engines.trt_builder import BuildOptions, _settings
 
     request = _request(plugins=(PluginUsed(library="/opt/lib.so", sha256="ef" * 32),))
     target = BuildTarget("tensorrt-rtx", "1.7.1.116", ("sm86",))
@@ -667,7 +667,7 @@ def _inspected(tmp_path, monkeypatch, facts):
     """An engine with a TensorRT for RTX plan tag and its manifest, 'loaded' with the given facts."""
     import hashlib
 
-    from dmfnet_edge.build import engine_info
+    from dmfnet_edge.engines import engine_info
 
     engine = _engine(tmp_path, RTX_AOT)
     plan = b"vtrt" + bytes(60)
@@ -693,7 +693,7 @@ AS_BUILT = {"layers": 120, "convolution_precisions": {"/c/Conv": "fp16"}, "profi
     ({"profile": {"mri": [[1, 1, 64, 64]] * 3, "other": [[1, 1, 256, 256]] * 3}}, r"input mri's profile"),
 ])
 def test_inspect_holds_a_loaded_engine_to_its_manifest(tmp_path, monkeypatch, change, refusal):
-    from dmfnet_edge.build.engine_info import EngineMismatch
+    from dmfnet_edge.engines.engine_info import EngineMismatch
 
     facts = {**AS_BUILT, **change}
     if refusal is None:
@@ -730,7 +730,7 @@ def test_inspect_reads_the_loaded_engine_through_its_inspector(tmp_path, monkeyp
     (11.x schema; the 'signal' event is not a layer) and the profile of each input."""
     from types import SimpleNamespace
 
-    from dmfnet_edge.build import engine_info
+    from dmfnet_edge.engines import engine_info
 
     layers = {"Layers": [{"Name": "c", "LayerType": "correlation", "Inputs": [_tensor("Half")],
                           "Constants": [_tensor("Half")], "Outputs": [_tensor("Half")],

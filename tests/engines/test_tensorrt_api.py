@@ -71,7 +71,7 @@ def test_every_used_attribute_exists_in_tensorrt_rtx(tensorrt_rtx):
 
 
 def test_a_misspelt_attribute_is_caught(trt11_env, tensorrt_rtx, tmp_path):
-    source = (REPO / "dmfnet_edge" / "build" / "trt_builder.py").read_text()
+    source = (REPO / "dmfnet_edge" / "engines" / "trt_builder.py").read_text()
     assert "config.set_memory_pool_limit(" in source and "trt.ProfilingVerbosity.DETAILED" in source
     misspelt = tmp_path / "trt_builder.py"
     misspelt.write_text(source.replace("config.set_memory_pool_limit(", "config.set_memory_pool_limits(")
@@ -109,7 +109,7 @@ def plugin_graph(tmp_path_factory):
 @pytest.fixture(scope="module")
 def compiler_env() -> dict[str, str]:
     """The pinned nvcc where its wheels are installed, else (told so) the one on PATH; skip without either."""
-    from dmfnet_edge.build import qdp_plugin
+    from dmfnet_edge.engines import qdp_plugin
 
     if qdp_plugin.pinned_nvcc() is not None:
         return {}
@@ -175,7 +175,7 @@ def test_the_aot_plugin_launches_its_kernel_as_tensorrt_would(trt11_env, compile
                                                                launch_emulator, tmp_path):
     import torch
 
-    from dmfnet_edge.build.qdp_plugin import ptx_entries
+    from dmfnet_edge.engines.qdp_plugin import ptx_entries
     from dmfnet_edge.models.kernels import pixel_attention_fuse_reference
 
     specs = launch_specs(plugin_graph)

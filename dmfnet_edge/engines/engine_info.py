@@ -19,9 +19,9 @@ from typing import Any
 import msgspec
 
 from dmfnet_edge._optional import available
-from dmfnet_edge.build.precision import precision_summary, records_from_inspector
-from dmfnet_edge.build.trt_builder import gpu_visible
 from dmfnet_edge.contract import INPUT_NAMES
+from dmfnet_edge.engines.precision import precision_summary, records_from_inspector
+from dmfnet_edge.engines.trt_builder import gpu_visible
 from dmfnet_edge.errors import DmfnetError, InputError, ModelFileError, one_line
 from dmfnet_edge.runtime.engine_manifest import EngineManifest, read_engine_manifest
 from dmfnet_edge.runtime.toolchain import FLAVOURS, load_toolchain

@@ -31,9 +31,19 @@ import msgspec
 
 from dmfnet_edge._quiet import THIRD_PARTY, captured
 from dmfnet_edge.artifacts import sha256_file
-from dmfnet_edge.build.cancel import PendingSignals, progress_monitor, signals_deferred
-from dmfnet_edge.build.engine_cache import BuiltEngine, PlanRequest, cached, read_timing_cache
-from dmfnet_edge.build.precision import (
+from dmfnet_edge.contract import INPUT_NAMES, OnnxManifest, contract_of
+from dmfnet_edge.engines.build_targets import (
+    build_targets,
+    check_graph,
+    check_profile,
+    check_timing_cache,
+    network_flags,
+    refuse_unbuildable,
+    set_targets,
+)
+from dmfnet_edge.engines.cancel import PendingSignals, progress_monitor, signals_deferred
+from dmfnet_edge.engines.engine_cache import BuiltEngine, PlanRequest, cached, read_timing_cache
+from dmfnet_edge.engines.precision import (
     FallbackAllowance,
     LayerRecord,
     check_precision,
@@ -43,7 +53,6 @@ from dmfnet_edge.build.precision import (
     records_from_inspector,
     records_from_layer_dump,
 )
-from dmfnet_edge.contract import INPUT_NAMES, OnnxManifest, contract_of
 from dmfnet_edge.errors import DmfnetError, EnvironmentProblem, InputError, ModelFileError, one_line
 from dmfnet_edge.files import atomic_write_bytes
 from dmfnet_edge.limits import max_pixels
@@ -59,7 +68,7 @@ from dmfnet_edge.runtime.engine_manifest import (
     profile_key,
 )
 from dmfnet_edge.runtime.onnx_file import OnnxGraph, open_with_manifest
-from dmfnet_edge.runtime.toolchain import Toolchain, cudart, load_toolchain, refuse_unbuildable
+from dmfnet_edge.runtime.toolchain import Toolchain, cudart, load_toolchain
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +168,7 @@ def _capturing_logger(trt: Any) -> Any:
 
 
 def _network(tc: Toolchain, builder: Any, logger: Any, graph: OnnxGraph) -> tuple[Any, Any]:
-    network = builder.create_network(tc.network_flags())
+    network = builder.create_network(network_flags(tc))
     parser = tc.trt.OnnxParser(network, logger)
     # the checked bytes, and the real path that the checked external data files lie beside
     if not parser.parse(graph.data, str(graph.real_path)):
@@ -184,7 +193,7 @@ def configure_builder(tc: Toolchain, builder: Any, config: Any, request: PlanReq
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mib << 20)
     config.builder_optimization_level = request.opt_level
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    tc.set_targets(config, list(request.targets))
+    set_targets(tc, config, list(request.targets))
     if request.strip_weights:
         for flag in STRIP_FLAGS[tc.name]:
             config.set_flag(getattr(trt.BuilderFlag, flag))
@@ -264,7 +273,7 @@ def plugin_records(tc: Toolchain, manifest: OnnxManifest, libraries: list[Path])
     # by file name: the runtime finds a library by name (DMFNET_PLUGIN_PATH, beside the engine) and checks its hash
     records: list[dict[str, str]] = [{"library": p.name, "sha256": sha256_file(p)} for p in libraries]
     if manifest.plugins and not libraries:  # the op comes from one place: a given library, else the embedded kernel
-        from dmfnet_edge.build import qdp_plugin
+        from dmfnet_edge.engines import qdp_plugin
 
         records.append(qdp_plugin.plugin_record())
     return tuple(PluginUsed(**r) for r in records)
@@ -278,7 +287,7 @@ def _load_plugins(manifest: OnnxManifest, libraries: list[Path]) -> None:
             raise InputError(f"--plugin-lib {library}: cannot be loaded ({one_line(str(exc), 160)}); give a plugin "
                              "library built for this TensorRT and CUDA") from None
     if manifest.plugins and not libraries:  # a given library registers the op itself; registering it twice fails
-        from dmfnet_edge.build import qdp_plugin
+        from dmfnet_edge.engines import qdp_plugin
 
         qdp_plugin.register()
 
@@ -335,12 +344,12 @@ def _request(onnx_path: Path, out_dir: Path, options: BuildOptions) -> tuple[Too
     refuse_unbuildable(onnx_path.name, manifest)
     refuse_non_folder("--out", out_dir)
     tc = load_toolchain(options.toolchain)
-    tc.check_graph(onnx_path.name, manifest)
-    tc.check_timing_cache(options.timing_cache, options.lock_timing_cache)
+    check_graph(tc, onnx_path.name, manifest)
+    check_timing_cache(tc, options.timing_cache, options.lock_timing_cache)
     check_strip_weights(tc, options)
-    targets, device = tc.targets(options.compute_capabilities)
+    targets, device = build_targets(tc, options.compute_capabilities)
     shapes = shape_profile(manifest, options.shapes)
-    tc.check_profile(shapes, options.shapes)
+    check_profile(tc, shapes, options.shapes)
     check_pixel_budget(shapes, options.shapes)
     timing = read_timing_cache(options.timing_cache, options.lock_timing_cache) if tc.flavour.timing_cache else None
     request = PlanRequest(manifest, ToolchainUsed(tc.name, tc.version), tuple(targets), device, shapes,
