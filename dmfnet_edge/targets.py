@@ -12,12 +12,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dmfnet_edge.artifacts import WeightsSidecar
 from dmfnet_edge.contract import OnnxManifest, read_manifest
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.export.recipes import EngineStep, Recipe
@@ -114,37 +112,3 @@ def fallback_allowance(spec: str | int | list[str] | None, where: str) -> Any:
     if len(counts) > 1 or not items:
         raise InputError(f"{where} {spec}: give ONNX node names or layer groups, and at most one count")
     return FallbackAllowance(names=tuple(t for t in items if not t.isdigit()), count=sum(counts))
-
-
-
-def gate_pairs(pairs_root: Path, per_modality: int | None) -> list:
-    """The validation pairs of a gate: all of them, or the first `per_modality` of every modality."""
-    from dmfnet_edge.io.pairs import find_pairs
-
-    pairs = find_pairs(pairs_root)
-    if per_modality:
-        pairs = [p for i, p in enumerate(pairs) if sum(q.task == p.task for q in pairs[:i]) < per_modality]
-    return pairs
-
-
-def check_same_weights(runner: Any, meta: WeightsSidecar, model: str) -> None:
-    """Refuse a graph exported from other weights than the reference `model` (both hashes known)."""
-    expected = runner.manifest.weights_sha256
-    if expected and meta.weights_sha256 and expected != meta.weights_sha256:
-        raise InputError(f"{runner.path.name} was exported from other weights than --model {model}")
-
-
-def run_gate(graph: Path, model: str, pairs: list, report_dir: Path, progress: Callable[[], None] | None = None
-             ) -> tuple[dict[str, Any], tuple[Path, Path]]:
-    """The graph's accuracy gate against the PyTorch reference `model` on `pairs` (`gate_pairs`)."""
-    from dmfnet_edge.evaluation.verify import verify_runner
-    from dmfnet_edge.models.checkpoint import load_or_build
-    from dmfnet_edge.reporting.gate import write_report
-    from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
-    from dmfnet_edge.runtime.torch_backend import TorchRunner
-
-    module, meta = load_or_build(model, allow_random=True)
-    runner = OnnxRuntimeRunner(graph)
-    check_same_weights(runner, meta, model)
-    report, worst = verify_runner(runner, runner.precision, TorchRunner(module, meta), pairs, progress)
-    return report, write_report(report, worst, report_dir, graph.stem)

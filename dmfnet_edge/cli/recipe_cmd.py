@@ -58,7 +58,9 @@ def _make(args: argparse.Namespace, recipes: list) -> int:
         inputs.update(recipe.inputs())
     refuse_overlap("--out", args.out, inputs)
     open_with_manifest(fp32)  # checked (bounded, external data in its folder, as labelled) before a quantizer opens it
-    ok = True
+    from dmfnet_edge.evaluation.verify import gate_graph, gate_pairs, reference_runner
+
+    ok, reference = True, None  # the PyTorch reference, loaded once for every recipe gated
     for recipe in recipes:
         folder = args.out / recipe.name
         graph, manifest = targets.make_graph(recipe, fp32, folder)
@@ -71,18 +73,19 @@ def _make(args: argparse.Namespace, recipes: list) -> int:
                 print(f"  engine: not built here: {why}; on the target: {command}")
             else:
                 built = targets.make_engine(recipe, graph, engines)
-                print(f"  engine: {engines / built['engine_file']} ({built['toolchain']['flavour']} "
-                      f"{built['toolchain']['version']} for {', '.join(built['compute_capabilities'])}, "
-                      f"{built['engine_bytes'] / 2**20:.1f} MiB)")
+                print(f"  engine: {engines / built.engine_file} ({built.toolchain.flavour} "
+                      f"{built.toolchain.version} for {', '.join(built.compute_capabilities)}, "
+                      f"{built.engine_bytes / 2**20:.1f} MiB)")
         pairs = args.pairs or (recipe.gate.pairs if recipe.gate else None)
         if args.no_gate or pairs is None:
             print("  gate: not run" + (" (--no-gate)" if args.no_gate else " (the recipe names no gate pairs)"))
             continue
         per = args.per_modality or (recipe.gate.per_modality if recipe.gate else None)
-        chosen = targets.gate_pairs(pairs, per)
+        chosen = gate_pairs(pairs, per)
+        reference = reference or reference_runner(args.model)
         with bar(len(chosen), f"gate {recipe.name}", "pair") as progress:
-            report, (json_path, png_path) = targets.run_gate(graph, args.model, chosen, folder,
-                                                             lambda: progress.update(1))
+            report, (json_path, png_path) = gate_graph(graph, args.model, reference, chosen, folder,
+                                                       lambda: progress.update(1))
         print("\n".join(verdict_lines(graph.name, report, json_path, png_path)))
         ok &= report["passed"]
     return 0 if ok else 1

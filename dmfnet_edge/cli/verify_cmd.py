@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dmfnet_edge.cli.common import reference_model
 from dmfnet_edge.cli.progress import bar
 from dmfnet_edge.cli.types import POSITIVE, THREADS
 
@@ -20,28 +19,17 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dmfnet_edge.evaluation.verify import verify_runner
-    from dmfnet_edge.reporting.gate import verdict_lines, write_report
-    from dmfnet_edge.runtime.onnx_file import open_with_manifest
-    from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
-    from dmfnet_edge.runtime.torch_backend import TorchRunner
-    from dmfnet_edge.targets import check_same_weights, gate_pairs
+    from dmfnet_edge.evaluation.verify import gate_graph, gate_pairs, reference_runner
+    from dmfnet_edge.reporting.gate import verdict_lines
 
     pairs = gate_pairs(args.pairs, args.per_modality)
-    model, meta = reference_model(args.model)
-    reference = TorchRunner(model, meta)
-    for path in args.onnx:  # checked (bounded, external data in its folder, as labelled) before ONNX Runtime opens it
-        open_with_manifest(path)
-    candidates = [OnnxRuntimeRunner(path, threads=args.threads) for path in args.onnx]
-    for runner in candidates:
-        check_same_weights(runner, meta, args.model)
+    reference = reference_runner(args.model)
     ok, cache = True, {}  # the reference output and metrics of every pair, computed once for all candidates
-    for runner in candidates:
-        with bar(len(pairs), f"verify {runner.path.name}", "pair") as progress:
-            report, worst = verify_runner(runner, runner.precision, reference, pairs, lambda: progress.update(1),
-                                          cache)
-        json_path, png_path = write_report(report, worst, args.report, runner.path.stem)
-        print("\n".join(verdict_lines(runner.path.name, report, json_path, png_path)))
+    for graph in args.onnx:
+        with bar(len(pairs), f"verify {graph.name}", "pair") as progress:
+            report, (json_path, png_path) = gate_graph(graph, args.model, reference, pairs, args.report,
+                                                       lambda: progress.update(1), args.threads, cache)
+        print("\n".join(verdict_lines(graph.name, report, json_path, png_path)))
         ok &= report["passed"]
     return 0 if ok else 1
 

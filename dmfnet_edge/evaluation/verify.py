@@ -14,11 +14,15 @@ too), (3) the eleven fusion metrics of both outputs and their relative differenc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dmfnet_edge.artifacts import WeightsSidecar
+from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.images import read_image
 from dmfnet_edge.io.pairs import ImagePair
 from dmfnet_edge.metrics.evaluate import pair_metrics
@@ -104,3 +108,47 @@ def verify_runner(candidate: Runner, precision: str, reference: Runner, pairs: l
               "failures": failures, "worst_pair": f"{worst.task}/{worst.name}", "candidate": candidate.describe(),
               "reference": reference.describe()}
     return report, worst
+
+
+def gate_pairs(pairs_root: Path, per_modality: int | None) -> list:
+    """The validation pairs of a gate: all of them, or the first `per_modality` of every modality."""
+    from dmfnet_edge.io.pairs import find_pairs
+
+    pairs = find_pairs(pairs_root)
+    if per_modality:
+        pairs = [p for i, p in enumerate(pairs) if sum(q.task == p.task for q in pairs[:i]) < per_modality]
+    return pairs
+
+
+def check_same_weights(runner: Any, meta: WeightsSidecar, model: str) -> None:
+    """Refuse a graph exported from other weights than the reference `model` (both hashes known)."""
+    expected = runner.manifest.weights_sha256
+    if expected and meta.weights_sha256 and expected != meta.weights_sha256:
+        raise InputError(f"{runner.path.name} was exported from other weights than --model {model}")
+
+
+def reference_runner(model: str) -> tuple[Runner, WeightsSidecar]:
+    """The PyTorch FP32 reference a gate measures against: shipped or saved weights, or a preset's seeded random
+    weights (asked for by naming the preset), with their sidecar."""
+    from dmfnet_edge.models.checkpoint import load_or_build
+    from dmfnet_edge.runtime.torch_backend import TorchRunner
+
+    module, meta = load_or_build(model, allow_random=True)
+    return TorchRunner(module, meta), meta
+
+
+def gate_graph(graph: Path, model: str, reference: tuple[Runner, WeightsSidecar], pairs: list[ImagePair],
+               report_dir: Path, progress: Callable[[], None] | None = None, threads: int | None = None,
+               cache: ReferenceCache | None = None) -> tuple[dict[str, Any], tuple[Path, Path]]:
+    """The one accuracy gate of an exported graph (dmfnet-export verify and the recipe runner): the graph opened
+    through the checked loader, held to the reference's weights, measured on `pairs` (`gate_pairs`), its report
+    and heat-map written together. Pass one `cache` for several graphs to run the reference once per pair."""
+    from dmfnet_edge.reporting.gate import write_report
+    from dmfnet_edge.runtime.onnx_file import open_with_manifest
+    from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
+
+    open_with_manifest(graph)  # bounded, external data in its folder, as labelled, before ONNX Runtime opens it
+    runner = OnnxRuntimeRunner(graph, threads=threads)
+    check_same_weights(runner, reference[1], model)
+    report, worst = verify_runner(runner, runner.precision, reference[0], pairs, progress, cache)
+    return report, write_report(report, worst, report_dir, graph.stem)

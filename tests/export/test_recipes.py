@@ -161,3 +161,16 @@ def test_recipe_command_errors(tmp_path, tiny_graph, capsys):
     assert export_main(["quantize", "--onnx", str(graph), "-o", str(tmp_path / "q.onnx")]) == 2
     assert "quantize needs --precision" in capsys.readouterr().err
     assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "e").exists()
+
+
+def test_a_recipe_builds_its_tensorrt_rtx_engine_and_says_what_it_built(tmp_path, tiny_graph, tensorrt_rtx, capsys):
+    """The engine step end to end where its toolchain builds here (TensorRT for RTX needs no GPU)."""
+    graph, _, _ = tiny_graph
+    recipe = _write(tmp_path / "r", "rtx", "name: rtx\ndescription: d\ngraph: {precision: fp32}\n"
+                                           "engine: {toolchain: tensorrt-rtx, compute_capabilities: [sm86], "
+                                           "shapes: 1x64x64}\n")
+    assert export_main(["recipe", str(recipe), "--out", str(tmp_path / "out"), "--onnx", str(graph),
+                        "--no-gate"]) == 0
+    printed = capsys.readouterr().out
+    engine = next((tmp_path / "out" / "rtx" / "engines").glob("*.engine"))
+    assert f"engine: {engine} (tensorrt-rtx" in printed and "for sm86" in printed
