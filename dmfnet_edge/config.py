@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+from dmfnet_edge.artifacts import SHIPPED
 from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.records import parse_json
 
@@ -202,3 +205,34 @@ def preset(name: str) -> ModelConfig:
 
         raise InputError(f"unknown model preset '{name}'; choose one of {sorted(PRESETS)} or give a weights path") \
             from None
+
+
+ModelKind = Literal["shipped", "preset", "weights", "onnx", "engine", "server"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What `--model` (or `--server`) names, parsed once: a shipped model ('edge'), a preset ('paper', 'tiny':
+    seeded random weights, for sizes, graphs and timings), saved weights (PATH to NAME.safetensors + NAME.json),
+    an exported graph (FILE.onnx), a TensorRT engine (FILE.engine), or a Triton server (URL). The backend registry
+    (runtime/backends.py) and the weight loader decide by its kind, never by testing the text again."""
+
+    text: str
+    kind: ModelKind
+
+    @classmethod
+    def parse(cls, text: str | os.PathLike[str], server: str | None = None) -> ModelSpec:
+        if server is not None:
+            return cls(server, "server")
+        text = str(text)
+        if text in SHIPPED:
+            return cls(text, "shipped")
+        if text in PRESETS:
+            return cls(text, "preset")
+        suffix = Path(text).suffix
+        return cls(text, {".onnx": "onnx", ".engine": "engine"}.get(suffix, "weights"))
+
+    @property
+    def path(self) -> Path | None:
+        """The file it names (None for a shipped name, a preset or a server)."""
+        return Path(self.text) if self.kind in ("weights", "onnx", "engine") else None

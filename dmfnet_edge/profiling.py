@@ -173,9 +173,12 @@ def network_stage_split(runner: Runner, threads: int | None, mri: np.ndarray, ot
                         batch: int) -> dict[str, float] | None:
     """Stage 1 / stage 2 median ms where the backend lets them be told apart (torch, gpu, ONNX Runtime); None
     for engines and servers, whose network is one opaque call."""
-    if runner.backend in ("torch", "gpu"):
+    from dmfnet_edge.runtime.backends import BACKENDS
+
+    split = BACKENDS[runner.backend].stage_split
+    if split == "torch":
         return torch_stage_split(runner, mri, other, runs, batch)
-    if runner.backend == "onnxruntime":
+    if split == "onnxruntime":
         return ort_stage_split(runner.path, threads, mri, other, runs, batch)  # type: ignore[attr-defined]
     return None
 

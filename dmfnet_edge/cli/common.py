@@ -9,14 +9,14 @@ from pathlib import Path
 from dmfnet_edge._optional import require
 from dmfnet_edge.cli.types import THREADS, torch_device
 from dmfnet_edge.errors import InputError
-from dmfnet_edge.runtime import BACKENDS, Runner, open_runner
+from dmfnet_edge.runtime import BACKEND_CHOICES, PRECISION_CHOICES, Runner, open_runner
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="edge", help="shipped model name (edge) or PATH to NAME.safetensors/.json")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="inference backend (default: auto)")
     p.add_argument("--device", default="cpu", type=torch_device, help="torch device: cpu | cuda | cuda:N")
-    p.add_argument("--precision", choices=("fp32", "int8", "fp16", "bf16"),
+    p.add_argument("--precision", choices=PRECISION_CHOICES,
                    help="onnxruntime with a shipped model: fp32 (default) or int8 graph; torch: fp32; "
                         "gpu: fp16 (default), bf16 or fp32")
     p.add_argument("--threads", type=THREADS, help="CPU threads for inference (default: the library's choice)")
@@ -44,9 +44,7 @@ def runner_from(args: argparse.Namespace) -> Runner:
             verb = "chooses" if len(local) == 1 else "choose"
             raise InputError(f"--server fuses with the model the server serves; {', '.join(local)} {verb} a local "
                              "model or backend (configure the server instead)")
-        from dmfnet_edge.runtime.triton_client import TritonRunner
-
-        return TritonRunner(args.server, args.server_model)
+        return open_runner(server=args.server, server_model=args.server_model)
     return open_runner(args.backend, args.model, device=args.device, threads=args.threads, precision=args.precision)
 
 

@@ -107,10 +107,10 @@ def load_or_build(spec: str | os.PathLike[str], allow_random: bool = False) -> t
     name (paper, tiny) builds seeded random weights, but only when the caller asks for them (`allow_random`:
     sizes, FLOPs, graphs and timings); otherwise it is refused, so nothing fuses with random weights by accident."""
     from dmfnet_edge.artifacts import SHIPPED
-    from dmfnet_edge.config import PRESETS
+    from dmfnet_edge.config import ModelSpec
 
     text = str(spec)
-    if text in PRESETS and text not in SHIPPED:
+    if ModelSpec.parse(text).kind == "preset":
         if not allow_random:
             raise InputError(f"model '{text}': a preset has no trained weights (only {', '.join(SHIPPED)} ships); "
                              "give a weights PATH (NAME.safetensors + NAME.json)")

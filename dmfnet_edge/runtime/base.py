@@ -16,12 +16,31 @@ from dmfnet_edge.preprocess.tensor import MIN_NETWORK_SIDE, SIZE_MULTIPLE
 
 
 class Runner(Protocol):
-    backend: str  # "torch", "onnxruntime", ...
+    backend: str  # a name of the backend registry (runtime/backends.py)
     model_name: str
 
     def fuse(self, mri: np.ndarray, other: np.ndarray) -> np.ndarray: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...  # releases what the runner holds (a session, device memory); a second close is a no-op
+
+    def __enter__(self) -> Runner: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class Closing:
+    """`with runner:` for runners whose `close()` is all their clean-up (as Polygraphy's runners deactivate)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # noqa: ANN204 (the runner itself)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def check_network_inputs(mri: np.ndarray, other: np.ndarray) -> None:

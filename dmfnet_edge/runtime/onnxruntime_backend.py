@@ -20,12 +20,12 @@ from dmfnet_edge._optional import require
 from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, read_manifest
 from dmfnet_edge.errors import ModelFileError
 from dmfnet_edge.precisions import PRECISIONS
-from dmfnet_edge.runtime.base import check_network_inputs, run_with_contract
+from dmfnet_edge.runtime.base import Closing, check_network_inputs, run_with_contract
 
 SIMULATE_QDQ = ("session.disable_quant_qdq", "1")
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(Closing):
     backend = "onnxruntime"
 
     def __init__(self, onnx_path: str | os.PathLike[str], threads: int | None = None,
@@ -64,6 +64,10 @@ class OnnxRuntimeRunner:
     def fuse(self, mri: np.ndarray, other: np.ndarray) -> np.ndarray:
         check_network_inputs(mri, other)
         return run_with_contract(self.contract, self._run, mri, other, self.path.name)
+
+    def close(self) -> None:
+        """Drop the session (ONNX Runtime frees its arena with it)."""
+        self.session = None
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "device": "cpu", "model": self.model_name, "precision": self.precision,

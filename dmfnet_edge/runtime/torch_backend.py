@@ -9,10 +9,10 @@ import numpy as np
 from dmfnet_edge._optional import require
 from dmfnet_edge.artifacts import WeightsSidecar
 from dmfnet_edge.errors import InputError
-from dmfnet_edge.runtime.base import check_network_inputs
+from dmfnet_edge.runtime.base import Closing, check_network_inputs
 
 
-class TorchRunner:
+class TorchRunner(Closing):
     """Runs a DMFNet module; `TorchRunner.load('edge')` reads shipped or saved weights."""
 
     backend = "torch"
@@ -44,6 +44,9 @@ class TorchRunner:
         with torch.inference_mode():
             out = self.model(torch.from_numpy(mri).to(self.device), torch.from_numpy(other).to(self.device))
         return out.float().cpu().numpy()
+
+    def close(self) -> None:
+        self.model = None
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "device": str(self.device), "model": self.model_name,

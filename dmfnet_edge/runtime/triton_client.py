@@ -31,7 +31,7 @@ from dmfnet_edge._optional import require
 from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME
 from dmfnet_edge.errors import EnvironmentProblem, InputError, one_line
 from dmfnet_edge.limits import max_pixels
-from dmfnet_edge.runtime.base import check_network_inputs
+from dmfnet_edge.runtime.base import Closing, check_network_inputs
 from dmfnet_edge.runtime.kserve_http import BadAnswer, KServeHttp, ServerRefused
 
 TRANSIENT_HTTP = {502, 503, 504}
@@ -119,7 +119,7 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class TritonRunner:
+class TritonRunner(Closing):
     backend = "triton"
 
     def __init__(self, url: str, model: str = "dmfnet_edge", retries: int = 6, backoff_s: float = 0.5,

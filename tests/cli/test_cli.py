@@ -306,7 +306,7 @@ def test_a_closed_stdout_is_one_line_and_no_file_takes_its_place(tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from tests.conftest import REPO
 
     listing = [sys.executable, "-m", "dmfnet_edge.cli.main", "info", "--model", "tiny"]
     result = subprocess.run(listing, stderr=subprocess.PIPE, text=True, timeout=300, preexec_fn=_closing(1))
@@ -382,9 +382,8 @@ def test_a_line_break_in_any_message_stays_on_one_line(capsys):
 def test_recipe_list_checks_targets_in_any_spelling(tmp_path, capsys):
     """The compute capabilities a recipe names are checked against what TensorRT for RTX can target, after
     they are read in the one spelling (8.6 is sm86); a target it has not is refused before anything is listed."""
-    from conftest import REPO
-
     from dmfnet_edge.cli.main import export_main
+    from tests.conftest import REPO
 
     text = (REPO / "export" / "workstation-rtx-fp16.yaml").read_text()
     recipe = tmp_path / "workstation-rtx-fp16.yaml"

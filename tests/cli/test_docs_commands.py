@@ -8,11 +8,11 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from dmfnet_edge.cli.examples import EXAMPLES
 from dmfnet_edge.cli.main import build_parser
 from dmfnet_edge.cli.registry import TOOLS
+from tests.conftest import REPO
 
 PROGS = ("dmfnet", "dmfnet-export")
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

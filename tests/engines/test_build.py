@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO
 
 from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.contract import OnnxManifest, read_manifest
@@ -40,6 +39,7 @@ from dmfnet_edge.runtime.engine_manifest import (
     read_engine_manifest,
 )
 from dmfnet_edge.runtime.tensorrt_backend import IOTensor, TensorRTRunner
+from tests.conftest import REPO
 
 H100 = DeviceInfo("NVIDIA H100 80GB HBM3", (9, 0), 132, "10.13.0")
 ORIN = DeviceInfo("Orin", (8, 7), 16, "10.3.0")
@@ -541,9 +541,8 @@ def _fake_toolchain(flavour):
 
 
 def _request(**changes):
-    from conftest import onnx_manifest
-
     from dmfnet_edge.engines.engine_cache import PlanRequest
+    from tests.conftest import onnx_manifest
 
     shapes = {"min": [1, 1, 64, 64], "opt": [1, 1, 64, 64], "max": [1, 1, 64, 64]}
     base = dict(onnx=onnx_manifest(), toolchain=ToolchainUsed("tensorrt-rtx", "1.7.1.116"), targets=("sm86",),
@@ -600,9 +599,8 @@ def test_gpu_visible_answers_without_a_driver(monkeypatch):
 def test_plugin_libraries_are_regular_files_hashed_into_the_key(tmp_path):
     import os
 
-    from conftest import onnx_manifest
-
     from dmfnet_edge.engines.trt_builder import _load_plugins, plugin_records
+    from tests.conftest import onnx_manifest
 
     library = tmp_path / "libplugins.so"
     library.write_bytes(b"not really a library")
@@ -648,9 +646,8 @@ def test_the_timing_cache_is_recorded_before_and_after_the_build(tmp_path):
 
 
 def test_a_manifest_gives_back_the_settings_of_its_request(tmp_path):
-    from conftest import onnx_manifest
-
     from dmfnet_edge.engines.trt_builder import BuildOptions, _settings
+    from tests.conftest import onnx_manifest
 
     request = _request(plugins=(PluginUsed(library="/opt/lib.so", sha256="ef" * 32),))
     target = BuildTarget("tensorrt-rtx", "1.7.1.116", ("sm86",))

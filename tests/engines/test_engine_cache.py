@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.runtime.engine_manifest import engine_manifest_path, read_engine_manifest
+from tests.conftest import REPO
 from tests.hostile_export import CHANNEL_CONV, INIT_CONV, _graph, qdq
 
 BUILD = ["--toolchain", "tensorrt-rtx", "--compute-capability", "sm86"]

@@ -22,7 +22,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+
+from tests.conftest import REPO
 
 API = REPO / "tests" / "tensorrt_api"
 sys.path.insert(0, str(API))

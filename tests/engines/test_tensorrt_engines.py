@@ -18,7 +18,6 @@ from types import SimpleNamespace
 import msgspec
 import onnx
 import pytest
-from conftest import REPO, SAMPLES, onnx_manifest
 
 from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.contract import layer_group, manifest_path
@@ -36,6 +35,7 @@ from dmfnet_edge.engines.trt_builder import BuildOptions, build_engine, shape_pr
 from dmfnet_edge.errors import EnvironmentProblem, InputError, MissingDependency, ModelFileError
 from dmfnet_edge.runtime.engine_manifest import engine_manifest_path, parse_targets, read_engine_manifest
 from dmfnet_edge.runtime.toolchain import FLAVOURS, Toolchain, load_toolchain
+from tests.conftest import REPO, SAMPLES, onnx_manifest
 
 WEIGHTS = REPO / "dmfnet_edge" / "weights"
 RTX = BuildOptions(toolchain="tensorrt-rtx")

@@ -1,6 +1,8 @@
 """The native kernels: CMake configures and compiles them (nvcc, no GPU, no TensorRT needed), and the CPU
 reference built from the kernels' own per-element math matches the PyTorch CrossModalAttention module.
-The CUDA launches themselves run only where a GPU is present (marker gpu)."""
+The CUDA launches run where a GPU is present: the gpu backend's conformance run (tests/runtime/test_conformance.py,
+marker gpu: the fused CUDA op against the torch reference) and benchmarks/gpu_check.py (max abs error and
+compute-sanitizer memcheck of the op) on a lent GPU."""
 
 import ctypes
 import shutil

@@ -440,7 +440,7 @@ def test_the_gpu_check_dry_run_imports_plans_and_fits_what_travels(tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from tests.conftest import REPO
 
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--dry-run", "--out",
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
