@@ -16,7 +16,7 @@ def tiny_onnx(tmp_path_factory):
     return out / "dmfnet-tiny-fp32-dynamic.onnx"
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("torch", marks=pytest.mark.slow)])
 def test_profile_reports_percentiles_stages_and_files(backend, tiny_onnx, tiny_model_base, tmp_path, capsys):
     model = str(tiny_onnx) if backend == "onnxruntime" else str(tiny_model_base)
     code = export_main(["profile", "--backend", backend, "--model", model, "--repeats", "4", "--warmup", "1",

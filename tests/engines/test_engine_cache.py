@@ -96,6 +96,7 @@ def _fp16(fp32: Path, out: Path, hash_seed: str) -> bytes:
     return out.read_bytes()
 
 
+@pytest.mark.slow  # over 5 s: in make test and CI, out of the edit loop (make test-fast)
 def test_two_fp16_exports_of_one_graph_are_the_same_bytes_and_share_an_engine(tiny_fp32, tmp_path, capsys):
     """AutoCast ordered the graph's value_info by Python's string hashing: every export had another SHA-256, and
     no FP16 engine was ever found in the cache again (seeds 3 and 4 differed)."""

@@ -135,8 +135,9 @@ def calibration(pairs, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("target, marker_op", [("onnxruntime", "QLinearConv"),
-                                               pytest.param("tensorrt", "QuantizeLinear", marks=needs_modelopt)])
+@pytest.mark.parametrize("target, marker_op", [pytest.param("onnxruntime", "QLinearConv", marks=pytest.mark.slow),
+                                               pytest.param("tensorrt", "QuantizeLinear",
+                                                            marks=[needs_modelopt, pytest.mark.slow])])
 def test_int8_recipes(exported, calibration, tmp_path, target, marker_op):
     out = tmp_path / f"int8-{target}.onnx"
     source = exported["dynamic"]
@@ -189,7 +190,7 @@ def test_tensorrt_int8_graph_runs_as_simulated_qdq_on_onnxruntime(exported, cali
 
 
 @needs_modelopt
-@pytest.mark.parametrize("method", ["percentile", "entropy"])
+@pytest.mark.parametrize("method", [pytest.param("percentile", marks=pytest.mark.slow), "entropy"])
 def test_onnxruntime_int8_after_a_tensorrt_recipe_in_the_same_process(exported, calibration, tmp_path, method):
     """Model Optimizer patches onnxruntime.quantization process-wide; ONNX Runtime's recipe must not notice. (No
     layer-group search: the patch is in the calibrators, which both recipes run either way.)"""
@@ -219,6 +220,7 @@ def test_fp16_recipe_keeps_normalisation_in_fp32(exported, tmp_path, capfd):
     assert read_manifest(out).precision == "fp16"
 
 
+@pytest.mark.slow  # over 5 s: in make test and CI, out of the edit loop (make test-fast)
 def test_int8_layer_groups_can_be_named_or_all_quantized(exported, calibration, tmp_path, capsys):
     common = ["quantize", "--onnx", str(exported["dynamic"]), "--precision", "int8", "--calibration",
               str(calibration), "--method", "max"]

@@ -160,6 +160,7 @@ def test_a_short_load_test(server):
           f"p99 {q[98] * 1000:.1f} ms", file=sys.stderr)
 
 
+@pytest.mark.slow  # over 5 s: in make test and CI, out of the edit loop (make test-fast)
 def test_a_restart_mid_run_is_ridden_out_by_the_client(serving_env, graph):
     from dmfnet_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
     from dmfnet_edge.runtime.triton_client import TritonRunner
