@@ -21,19 +21,24 @@ from dmfnet_edge.files import write_together
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_a_full_disk_while_staging_changes_nothing(tmp_path, monkeypatch):
-    (tmp_path / "a.png").write_bytes(b"old a")
-    (tmp_path / "a.json").write_bytes(b"old json")
+def _full_disk_at(monkeypatch, marker: str) -> None:
+    """The disk fills when the staging file whose name starts with `marker` is created."""
     import tempfile
 
     real = tempfile.mkstemp
 
     def full(*args, **kwargs):
-        if ".a.json." in kwargs.get("prefix", ""):
+        if marker in kwargs.get("prefix", ""):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkstemp", full)
+
+
+def test_a_full_disk_while_staging_changes_nothing(tmp_path, monkeypatch):
+    (tmp_path / "a.png").write_bytes(b"old a")
+    (tmp_path / "a.json").write_bytes(b"old json")
+    _full_disk_at(monkeypatch, ".a.json.")
     with pytest.raises(EnvironmentProblem, match="cannot write here"):
         write_together([(tmp_path / "a.png", b"new a"), (tmp_path / "a.json", b"new json")])
     assert (tmp_path / "a.png").read_bytes() == b"old a" and (tmp_path / "a.json").read_bytes() == b"old json"
@@ -103,16 +108,7 @@ def test_verify_report_full_disk_at_the_picture_leaves_no_json(tmp_path, monkeyp
         pixels = np.zeros((64, 64), np.uint8)
 
     worst = type("Worst", (), {"ref": Side, "test": Side, "diff": np.zeros((64, 64), np.float32)})
-    import tempfile
-
-    real = tempfile.mkstemp
-
-    def full(*args, **kwargs):
-        if ".g.worst.png." in kwargs.get("prefix", ""):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", full)
+    _full_disk_at(monkeypatch, ".g.worst.png.")
     with pytest.raises(EnvironmentProblem):
         verify.write_report({"precision": "fp32", "worst_pair": "MRI-CT/a", "passed": True}, worst, tmp_path, "g")
     assert list(tmp_path.iterdir()) == []

@@ -22,27 +22,10 @@ import sys
 from types import SimpleNamespace
 
 import numpy as np
-import tensorrt_bindings
+import stub_registry
 
-sys.modules["tensorrt"] = tensorrt_bindings  # the bindings wheel alone ships no 'tensorrt' module
+registry = stub_registry.registry  # tensorrt importable now, the Python plugin registry in place
 import tensorrt as trt  # noqa: E402
-
-
-class PluginRegistry:  # the stub's C++ registry is NULL
-    def __init__(self):
-        self.creators = {}
-
-    def register_creator(self, creator, namespace):
-        self.creators[(creator.name, namespace)] = creator
-        return True
-
-    def get_creator(self, name, version, namespace):
-        return self.creators.get((name, namespace))
-
-
-registry = PluginRegistry()
-tensorrt_bindings.get_plugin_registry = lambda: registry
-
 import tensorrt.plugin  # noqa: E402, F401
 from tensorrt.plugin import _tensor  # noqa: E402
 

@@ -4,29 +4,11 @@ validators that check the decorated functions are TensorRT's own. Prints one JSO
 """
 
 import json
-import sys
 from typing import Tuple
 
-import tensorrt_bindings
+import stub_registry
 
-sys.modules["tensorrt"] = tensorrt_bindings  # the bindings wheel alone ships no 'tensorrt' module
-
-
-class PluginRegistry:
-    def __init__(self):
-        self.creators = {}
-
-    def register_creator(self, creator, namespace):
-        self.creators[(creator.name, namespace)] = creator
-        return True
-
-    def get_creator(self, name, version, namespace):
-        return self.creators.get((name, namespace))
-
-
-registry = PluginRegistry()
-tensorrt_bindings.get_plugin_registry = lambda: registry
-
+registry = stub_registry.registry  # tensorrt importable now, the Python plugin registry in place
 import tensorrt.plugin as trtp  # noqa: E402
 from tensorrt.plugin import _lib  # noqa: E402
 
