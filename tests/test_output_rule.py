@@ -56,8 +56,13 @@ def test_ctrl_c_during_the_renames_waits_for_the_whole_result(tmp_path, monkeypa
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the first and the second rename
 
     monkeypatch.setattr(os, "replace", replace_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        write_together([(tmp_path / "x.png", b"x"), (tmp_path / "x.json", b"{}")])
+    # Ctrl-C as a terminal delivers it (a shell without job control starts a background pytest with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_together([(tmp_path / "x.png", b"x"), (tmp_path / "x.json", b"{}")])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert (tmp_path / "x.png").read_bytes() == b"x" and (tmp_path / "x.json").read_bytes() == b"{}"
 
 

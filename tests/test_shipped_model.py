@@ -2,6 +2,7 @@
 
 import json
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -9,6 +10,7 @@ from dmfnet_edge.artifacts import WEIGHTS_DIR
 from dmfnet_edge.cli.main import export_main
 from dmfnet_edge.config import PRESETS
 from dmfnet_edge.contract import read_manifest
+from dmfnet_edge.export.calibration import CalibrationManifest, set_digest
 from dmfnet_edge.export.quantize.int8_onnxruntime import SATURATION_SAFE_WEIGHT, largest_int8_weight
 from dmfnet_edge.models.checkpoint import load_model
 from dmfnet_edge.models.dmfnet import parameter_count
@@ -76,9 +78,11 @@ def test_export_quantize_verify_the_edge_model_from_scratch(shared_data, tmp_pat
     assert export_main(["onnx", "--model", "edge", "-o", str(out), "--dynamic"]) == 0
     fp32 = out / "dmfnet-edge-fp32-dynamic.onnx"
     calibration = WEIGHTS_DIR.parents[1] / "calibration" / "harvard-train-16.json"
-    cal = json.loads(calibration.read_text())
-    small = dict(cal, pairs=[p for i, p in enumerate(cal["pairs"]) if i % 4 == 0])  # 4 per modality, for time
-    (tmp_path / "cal.json").write_text(json.dumps(small))
+    cal = CalibrationManifest.read(calibration)
+    pairs = [p for i, p in enumerate(cal.pairs) if i % 4 == 0]  # 4 per modality, for time
+    counts = {task: sum(p.task == task for p in pairs) for task in cal.per_modality}
+    msgspec.structs.replace(cal, pairs=pairs, per_modality=counts, set_sha256=set_digest(pairs)).write(
+        tmp_path / "cal.json")
     root = str(shared_data / "train")
     for target, method, keep in (("onnxruntime", "percentile", "auto"),
                                  ("tensorrt", "max", str(out / "int8-onnxruntime.onnx"))):  # reuse the plan
