@@ -10,6 +10,7 @@ the .onnx file and its manifest.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import warnings
@@ -21,10 +22,10 @@ import numpy as np
 
 from dmfnet_edge import __version__
 from dmfnet_edge._optional import require
-from dmfnet_edge.artifacts import WeightsSidecar, sha256_file
+from dmfnet_edge.artifacts import WeightsSidecar
 from dmfnet_edge.contract import INPUT_NAMES, OPSET, OUTPUT_NAME, IOContract, OnnxManifest, manifest_path
 from dmfnet_edge.errors import InputError
-from dmfnet_edge.files import publish_staged, stage_file
+from dmfnet_edge.files import write_together
 
 log = logging.getLogger(__name__)
 FORBIDDEN_OPS = ("Einsum", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike")
@@ -163,14 +164,13 @@ def parity_error(model: Any, onnx_bytes: bytes, contract: IOContract, seed: int 
     return float(np.max(np.abs(out - ref)))
 
 
-def build_manifest(path: Path, contract: IOContract, precision: str, info: dict[str, Any],
-                   name: str | None = None) -> OnnxManifest:
-    """The manifest of the graph written to `path` (staged: it will be `name` beside its manifest), checked as
-    every reader checks it."""
-    return OnnxManifest.convert({"onnx_file": name or path.name, "onnx_sha256": sha256_file(path),
-                                 "precision": precision,
-                                 "inputs": {name: contract.shape for name in INPUT_NAMES}, "output": OUTPUT_NAME,
-                                 "package_version": __version__, **info}, f"the manifest of {path}")
+def build_manifest(onnx_file: str, onnx_sha256: str, contract: IOContract, precision: str,
+                   info: dict[str, Any]) -> OnnxManifest:
+    """The manifest of a graph that is (or will be) `onnx_file` with this SHA-256, checked as every reader checks
+    it."""
+    return OnnxManifest.convert({"onnx_file": onnx_file, "onnx_sha256": onnx_sha256, "precision": precision,
+                                 "inputs": {i: contract.shape for i in INPUT_NAMES}, "output": OUTPUT_NAME,
+                                 "package_version": __version__, **info}, f"the manifest of {onnx_file}")
 
 
 def export_onnx(model: Any, out_path: Path, contract: IOContract, meta: WeightsSidecar | None = None,
@@ -188,18 +188,13 @@ def export_onnx(model: Any, out_path: Path, contract: IOContract, meta: WeightsS
     error = None if plugins else parity_error(model, data, contract)
     if error is not None and error > FP32_PARITY_TOLERANCE:
         raise RuntimeError(f"ONNX Runtime differs from PyTorch by {error:.3g} (> {FP32_PARITY_TOLERANCE})")
-    work = stage_file(out_path, data)
     info = {"model": model.cfg.name, "model_config": model.cfg.to_dict(), "weights_sha256":
             meta.weights_sha256 if meta else None, "opset": opset, "parity_max_abs_vs_torch": error,
             "ops": op_inventory(graph), "simplified": simplify and not plugins,
             "tensorrt_plugins": plugins, "onnxruntime_runnable": not plugins,
             "tools": {"torch": str(torch.__version__), "onnx": onnx.__version__, **_tool_versions()}}
-    try:
-        manifest = build_manifest(work, contract, "fp32", info, out_path.name)
-        sidecar = manifest_path(out_path)
-        publish_staged([(work, out_path), (stage_file(sidecar, manifest.encode()), sidecar)])
-    finally:
-        work.unlink(missing_ok=True)
+    manifest = build_manifest(out_path.name, hashlib.sha256(data).hexdigest(), contract, "fp32", info)
+    write_together([(out_path, data), (manifest_path(out_path), manifest.encode())])  # the manifest last
     log.info("exported %s (parity %s)", out_path, error)
     return manifest
 

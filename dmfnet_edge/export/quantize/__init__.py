@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from dmfnet_edge._optional import require
+from dmfnet_edge.artifacts import sha256_file
 from dmfnet_edge.contract import IOContract, OnnxManifest, manifest_path, read_manifest
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.export.calibration import calibration_inputs
@@ -97,10 +98,10 @@ def quantize_onnx(src: Path, dst: Path, precision: str, target: str, method: str
             raise InputError(f"--target-psnr {target_db:g}: choose a value between 20 and 99 dB")
     job = QuantizeJob(batches, batches[0] if batches else _synthetic_pair(parent.contract), method, high_precision,
                       keep_fp32, target_db)
-    work = staging_path(dst)
+    work, sidecar = staging_path(dst), manifest_path(dst)
     try:
         manifest = _quantize(onnx, parent, src, work, dst.name, entry, job, calibration)
-        publish_staged([(work, dst), (stage_file(manifest_path(dst), manifest.encode()), manifest_path(dst))])
+        publish_staged([(work, dst), (stage_file(sidecar, manifest.encode()), sidecar)])  # the manifest last
     finally:
         work.unlink(missing_ok=True)
     return manifest
@@ -111,12 +112,11 @@ def _quantize(onnx: Any, parent: OnnxManifest, src: Path, work: Path, name_on_di
     """The recipe written to the staging file `work`, and the manifest the graph will have as `name_on_disk`."""
     assert entry.quantizer is not None  # recipe_precision returns quantized entries only
     recipe = QUANTIZERS[entry.quantizer](src, work, job)
-    dst = work
     info = {"model": parent.model, "model_config": parent.model_config, "weights_sha256": parent.weights_sha256,
             "opset": parent.opset, "recipe": recipe, "calibration": calibration,
-            "parent_onnx_sha256": parent.onnx_sha256, "ops": op_inventory(onnx.load(str(dst)))}
-    return build_manifest(dst, parent.contract, entry.name, {k: v for k, v in info.items() if v is not None},
-                          name_on_disk)
+            "parent_onnx_sha256": parent.onnx_sha256, "ops": op_inventory(onnx.load(str(work)))}
+    return build_manifest(name_on_disk, sha256_file(work), parent.contract, entry.name,
+                          {k: v for k, v in info.items() if v is not None})
 
 
 def quantize_step(step: GraphStep, src: Path, dst: Path, calibration_root: Path | None = None) -> OnnxManifest:
