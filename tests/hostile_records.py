@@ -157,6 +157,11 @@ def _feature_cache(folder: Path, model: Path, kind: str) -> list[str]:
             "--feature-cache", str(folder / "cache"), "--steps", "1", "--batch", "1", "--crop", "64"]
 
 
+def _stage2_option(folder: Path, model: Path, option: str, value: str) -> list[str]:
+    return ["train", "stage2", "--unet", str(model), "--data", str(_train_dir(folder)), "--out", str(folder / "run"),
+            "--steps", "1", "--batch", "1", "--crop", "64", option, value]
+
+
 def _overwrite_with_provenance(folder: Path, kind: str) -> list[str]:
     from tests.bad_inputs import _nifti
 
@@ -232,6 +237,16 @@ CASES = [
          model=False),
     Case("training checkpoint: /dev/zero as last.json", lambda d, m: _resume(d, "zero"), 2, "is not a regular file",
          model=False),
+    Case("train: --grad-gain nan", lambda d, m: _stage2_option(d, m, "--grad-gain", "nan"), 2,
+         "nan is out of range: give a number between 1 and 3", model=False),
+    Case("train: --grad-gain below 1 (a blur target)", lambda d, m: _stage2_option(d, m, "--grad-gain", "0.5"), 2,
+         "0.5 is out of range", model=False),
+    Case("train: --w-contrast inf", lambda d, m: _stage2_option(d, m, "--w-contrast", "inf"), 2,
+         "inf is out of range: give a number between 0 and 10", model=False),
+    Case("train: --w-contrast on stage1", lambda d, m: ["train", "stage1", "--preset", "tiny", "--data",
+                                                       str(_train_dir(d)), "--out", str(d / "run"), "--steps", "1",
+                                                       "--w-contrast", "1"], 2,
+         "--w-contrast: stage2 options", model=False),
     Case("feature cache key: a FIFO", lambda d, m: _feature_cache(d, m, "fifo"), 2, "is not a regular file",
          model=False),
     Case("provenance record: a FIFO beside the output (--overwrite)", lambda d, m: _overwrite_with_provenance(

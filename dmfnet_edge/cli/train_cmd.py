@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.cli.progress import bar
-from dmfnet_edge.cli.types import NON_NEGATIVE, POSITIVE, THREADS, int_range, positive_float, torch_device
+from dmfnet_edge.cli.types import NON_NEGATIVE, POSITIVE, THREADS, float_range, int_range, positive_float, torch_device
 from dmfnet_edge.errors import InputError
 from dmfnet_edge.io.pairs import find_pairs
 from dmfnet_edge.metrics.table import markdown_table
@@ -47,6 +47,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-max-gate", action="store_true",
                    help="stage2: leave out the edge preset's max gate (the fusion head of the weights shipped "
                         "before it; the gate's ablation arm)")
+    p.add_argument("--grad-gain", type=float_range(1.0, 3.0), default=1.0,
+                   help="stage2: the hybrid loss's gradient target is this times the stronger source's gradient "
+                        "(1 = the paper's loss; a detail lever)")
+    p.add_argument("--w-contrast", type=float_range(0.0, 10.0), default=0.0,
+                   help="stage2: weight of a one-sided local-contrast term (penalises local contrast below the "
+                        "more contrasted source's; 0 = the paper's loss)")
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
                    help="learning rate over --steps: constant, or cosine down to lr x --min-lr-ratio")
     p.add_argument("--warmup", type=NON_NEGATIVE, default=0, help="steps of linear learning-rate warm-up")
@@ -69,7 +75,9 @@ def _check_split(args: argparse.Namespace) -> None:
         raise InputError(f"{args.data}: refusing to train on a folder named 'val'; use the train split")
     stage2_only = [name for name, given in (("--feature-cache", args.feature_cache), ("--init", args.init),
                                             ("--val-every", args.val_every),
-                                            ("--no-max-gate", args.no_max_gate)) if given]
+                                            ("--no-max-gate", args.no_max_gate),
+                                            ("--grad-gain", args.grad_gain != 1.0),
+                                            ("--w-contrast", args.w_contrast != 0.0)) if given]
     if args.stage == "stage1" and stage2_only:
         raise InputError(f"{', '.join(stage2_only)}: stage2 options (stage1 trains the UNet)")
     if args.val_every and (args.val is None or args.feature_cache is None):
@@ -107,13 +115,14 @@ def run(args: argparse.Namespace) -> int:
             import dataclasses
 
             cfg = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, max_gate=False))
-        task = Stage2Task(cfg, unet, device, _init_weights(args.init, unet) if args.init else None)
+        task = Stage2Task(cfg, unet, device, _init_weights(args.init, unet) if args.init else None,
+                          args.grad_gain, args.w_contrast)
         lr = args.lr or 1e-4
     settings = TrainSettings(steps=args.steps, batch_size=args.batch, crop=args.crop, lr=lr, device=args.device,
                              amp=args.amp, seed=args.seed, checkpoint_every=args.checkpoint_every,
                              threads=args.threads, t_sampling=args.t_sampling, schedule=args.schedule,
                              warmup=args.warmup, min_lr_ratio=args.min_lr_ratio, ema=args.ema,
-                             val_every=args.val_every)
+                             grad_gain=args.grad_gain, w_contrast=args.w_contrast, val_every=args.val_every)
     validate = None
     if args.feature_cache is not None:
         bank = _cache(args.feature_cache / "train", task.model, find_pairs(args.data), "train")

@@ -53,6 +53,21 @@ def positive_float(text: str) -> float:
     return value
 
 
+def float_range(low: float, high: float) -> Callable[[str], float]:
+    """A finite float in [low, high]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not low <= value <= high:  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a number between {low:g} and {high:g}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
 def torch_device(text: str) -> str:
     """cpu | cuda | cuda:N."""
     if not re.fullmatch(r"cpu|cuda(:\d+)?", text):

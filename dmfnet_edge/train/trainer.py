@@ -62,6 +62,8 @@ class TrainSettings:
     warmup: int = 0
     min_lr_ratio: float = 0.0
     ema: float = 0.0  # decay of the weights' exponential moving average; 0 = off
+    grad_gain: float = 1.0  # stage 2: the loss's gradient target gain (see HybridFusionLoss); 1 = the paper's
+    w_contrast: float = 0.0  # stage 2: weight of the local-contrast term (see HybridFusionLoss); 0 = the paper's
     val_every: int = 0  # stage 2: validate (and select the best checkpoint) every this many steps; 0 = off
     log_every: int = 50  # steps per entry of the loss history
 
@@ -122,10 +124,11 @@ class Stage2Task:
     kind = "dmfnet"
 
     def __init__(self, cfg: ModelConfig, unet: DiffusionUNet, device: torch.device,
-                 init: dict[str, torch.Tensor] | None = None) -> None:
+                 init: dict[str, torch.Tensor] | None = None, grad_gain: float = 1.0, w_contrast: float = 0.0
+                 ) -> None:
         """`init`: fusion-network weights to start from (a trained model's, to fine-tune); a head with a source
         skip that `init` lacks gets zero weights for the sources, so it starts as that network; a max gate that
-        `init` lacks starts nearly closed."""
+        `init` lacks starts nearly closed. `grad_gain`, `w_contrast`: the loss's detail levers (HybridFusionLoss)."""
         self.cfg = cfg
         self.model = DMFNet(cfg).to(device)
         self.model.unet.load_state_dict(unet.state_dict())
@@ -136,7 +139,7 @@ class Stage2Task:
         self.model.fusion.head.close_gate()
         if init is not None:
             load_fusion_weights(self.model.fusion, init)
-        self.criterion = HybridFusionLoss().to(device)
+        self.criterion = HybridFusionLoss(grad_gain=grad_gain, w_contrast=w_contrast).to(device)
         self.device = device
 
     def trainable(self) -> nn.Module:

@@ -57,6 +57,30 @@ def test_loss_backpropagates_to_the_fused_image(loss):
     assert f.grad is not None and f.grad.abs().sum() > 0
 
 
+def test_grad_gain_scales_the_gradient_target():
+    a = torch.zeros(1, 1, 16, 16)
+    a[..., 8:] = 1.0
+    b = torch.zeros_like(a)
+    plain, gained = HybridFusionLoss(), HybridFusionLoss(grad_gain=1.5)
+    assert float(plain(a, b, a)[1]["grad"]) == 0.0  # the fused image has the stronger source's edges
+    stronger = a * 1.5
+    assert float(gained(a, b, stronger)[1]["grad"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(gained(a, b, a)[1]["grad"]) > 0  # the edge at the source's strength falls short of k times it
+
+
+def test_contrast_term_is_one_sided_and_weighted(rng):
+    a, b = (torch.from_numpy(rng.random((1, 1, 24, 24)).astype(np.float32)) * 2 - 1 for _ in range(2))
+    loss = HybridFusionLoss(w_contrast=2.0)
+    flat = torch.zeros_like(a)
+    total, parts = loss(a, b, flat)
+    assert float(parts["contrast"]) > 0.3  # no local contrast at all: the whole shortfall
+    rest = 1.5 * float(parts["int"]) + float(parts["grad"]) + 0.5 * float(parts["ssim"])
+    assert float(total) == pytest.approx(rest + 2.0 * float(parts["contrast"]), rel=1e-5)
+    louder = loss(a, b, 3 * a)[1]["contrast"]  # more contrast than either source: no penalty, no reward
+    assert float(louder) == pytest.approx(0.0, abs=1e-6)
+    assert "contrast" not in HybridFusionLoss()(a, b, flat)[1]  # off: the paper's loss, unchanged
+
+
 def test_diffusion_loss_is_mse():
     x = torch.zeros(2, 1, 4, 4)
     assert float(diffusion_loss(x + 2, x)) == pytest.approx(4.0)
