@@ -277,6 +277,11 @@ def _file_digest(path: Path, whole: int = 64 << 20) -> str:
     return f"{info.st_size}:{info.st_mtime_ns}:{digest.hexdigest()}"
 
 
+def case_cache(folder: Path) -> Path:
+    """The cache folder (DMFNET_CACHE_DIR) a case's process uses: beside its folder, never inside its inputs."""
+    return folder.parent / f"{folder.name}.cache"
+
+
 def run_case_process(case: Case, folder: Path, model: Path, timeout: float = 300) -> Outcome:
     """Run one case in a fresh process: `python -m dmfnet_edge.cli.main ARGV`, or this module as the child for
     a case that patches the library (it cannot be set up from outside)."""
@@ -295,6 +300,7 @@ def run_case_process(case: Case, folder: Path, model: Path, timeout: float = 300
     before = snapshot(folder)
     start = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMFNET_") or k == "DMFNET_TIER"}
+    env["DMFNET_CACHE_DIR"] = str(case_cache(folder))  # each case's own cache, outside its inputs
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env,
                           stdin=subprocess.DEVNULL)
     seconds = time.perf_counter() - start

@@ -22,6 +22,11 @@ def pytest_configure(config):
     # a loaded 2-core CI machine can take over 10 s for one bar; its plain progress line would then be a second
     # stderr line in the tests that check for exactly one (error) line, in this process and in its children
     os.environ.setdefault("DMFNET_PROGRESS_SECONDS", "100000")
+    # the ONNX Runtime cache of the tests (and of the processes they start) is their own, not the user's
+    if "DMFNET_CACHE_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["DMFNET_CACHE_DIR"] = tempfile.mkdtemp(prefix="dmfnet-test-cache-")
     if RUNTIME_TIER:
         import tests.no_torch  # noqa: F401 (any `import torch` now raises ImportError)
 

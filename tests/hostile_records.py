@@ -162,6 +162,39 @@ def _stage2_option(folder: Path, model: Path, option: str, value: str) -> list[s
             "--steps", "1", "--batch", "1", "--crop", "64", option, value]
 
 
+def _ort_cache_entry(folder: Path, graph: str | None, record: str | None) -> list[str]:
+    """`fuse` on the shipped FP32 graph with a planted entry in its ONNX Runtime cache (the case's own cache
+    folder): graph/record each 'fifo', 'zero' (a link to /dev/zero), 'tampered' (valid bytes of another graph,
+    with a record that claims them) or None (absent)."""
+    import hashlib
+
+    import onnxruntime as ort
+
+    from dmfnet_edge.contract import read_manifest
+    from dmfnet_edge.runtime import shipped_onnx
+    from dmfnet_edge.runtime.ort_cache import GRAPH_LIMIT, OrtCacheRecord, _describe
+    from tests.bad_inputs import case_cache
+
+    fields = _describe(ort, read_manifest(shipped_onnx("edge", "fp32")).onnx_sha256, "simulate_qdq=0")
+    cache = case_cache(folder) / "onnxruntime"
+    cache.mkdir(parents=True)
+    other = shipped_onnx("edge", "int8").read_bytes()
+    for kind, path in ((graph, cache / f"{fields['key']}.onnx"), (record, cache / f"{fields['key']}.json")):
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "zero":
+            path.symlink_to("/dev/zero")
+        elif kind == "tampered" and path.suffix == ".onnx":
+            path.write_bytes(other)
+        elif kind == "tampered":
+            path.write_bytes(OrtCacheRecord(graph_sha256=hashlib.sha256(b"x").hexdigest(), graph_bytes=len(other),
+                                            **fields).encode())
+        elif kind == "huge":
+            path.write_bytes(OrtCacheRecord(graph_sha256=hashlib.sha256(b"x").hexdigest(), graph_bytes=GRAPH_LIMIT,
+                                            **fields).encode())
+    return [*_pair(folder), "--model", "edge", "--backend", "onnxruntime"]
+
+
 def _overwrite_with_provenance(folder: Path, kind: str) -> list[str]:
     from tests.bad_inputs import _nifti
 
@@ -247,6 +280,13 @@ CASES = [
                                                        str(_train_dir(d)), "--out", str(d / "run"), "--steps", "1",
                                                        "--w-contrast", "1"], 2,
          "--w-contrast: stage2 options", model=False),
+    Case("ORT cache: a FIFO as the entry's record (ignored, graph optimised in-process)",
+         lambda d, m: _ort_cache_entry(d, None, "fifo"), 0, ""),
+    Case("ORT cache: /dev/zero as the cached graph, its record claiming 1 GiB",
+         lambda d, m: _ort_cache_entry(d, "zero", "huge"), 0, ""),
+    Case("ORT cache: another graph's bytes under the key (hash mismatch: rebuilt)",
+         lambda d, m: _ort_cache_entry(d, "tampered", "tampered"), 0, ""),
+    Case("ORT cache: a FIFO as the cached graph, no record", lambda d, m: _ort_cache_entry(d, "fifo", None), 0, ""),
     Case("feature cache key: a FIFO", lambda d, m: _feature_cache(d, m, "fifo"), 2, "is not a regular file",
          model=False),
     Case("provenance record: a FIFO beside the output (--overwrite)", lambda d, m: _overwrite_with_provenance(

@@ -8,9 +8,10 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 T = TypeVar("T")
 PLAIN_EVERY_S = 10.0
@@ -65,6 +66,8 @@ class PlainProgress:
 def bar(total: int, desc: str, unit: str = "it") -> tqdm | PlainProgress:
     if not sys.stderr.isatty():
         return PlainProgress(total, desc, unit)
+    from tqdm import tqdm  # imported on first use: a one-pair `dmfnet fuse` never draws a bar
+
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
 

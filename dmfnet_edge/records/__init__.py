@@ -30,6 +30,7 @@ RECORD_TYPES: dict[str, str] = {
     "dmfnet-edge-feature-cache": "dmfnet_edge.train.feature_cache:FeatureCacheKey",
     "dmfnet-edge-training-state": "dmfnet_edge.train.state:TrainingState",
     "dmfnet-edge-triton-repository": "dmfnet_edge.serving.triton_repo:RepositoryRecord",
+    "dmfnet-edge-ort-cache": "dmfnet_edge.runtime.ort_cache:OrtCacheRecord",
 }
 
 

@@ -18,9 +18,10 @@ import numpy as np
 
 from dmfnet_edge._optional import require
 from dmfnet_edge.contract import INPUT_NAMES, OUTPUT_NAME, read_manifest
-from dmfnet_edge.errors import ModelFileError
+from dmfnet_edge.errors import DmfnetError, ModelFileError
 from dmfnet_edge.precisions import PRECISIONS
 from dmfnet_edge.runtime.base import Closing, check_network_inputs, run_with_contract
+from dmfnet_edge.runtime.ort_cache import optimised_session
 
 SIMULATE_QDQ = ("session.disable_quant_qdq", "1")
 
@@ -37,17 +38,23 @@ class OnnxRuntimeRunner(Closing):
             raise ModelFileError(f"{self.path.name} holds TensorRT plugin nodes; build an engine from it with "
                                  "'dmfnet-export build', or run the plain graph on ONNX Runtime")
         self.contract = self.manifest.contract
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.simulate_qdq = PRECISIONS[self.manifest.precision].onnxruntime == "simulated"
-        if self.simulate_qdq:
-            options.add_session_config_entry(*SIMULATE_QDQ)
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+
+        def options() -> Any:
+            made = ort.SessionOptions()
+            if self.simulate_qdq:
+                made.add_session_config_entry(*SIMULATE_QDQ)
+            if threads:
+                made.intra_op_num_threads = threads
+                made.inter_op_num_threads = 1
+            return made
+
         try:
-            self.session = ort.InferenceSession(str(self.path), options,
-                                                providers=providers or ["CPUExecutionProvider"])
+            self.session = optimised_session(ort, self.path, self.manifest.onnx_sha256, options,
+                                             providers or ["CPUExecutionProvider"],
+                                             f"simulate_qdq={int(self.simulate_qdq)}")
+        except DmfnetError:
+            raise
         except Exception as exc:  # onnxruntime raises its own exception types for invalid graphs
             raise ModelFileError(f"{self.path}: ONNX Runtime cannot load the graph ({exc})") from None
         names = tuple(i.name for i in self.session.get_inputs())
