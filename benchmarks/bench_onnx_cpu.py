@@ -4,7 +4,13 @@ All variants run in this process on the same real sample pair, interleaved round
 with the same thread count; medians and ratios are printed, then the issue's targets with PASS/MISS.
 `--profile` adds ONNX Runtime's per-operator time breakdown for every graph.
 
-    python benchmarks/bench_onnx_cpu.py [--repeats 15] [--threads 2] [--profile]
+Cold start (`--cold N`, default 5): N fresh `dmfnet fuse` processes per shipped ONNX Runtime graph (interpreter,
+imports, session, one pair, the PNG written), interleaved, timed from outside, against the same backend's
+in-process median. Arithmetic floor: the model's FLOPs per pair (`dmfnet info`'s count) over this CPU's measured
+single-precision GEMM rate with the same threads (a 2048-square matmul, the best of five): the fraction of that
+floor each variant reaches is printed beside it.
+
+    python benchmarks/bench_onnx_cpu.py [--repeats 15] [--threads 2] [--profile] [--cold 5]
         [--fp32 F.onnx] [--int8 F.onnx] [--int8-trt F.onnx]
 """
 
@@ -13,7 +19,11 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +33,7 @@ import torch
 
 from dmfnet_edge.io.images import read_image
 from dmfnet_edge.models.checkpoint import load_model
+from dmfnet_edge.models.flops import pair_flops
 from dmfnet_edge.pipeline import prepare_pair
 from dmfnet_edge.profiling import cpu_description
 from dmfnet_edge.runtime import shipped_onnx
@@ -52,6 +63,35 @@ def op_breakdown(sess: ort.InferenceSession, top: int = 8) -> str:
     return ", ".join(f"{op} {100 * t / whole:.0f}%" for op, t in totals.most_common(top))
 
 
+def gemm_rate(threads: int, n: int = 2048) -> float:
+    """FLOP/s of a float32 n x n matmul on `threads` threads (best of five): what this CPU's FMA units sustain."""
+    torch.set_num_threads(threads)
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    best = float("inf")
+    for _ in range(6):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def cold_starts(precisions: list[str], threads: int, repeats: int) -> dict[str, list[float]]:
+    """Wall seconds of fresh `dmfnet fuse` processes of the sample pair, one list per precision, interleaved."""
+    tool = Path(sys.executable).parent / "dmfnet"
+    times: dict[str, list[float]] = {p: [] for p in precisions}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats + 1):  # the first round fills the OS file cache and is not counted
+            for precision in precisions:
+                cmd = [str(tool), "fuse", "--mri", str(SAMPLE / "MRI" / "11.png"), "--other",
+                       str(SAMPLE / "PET" / "11.png"), "-o", str(Path(tmp) / f"{precision}.png"), "--overwrite",
+                       "--backend", "onnxruntime", "--precision", precision, "--threads", str(threads)]
+                start = time.perf_counter()
+                subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+                times[precision].append(time.perf_counter() - start)
+    return {p: t[1:] for p, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="edge")
@@ -62,10 +102,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--cold", type=int, default=5, help="fresh processes per shipped graph (0: none)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     model, _ = load_model(args.model)
+    args.gflop = pair_flops(model)["total"] / 1e9
+    args.gemm = gemm_rate(args.threads)
     pair = prepare_pair(read_image(SAMPLE / "MRI" / "11.png"), read_image(SAMPLE / "PET" / "11.png"))
     feed = {"mri": pair.mri[None, None], "other": pair.other[None, None]}
     tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
@@ -90,23 +133,38 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
             if round_ == 0 and name != "PyTorch eager FP32":
                 print(f"  {name}: max |out - PyTorch| = {np.abs(out - reference).max():.2e}")
-    report(times, args)
+    cold = cold_starts(["fp32", "int8"], args.threads, args.cold) if args.cold else {}
+    report(times, args, cold)
     if args.profile:
         for name, sess in sessions.items():
             print(f"profile {name}: {op_breakdown(sess)}")
 
 
-def report(times: dict[str, list[float]], args: argparse.Namespace) -> None:
+def report(times: dict[str, list[float]], args: argparse.Namespace, cold: dict[str, list[float]]) -> None:
     med = {name: statistics.median(t) for name, t in times.items()}
     eager, fp32 = med["PyTorch eager FP32"], med["ONNX Runtime FP32"]
+    floor = args.gflop * 1e9 / args.gemm
     print(f"\n256x256 pair, {args.threads} threads, {cpu_description()}, torch "
           f"{torch.__version__}, onnxruntime {ort.__version__}, {args.repeats} timed runs each (medians)")
-    print(f"{'variant':<36} {'median s':>9} {'min s':>8} {'vs eager':>9} {'vs ORT FP32':>12}")
-    for name, t in times.items():
-        print(f"{name:<36} {med[name]:>9.3f} {min(t):>8.3f} {eager / med[name]:>8.2f}x {fp32 / med[name]:>11.2f}x")
+    print(f"arithmetic floor: {args.gflop:.1f} GFLOP per pair / {args.gemm / 1e9:.0f} GFLOP/s (float32 GEMM, "
+          f"{args.threads} threads, measured now) = {floor:.3f} s")
+    print(f"{'variant':<44} {'median s':>9} {'min s':>8} {'vs eager':>9} {'vs ORT FP32':>12} {'of floor':>9}")
+    rows = dict(times)
+    in_process = {"fp32": "ONNX Runtime FP32", "int8": "ONNX Runtime INT8 (ORT QOperator)"}
+    for precision, t in cold.items():
+        rows[f"cold start: fresh dmfnet fuse, {precision}"] = t
+        med[f"cold start: fresh dmfnet fuse, {precision}"] = statistics.median(t)
+    for name, t in rows.items():
+        print(f"{name:<44} {med[name]:>9.3f} {min(t):>8.3f} {eager / med[name]:>8.2f}x {fp32 / med[name]:>11.2f}x "
+              f"{100 * floor / med[name]:>8.0f}%")
     int8 = med["ONNX Runtime INT8 (ORT QOperator)"]
+    for precision, t in cold.items():
+        print(f"cold start {precision}: {statistics.median(t) / med[in_process[precision]]:.2f}x the in-process "
+              "time of the same graph")
     checks = [("ORT FP32 >= 2x PyTorch eager", eager / fp32 >= 2), ("ORT FP32 < 1 s per pair", fp32 < 1),
               ("ORT INT8 >= 1.5x ORT FP32", fp32 / int8 >= 1.5)]
+    checks += [(f"cold start {p} <= 1.5x in-process", statistics.median(t) <= 1.5 * med[in_process[p]])
+               for p, t in cold.items()]
     for text, ok in checks:
         print(f"target {text}: {'PASS' if ok else 'MISS'}")
 
