@@ -47,6 +47,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-max-gate", action="store_true",
                    help="stage2: leave out the edge preset's max gate (the fusion head of the weights shipped "
                         "before it; the gate's ablation arm)")
+    p.add_argument("--timesteps", type=_timesteps, metavar="T[,T...]",
+                   help="stage2: the noise levels the fusion network reads (default: the preset's, 5,10,20 for "
+                        "edge); fewer levels mean fewer UNet passes per pair. --init weights of a network with "
+                        "more levels start it with their timestep merges folded")
     p.add_argument("--grad-gain", type=float_range(1.0, 3.0), default=1.0,
                    help="stage2: the hybrid loss's gradient target is this times the stronger source's gradient "
                         "(1 = the paper's loss; a detail lever)")
@@ -68,6 +72,16 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "levels stage 2 reads), for short training budgets")
 
 
+def _timesteps(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    if not 1 <= len(parts) <= 8:
+        raise argparse.ArgumentTypeError(f"'{text}': give 1 to 8 noise levels, e.g. 10 or 5,10,20")
+    steps = tuple(int_range(1, 2000)(part.strip()) for part in parts)
+    if len(set(steps)) != len(steps) or list(steps) != sorted(steps):
+        raise argparse.ArgumentTypeError(f"'{text}': give distinct levels in increasing order")
+    return steps
+
+
 def _check_split(args: argparse.Namespace) -> None:
     if args.val is not None and args.data.resolve() == args.val.resolve():
         raise InputError("--data and --val are the same folder; never train on the validation split")
@@ -76,6 +90,7 @@ def _check_split(args: argparse.Namespace) -> None:
     stage2_only = [name for name, given in (("--feature-cache", args.feature_cache), ("--init", args.init),
                                             ("--val-every", args.val_every),
                                             ("--no-max-gate", args.no_max_gate),
+                                            ("--timesteps", args.timesteps),
                                             ("--grad-gain", args.grad_gain != 1.0),
                                             ("--w-contrast", args.w_contrast != 0.0)) if given]
     if args.stage == "stage1" and stage2_only:
@@ -111,10 +126,13 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("stage2 needs --unet RUN/unet (the stage1 checkpoint)")
         unet, cfg, _ = load_unet(args.unet)
         cfg = _stage2_config(cfg, args.preset) if args.preset else cfg
-        if args.no_max_gate:
+        if args.no_max_gate or args.timesteps:
             import dataclasses
 
-            cfg = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, max_gate=False))
+            fusion = dataclasses.replace(cfg.fusion, max_gate=cfg.fusion.max_gate and not args.no_max_gate,
+                                         timesteps=args.timesteps or cfg.fusion.timesteps)
+            cfg = dataclasses.replace(cfg, fusion=fusion)
+            cfg.check()
         task = Stage2Task(cfg, unet, device, _init_weights(args.init, unet) if args.init else None,
                           args.grad_gain, args.w_contrast)
         lr = args.lr or 1e-4

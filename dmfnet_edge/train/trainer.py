@@ -167,12 +167,34 @@ class Stage2Task:
         return self.model
 
 
+def fold_timestep_merges(own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights of a network that merges T noise levels per scale, for one that merges fewer: each merge's first
+    1x1 convolution reads T blocks of c channels (one per timestep); block j of the new one is the sum of the
+    old blocks j, j + T', ... (T' the new count). At the frozen noise levels (t = 5, 10, 20: sigma below 0.03)
+    the UNet's features barely depend on t, so the folded network starts out close to the one it came from."""
+    folded = dict(weights)
+    for name, new in own.items():
+        old = weights.get(name)
+        if not (name.startswith("merge.") and name.endswith(".body.0.weight") and old is not None):
+            continue
+        if old.shape == new.shape:
+            continue
+        c, steps_new = new.shape[0], new.shape[1] // new.shape[0]
+        steps_old = old.shape[1] // c
+        if old.shape[0] != c or old.shape[2:] != new.shape[2:] or steps_old % steps_new or steps_new >= steps_old:
+            raise ValueError(f"{name}: {tuple(old.shape)} cannot start a merge of {tuple(new.shape)}")
+        blocks = old.reshape(c, steps_old // steps_new, steps_new * c, *old.shape[2:])
+        folded[name] = blocks.sum(dim=1)
+    return folded
+
+
 def load_fusion_weights(fusion: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Load fusion-network weights, widening a head's first convolution with zero source-image inputs where
-    `weights` come from a network without the source skip, and keeping the head's own (closed) max gate where
-    `weights` have none; anything else must match exactly."""
+    `weights` come from a network without the source skip, keeping the head's own (closed) max gate where
+    `weights` have none, and folding the timestep merges of a network that read more noise levels
+    (`fold_timestep_merges`); anything else must match exactly."""
     own = fusion.state_dict()
-    weights = dict(weights)
+    weights = fold_timestep_merges(own, dict(weights))
     for gate in ("head.gate.weight", "head.gate.bias"):
         if gate in own and gate not in weights:
             weights[gate] = own[gate]

@@ -316,3 +316,41 @@ def test_sigterm_during_a_cache_build_leaves_no_half_cache(tmp_path, tiny_model_
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "dmfnet: terminated; no partial outputs were kept"
     assert list(cache.iterdir()) == []  # neither a cache nor its hidden build folder
+
+
+def test_fewer_timesteps_start_from_folded_merges_and_train(tmp_path, pairs_dir, capsys):
+    import dataclasses
+
+    from dmfnet_edge.models.checkpoint import load_model, save_model
+
+    three = _model(7, skip=True, gate=True)
+    one = DMFNet(dataclasses.replace(three.cfg, fusion=dataclasses.replace(three.cfg.fusion, timesteps=(5,)))).eval()
+    load_fusion_weights(one.fusion, three.fusion.state_dict())
+    x, y = torch.rand(2, 1, 1, SIDE, SIDE) * 2 - 1
+    with torch.no_grad():
+        f1 = one.features(x, y)
+        # the same features at every level of the three-level network: the folded one computes the same function
+        f3 = tuple([torch.cat([f] * 3, dim=1) for f in side] for side in f1)
+        assert torch.allclose(three.fuse(f3, x, y), one.fuse(f1, x, y), atol=1e-5)
+    name = "merge.0.body.0.weight"
+    assert one.fusion.state_dict()[name].shape[1] * 3 == three.fusion.state_dict()[name].shape[1]
+    with pytest.raises(ValueError, match="cannot start a merge"):
+        load_fusion_weights(three.fusion, one.fusion.state_dict())  # a merge is folded, never widened
+
+    base = save_model(three, three.cfg, tmp_path / "three", "dmfnet", {})
+    common = ["train", "stage2", "--data", str(pairs_dir / "train"), "--steps", "1", "--batch", "1", "--crop",
+              "64", "--threads", "1", "--unet", str(base), "--init", str(base)]
+    assert main([*common, "--out", str(tmp_path / "one"), "--timesteps", "5"]) == 0
+    trained, _ = load_model(tmp_path / "one" / "dmfnet")
+    assert trained.cfg.fusion.timesteps == (5,) and trained.gammas.shape == (1,)
+    capsys.readouterr()
+    for bad, message in (("5,5", "distinct levels in increasing order"), ("20,5", "increasing order"),
+                         ("0", "0 is out of range"), ("five", "'five' is not a whole number"),
+                         ("3000", "3000 is out of range")):
+        with pytest.raises(SystemExit) as stop:  # argparse's usage error, at parse time
+            main([*common, "--out", str(tmp_path / "bad"), "--timesteps", bad])
+        assert stop.value.code == 2 and message in capsys.readouterr().err, bad
+    assert main(["train", "stage1", "--data", str(pairs_dir / "train"), "--out", str(tmp_path / "s1"),
+                 "--timesteps", "5"]) == 2
+    assert "--timesteps: stage2 options" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "s1").exists()
