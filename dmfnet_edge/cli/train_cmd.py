@@ -75,7 +75,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def _timesteps(text: str) -> tuple[int, ...]:
     parts = text.split(",")
     if not 1 <= len(parts) <= 8:
-        raise argparse.ArgumentTypeError(f"'{text}': give 1 to 8 noise levels, e.g. 10 or 5,10,20")
+        raise argparse.ArgumentTypeError(f"{len(parts)} levels: give 1 to 8 noise levels, e.g. 10 or 5,10,20")
     steps = tuple(int_range(1, 2000)(part.strip()) for part in parts)
     if len(set(steps)) != len(steps) or list(steps) != sorted(steps):
         raise argparse.ArgumentTypeError(f"'{text}': give distinct levels in increasing order")
