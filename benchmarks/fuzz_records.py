@@ -47,6 +47,9 @@ def made_seeds() -> dict[str, bytes]:
         "dmfnet-edge-triton-repository": {
             "model": "dmfnet_edge", "platform": "onnxruntime_onnx", "source": "g.onnx", "source_sha256": h,
             "source_manifest": {"format": "dmfnet-edge-onnx"}, "config_checked_against_triton_schema": True},
+        "dmfnet-edge-ort-cache": {
+            "key": h, "source_sha256": h, "onnxruntime": "1.32.0", "cpu": "AMD EPYC; flags 0123456789abcdef",
+            "settings": "simulate_qdq=0", "graph_sha256": h, "graph_bytes": 7163897},
     }
     return {fmt: record_type(fmt).convert(data, fmt).encode() for fmt, data in made.items()}
 
