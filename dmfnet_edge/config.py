@@ -186,7 +186,10 @@ PRESETS: dict[str, ModelConfig] = {
         name="edge",
         unet=UNetConfig(base_channels=16, channel_mults=(1, 2, 2, 4, 4), res_blocks=1, norm_groups=8,
                         dropout=0.1),
-        fusion=FusionConfig(head_channels=32, attention_reduction=4, source_skip=True, max_gate=True),
+        # edge deviation: one noise level (t = 5) instead of three: two UNet passes per pair instead of six, the
+        # same quality on val (docs/MODEL_CARD.md, "One noise level")
+        fusion=FusionConfig(timesteps=(5,), head_channels=32, attention_reduction=4, source_skip=True,
+                            max_gate=True),
     ),
     "tiny": ModelConfig(
         name="tiny",

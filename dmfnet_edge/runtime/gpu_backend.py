@@ -1,6 +1,7 @@
-"""GPU fast path: PyTorch on CUDA with FP16/BF16 autocast, channels_last, the batched six passes with the
-pruned tail, the fused cross-modal attention kernel (a prebuilt extension: models/cuda_extension.py) and a CUDA
-graph per input shape (the eight used last are kept; older ones are released with their static buffers).
+"""GPU fast path: PyTorch on CUDA with FP16/BF16 autocast, channels_last, the batched UNet passes (2 sources x
+T noise levels) with the pruned tail, the fused cross-modal attention kernel (a prebuilt extension:
+models/cuda_extension.py) and a CUDA graph per input shape (the eight used last are kept; older ones are
+released with their static buffers).
 
 Inputs and outputs follow the Runner contract (float32 numpy arrays); the graph replays on static device
 buffers, so a call is: host -> device copy, replay, device -> host copy. `fuse_tensors` takes and returns CUDA
