@@ -13,6 +13,7 @@ first build's engine manifest of every graph (engines are not kept).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 import msgspec
 
 from dmfnet_edge.engines.trt_builder import BuildOptions, build_engine
+from dmfnet_edge.export.recipes import load_recipe
 from dmfnet_edge.profiling import cpu_description
 from dmfnet_edge.runtime.engine_manifest import parse_targets
 
@@ -44,13 +46,19 @@ def main() -> None:
     if missing:
         raise SystemExit(f"missing graphs (run 'make export' first): {', '.join(missing)}")
     options = BuildOptions(args.toolchain, parse_targets(args.compute_capability), args.shapes)
+    # the INT8 graph's declared fallbacks are its recipe's (export/jetson-orin-int8.yaml), as `make export` builds it
+    from dmfnet_edge.targets import fallback_allowance
+
+    step = load_recipe(ROOT / "export" / "jetson-orin-int8.yaml").engine
+    int8 = dataclasses.replace(options, allowed_int8_fallbacks=fallback_allowance(
+        step.allowed_int8_fallbacks if step else None, "the recipe's allowed_int8_fallbacks"))
     seconds: dict[str, list[float]] = {name: [] for name in graphs}
     manifests: dict[str, list[dict]] = {name: [] for name in graphs}
     for _ in range(args.repeats):
         for name, graph in graphs.items():
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
-                manifests[name].append(build_engine(graph, Path(tmp), options))
+                manifests[name].append(build_engine(graph, Path(tmp), int8 if name == "int8-tensorrt" else options))
                 seconds[name].append(time.perf_counter() - start)
     first = manifests["fp32"][0]
     print(f"{first.toolchain.flavour} {first.toolchain.version}, targets "
