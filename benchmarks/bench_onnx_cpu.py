@@ -12,7 +12,11 @@ in-process median. Arithmetic floor: the model's FLOPs per pair (`dmfnet info`'s
 single-precision GEMM rate with the same threads (a 2048-square matmul, the best of five): the fraction of that
 floor each variant reaches is printed beside it.
 
-    python benchmarks/bench_onnx_cpu.py [--repeats 15] [--threads 2] [--profile] [--cold 5]
+Volumes (`--volume-slices N`, default 32): `dmfnet fuse-volume` of an N-slice 256x256 DICOM pair (the bundled
+MRI-CT sample, shifted per slice; benchmarks/bench_volume.py has the fuller comparison) at batch 1 and batch 4,
+the median of three runs each, as seconds per slice in the same table.
+
+    python benchmarks/bench_onnx_cpu.py [--repeats 15] [--threads 2] [--profile] [--cold 5] [--volume-slices 32]
         [--fp32 F.onnx] [--int8 F.onnx] [--int8-trt F.onnx]
 """
 
@@ -96,6 +100,35 @@ def three_levels(model: torch.nn.Module) -> torch.nn.Module:
     return old.eval()
 
 
+def volume_rates(slices: int, threads: int, batches: tuple[int, ...] = (1, 4), runs: int = 3
+                 ) -> dict[str, list[float]]:
+    """Seconds per slice of `dmfnet fuse-volume` (DICOM series in and out, ONNX Runtime FP32) per batch size."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench_volume import stacks
+
+    from dmfnet_edge.cli.main import main as dmfnet
+    from tests.volume_fixtures import write_series
+
+    mri, ct = stacks(slices)
+    out: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_series(root / "mri", mri, "MR", spacing=(2.0, 1.0, 1.0))
+        write_series(root / "ct", ct.astype(np.float64) - 1000, "CT", spacing=(2.0, 1.0, 1.0), intercept=-1024.0)
+        for _ in range(runs):
+            for batch in batches:
+                target = root / f"out{batch}"
+                start = time.perf_counter()
+                code = dmfnet(["fuse-volume", "--mri", str(root / "mri"), "--other", str(root / "ct"), "-o",
+                               str(target), "--other-intensity", "window:-872,256", "--batch", str(batch),
+                               "--backend", "onnxruntime", "--threads", str(threads), "--overwrite"])
+                assert code == 0
+                out.setdefault(f"fuse-volume, {slices} slices, batch {batch} (per slice)", []).append(
+                    (time.perf_counter() - start) / slices)
+    return out
+
+
 def cold_starts(precisions: list[str], threads: int, repeats: int) -> dict[str, list[float]]:
     """Wall seconds of fresh `dmfnet fuse` processes of the sample pair, one list per precision, interleaved."""
     tool = Path(sys.executable).parent / "dmfnet"
@@ -124,6 +157,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--cold", type=int, default=5, help="fresh processes per shipped graph (0: none)")
+    parser.add_argument("--volume-slices", type=int, default=32, help="slices of the fuse-volume rows (0: none)")
     parser.add_argument("--baseline", type=Path, default=BASELINE, help="the FP32 graph the targets compare with")
     args = parser.parse_args()
 
@@ -160,6 +194,8 @@ def main() -> None:
             if round_ == 0 and name.startswith("ONNX") and name != ORT_OLD:
                 print(f"  {name}: max |out - PyTorch| = {np.abs(out - reference).max():.2e}")
     cold = cold_starts(["fp32", "int8"], args.threads, args.cold) if args.cold else {}
+    if args.volume_slices:
+        cold.update(volume_rates(args.volume_slices, args.threads))
     report(times, args, cold)
     if args.profile:
         for name, sess in sessions.items():
@@ -182,21 +218,26 @@ def report(times: dict[str, list[float]], args: argparse.Namespace, cold: dict[s
     rows = dict(times)
     in_process = {"fp32": ORT_FP32, "int8": ORT_INT8}
     for precision, t in cold.items():
-        rows[f"cold start: fresh dmfnet fuse, {precision}"] = t
-        med[f"cold start: fresh dmfnet fuse, {precision}"] = statistics.median(t)
+        name = precision if precision.startswith("fuse-volume") else f"cold start: fresh dmfnet fuse, {precision}"
+        rows[name] = t
+        med[name] = statistics.median(t)
     for name, t in rows.items():
-        share = f"{100 * floor / med[name]:>8.0f}%" if not name.startswith("cold") and "before" not in name else ""
+        share = f"{100 * floor / med[name]:>8.0f}%" if name.startswith(("ONNX", "PyTorch")) and "before" not in name \
+            else ""
         print(f"{name:<44} {med[name]:>9.3f} {min(t):>8.3f} {eager / med[name]:>15.2f}x {base / med[name]:>18.2f}x "
               f"{share:>9}")
     fp32, int8 = med[ORT_FP32], med[ORT_INT8]
     for precision, t in cold.items():
-        print(f"cold start {precision}: {statistics.median(t) / med[in_process[precision]]:.2f}x the in-process "
-              "time of the same graph")
+        if precision in in_process:
+            print(f"cold start {precision}: {statistics.median(t) / med[in_process[precision]]:.2f}x the in-process "
+                  "time of the same graph")
+        else:
+            print(f"{precision}: {1 / statistics.median(t):.2f} slices/s")
     checks = [(f"default (ORT FP32) >= 2x {base_name}", base / fp32 >= 2),
               (f"default (ORT FP32) >= 3x PyTorch {eager_name}", eager / fp32 >= 3),
               ("ORT FP32 < 1 s per pair", fp32 < 1), ("ORT INT8 >= 1.5x ORT FP32", fp32 / int8 >= 1.5)]
     checks += [(f"cold start {p} <= 1.5x in-process", statistics.median(t) <= 1.5 * med[in_process[p]])
-               for p, t in cold.items()]
+               for p, t in cold.items() if p in in_process]
     for text, ok in checks:
         print(f"target {text}: {'PASS' if ok else 'MISS'}")
 
