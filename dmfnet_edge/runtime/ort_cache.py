@@ -22,14 +22,13 @@ import hashlib
 import logging
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
 from dmfnet_edge.errors import DmfnetError, RecordError
-from dmfnet_edge.files import write_together
+from dmfnet_edge.files import publish_staged, stage_file, staging_path
 from dmfnet_edge.records import SHA256, Record, read_bounded
 
 log = logging.getLogger(__name__)
@@ -109,19 +108,26 @@ def _cached(folder: Path, fields: dict[str, str]) -> bytes | None:
     return data
 
 
-def _optimise(ort: Any, source: Path, options: Any, providers: list[str], folder: Path) -> bytes:
-    """Run ONNX Runtime's optimisers on `source` once and return the optimised graph's bytes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".optimising.", suffix=".onnx", dir=folder)
-    os.close(fd)
+def _optimise_into_cache(ort: Any, source: Path, options: Any, providers: list[str], folder: Path,
+                         fields: dict[str, str]) -> bytes:
+    """Run ONNX Runtime's optimisers on `source` once, writing the optimised graph straight into a staged file
+    beside its entry; publish it with its record (the completeness marker last) and return its bytes."""
+    graph, record_path = folder / f"{fields['key']}.onnx", folder / f"{fields['key']}.json"
+    staged = [(staging_path(graph), graph)]
     try:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = tmp
+        options.optimized_model_filepath = str(staged[0][0])
         options.log_severity_level = 3  # not the warning that the saved graph is CPU-specific: the key says so
         ort.InferenceSession(str(source), options, providers=providers)
-        return Path(tmp).read_bytes()
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        data = staged[0][0].read_bytes()
+        record = OrtCacheRecord(graph_sha256=hashlib.sha256(data).hexdigest(), graph_bytes=len(data), **fields)
+        staged.append((stage_file(record_path, record.encode()), record_path))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    publish_staged(staged)
+    return data
 
 
 def optimised_session(ort: Any, source: Path, source_sha256: str, make_options: Any, providers: list[str],
@@ -144,11 +150,7 @@ def optimised_session(ort: Any, source: Path, source_sha256: str, make_options: 
     data = _cached(folder, fields)
     if data is None:
         try:
-            data = _optimise(ort, source, make_options(), providers, folder)
-            record = OrtCacheRecord(graph_sha256=hashlib.sha256(data).hexdigest(), graph_bytes=len(data), **fields)
-            # the graph first, its record (the entry's completeness marker) last
-            write_together([(folder / f"{fields['key']}.onnx", data), (folder / f"{fields['key']}.json",
-                                                                        record.encode())])
+            data = _optimise_into_cache(ort, source, make_options(), providers, folder, fields)
         except (OSError, DmfnetError) as exc:
             log.info("ONNX Runtime cache not written (%s); optimising in this process", exc)
             return plain()

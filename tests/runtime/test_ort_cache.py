@@ -51,7 +51,7 @@ def test_a_valid_entry_is_reused_without_optimising_again(cache, pair, monkeypat
     def refuse(*args, **kwargs):
         raise AssertionError("optimised again although the entry is valid")
 
-    monkeypatch.setattr(ort_cache, "_optimise", refuse)
+    monkeypatch.setattr(ort_cache, "_optimise_into_cache", refuse)
     _fuse("fp32", pair)
     assert graph.stat().st_mtime_ns == stamp
 
