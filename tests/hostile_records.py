@@ -4,6 +4,7 @@ against every input a record names: each read through the one bounded reader, as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -195,6 +196,20 @@ def _ort_cache_entry(folder: Path, graph: str | None, record: str | None) -> lis
     return [*_pair(folder), "--model", "edge", "--backend", "onnxruntime"]
 
 
+@contextlib.contextmanager
+def _file_size_limit(limit: int = 3 << 20):
+    """Files larger than `limit` cannot be written (EFBIG; Python ignores SIGXFSZ): the full-disk class for the
+    ONNX Runtime cache, whose optimised graph (6 MB) does not fit while the fused PNG does."""
+    import resource
+
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+
+
 def _overwrite_with_provenance(folder: Path, kind: str) -> list[str]:
     from tests.bad_inputs import _nifti
 
@@ -287,10 +302,12 @@ CASES = [
          "--w-contrast: stage2 options", model=False),
     Case("ORT cache: a FIFO as the entry's record (ignored, graph optimised in-process)",
          lambda d, m: _ort_cache_entry(d, None, "fifo"), 0, ""),
-    Case("ORT cache: /dev/zero as the cached graph, its record claiming 1 GiB",
+    Case("ORT cache: /dev/zero as the cached graph, its record claiming the 256 MiB limit",
          lambda d, m: _ort_cache_entry(d, "zero", "huge"), 0, ""),
     Case("ORT cache: another graph's bytes under the key (hash mismatch: rebuilt)",
          lambda d, m: _ort_cache_entry(d, "tampered", "tampered"), 0, ""),
+    Case("ORT cache: the optimised graph cannot be written (file-size limit: falls back, same output)",
+         lambda d, m: _ort_cache_entry(d, None, None), 0, "", patch=_file_size_limit),
     Case("ORT cache: a FIFO as the cached graph, no record", lambda d, m: _ort_cache_entry(d, "fifo", None), 0, ""),
     Case("feature cache key: a FIFO", lambda d, m: _feature_cache(d, m, "fifo"), 2, "is not a regular file",
          model=False),

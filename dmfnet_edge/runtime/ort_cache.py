@@ -11,9 +11,10 @@ The entry's key is the SHA-256 of the source graph (its manifest's), the ONNX Ru
 and instruction-set flags (the blocked layout is CPU-specific) and the session settings that change the graph.
 An entry is `KEY.onnx` beside `KEY.json` (an `OrtCacheRecord`: what it was made from and its own SHA-256). It
 is used only when the record reads through the one door, names the same key and the graph's bytes (read
-bounded, regular files only) hash to the recorded value; anything else (a FIFO, a link to /dev/zero, a
-truncated or edited graph, a foreign record) is ignored and replaced, never trusted. A cache that cannot be
-written (read-only home, full disk) costs only the optimisation time.
+bounded, regular files only) hash to the recorded value; anything else (a truncated or edited graph, a foreign
+record) is ignored and replaced, never trusted. A FIFO, socket or device at an entry's name is ignored but not
+replaced (outputs are never written over special files), so that entry stays unused. A cache that cannot be
+written (read-only home, full disk, a file-size limit) costs only the optimisation time.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 ENV_DIR = "DMFNET_CACHE_DIR"
 ENV_SWITCH = "DMFNET_ORT_CACHE"
-GRAPH_LIMIT = 1 << 30  # a cached graph larger than this is not one of ours (the edge graph is 5 MB)
+GRAPH_LIMIT = 256 << 20  # a cached graph larger than this is not one of ours (edge: 6 MB, paper: about 100 MB)
 
 
 class OrtCacheRecord(Record, kw_only=True):
@@ -151,7 +152,8 @@ def optimised_session(ort: Any, source: Path, source_sha256: str, make_options: 
     if data is None:
         try:
             data = _optimise_into_cache(ort, source, make_options(), providers, folder, fields)
-        except (OSError, DmfnetError) as exc:
+        except Exception as exc:  # noqa: BLE001 - also ONNX Runtime's own errors: it fails writing into a full disk
+            # with INVALID_PROTOBUF; any failure to cache falls back (a graph that is itself bad fails again there)
             log.info("ONNX Runtime cache not written (%s); optimising in this process", exc)
             return plain()
     options = make_options()
