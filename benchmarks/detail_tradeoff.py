@@ -43,8 +43,8 @@ def plot(study: dict, path: Path) -> None:
 
     plt = _pyplot()
     tasks = list(study["reference"])
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), sharey=True)
-    for ax, task in zip(axes, tasks):
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
         for k, (label, run) in enumerate(study["runs"].items()):
             xs = [(v["change"][task]["SF"] + v["change"][task]["AG"]) / 2 for v in run["validation"]]
             ys = [min(v["change"][task][m] for m in FIDELITY) for v in run["validation"]]
@@ -64,7 +64,34 @@ def plot(study: dict, path: Path) -> None:
                      "the runs C and D coincide)")
 
 
+def check_study(study: object, source: str) -> dict:
+    """The structure `plot` reads, checked, so that a foreign file is one line, not a traceback."""
+    from dmfnet_edge.errors import InputError
+
+    try:
+        assert isinstance(study, dict) and isinstance(study["reference"], dict) and study["reference"]
+        for run in study["runs"].values():
+            for v in run["validation"]:
+                assert isinstance(v["step"], int)
+                for task in study["reference"]:
+                    assert all(isinstance(v["change"][task][m], (int, float)) for m in DETAIL + FIDELITY)
+    except (AssertionError, KeyError, TypeError, AttributeError):
+        raise InputError(f"{source}: not a study written by this script (reference, runs, validation, change)") \
+            from None
+    return study
+
+
 def main() -> int:
+    from dmfnet_edge.errors import DmfnetError
+
+    try:
+        return run()
+    except DmfnetError as exc:
+        print(f"detail_tradeoff: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--val", type=Path)
     parser.add_argument("--cache", type=Path, help="the validation split's feature cache (FOLDER/val)")
@@ -74,10 +101,16 @@ def main() -> int:
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--from-json", type=Path, help="redraw from a saved study")
     args = parser.parse_args()
+    from dmfnet_edge.errors import InputError
     from dmfnet_edge.records import json_bytes, parse_json, read_bounded
 
+    inputs = [p for p in (args.from_json,) if p] + [Path(r.partition("=")[2]) / "last.json" for r in args.run]
+    for out in (p for p in (args.json, args.plot) if p):
+        if any(out.resolve() == i.resolve() for i in inputs):
+            raise InputError(f"{out}: is an input of this command; write the result elsewhere")
     if args.from_json:
-        study = parse_json(read_bounded(args.from_json, 16 << 20, "study"), str(args.from_json))
+        study = check_study(parse_json(read_bounded(args.from_json, 16 << 20, "study"), str(args.from_json)),
+                            str(args.from_json))
     else:
         from dmfnet_edge.train.state import TrainingState
 
